@@ -1,0 +1,237 @@
+"""`zfsglacier backup`: snapshot, stream to the remote, commit a manifest, prune.
+
+The commit protocol: the data object is uploaded and its size checked, every stage has exited 0,
+and only then is the manifest uploaded. On any failure or signal before that, the snapshot this run
+made is destroyed and its partial object deleted, so nothing that looks like a backup is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from . import __version__, proc, zfs
+from .catalog import Catalog, load_catalog
+from .codecs import get_codec
+from .config import BackupConfig
+from .errors import RemoteError, ZfsError, ZfsglacierError
+from .lock import DatasetLock
+from .manifest import Manifest, chain_is_complete, data_object_name, manifest_name
+from .pipeline import send_to_remote
+from .progress import Progress, human_bytes
+from .rclone import Rclone, find_rclone
+from .zfs import Snapshot
+
+log = logging.getLogger(__name__)
+TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+_TIMESTAMP = r"\d{8}T\d{6}Z(-\d+)?"
+
+
+@dataclass(frozen=True)
+class Plan:
+    snapshot: str  # full name of the snapshot to create
+    base: Snapshot | None
+    base_manifest: Manifest | None
+    object_name: str
+    why: str  # why full or incremental
+
+    @property
+    def kind(self) -> str:
+        return "full" if self.base is None else "incremental"
+
+
+def new_snapshot_name(prefix: str, now: datetime, taken: set[str]) -> str:
+    """`<prefix><UTC timestamp>`, with -1, -2... when that name is taken (two runs in one second)."""
+    stamp = prefix + now.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+    name, counter = stamp, 0
+    while name in taken:
+        counter += 1
+        name = f"{stamp}-{counter}"
+    return name
+
+
+def is_own_snapshot(short_name: str, prefix: str) -> bool:
+    """Made by this tool: the prefix followed by exactly our timestamp form."""
+    return short_name.startswith(prefix) and re.fullmatch(_TIMESTAMP, short_name[len(prefix):]) is not None
+
+
+def choose_base(catalog: Catalog, local: list[Snapshot]) -> tuple[Snapshot | None, Manifest | None, str]:
+    """The newest local snapshot whose backup is committed (same guid) and restorable from a full."""
+    committed = {m.guid: m for m in catalog.manifests}
+    for snapshot in reversed(local):
+        manifest = committed.get(snapshot.guid)
+        if manifest is None:
+            continue
+        if not chain_is_complete(catalog.manifests, manifest):
+            log.warning("not basing on %s: its chain on the remote has a gap", snapshot.name)
+            continue
+        return snapshot, manifest, f"incremental from {snapshot.short_name}"
+    if not catalog.manifests:
+        return None, None, "full: no committed backup on the remote yet"
+    return None, None, "full: no local snapshot matches a committed backup (by guid)"
+
+
+def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
+           echo: Callable[[str], None] = print) -> Manifest | None:
+    rclone = Rclone(find_rclone(), cfg.rclone_config)
+    codec = get_codec(cfg.compressor)
+    with DatasetLock(cfg.dataset, "backup"):
+        local = zfs.list_snapshots(cfg.dataset)
+        catalog = load_catalog(cfg, rclone)
+        local = _remove_leftovers(cfg, rclone, catalog, local, dry_run, echo)
+
+        if full:
+            base, base_manifest, why = None, None, "full: --full given"
+        else:
+            base, base_manifest, why = choose_base(catalog, local)
+        taken = {s.short_name for s in local} | {m.snapshot for m in catalog.manifests}
+        short = new_snapshot_name(cfg.snapshot_prefix, datetime.now(UTC), taken)
+        kind = "full" if base is None else "incremental"
+        plan = Plan(f"{cfg.dataset}@{short}", base, base_manifest,
+                    data_object_name(short, kind, codec.suffix), why)
+
+        send_argv = zfs.send_argv(plan.snapshot, base.name if base else None)
+        rcat_argv = rclone.rcat_argv(catalog.path(plan.object_name))
+        if dry_run:
+            run_id = "DRY-RUN"
+            echo(f"# {plan.why}")
+            echo(proc.render(zfs.snapshot_argv(plan.snapshot, run_id)))
+            echo(proc.render_pipeline([send_argv, codec.compress_argv(cfg.level, cfg.threads), rcat_argv])
+                 + "  # compression runs in-process; the command shown writes the same format")
+            echo(proc.render(rclone.rcat_argv(catalog.path(manifest_name(short)))) + "  < manifest.json")
+            echo(proc.render(zfs.clear_pending_argv(plan.snapshot)))
+            for old in _to_prune(cfg, local, about_to_add=1):
+                echo(proc.render(zfs.destroy_snapshot_argv(old.name)))
+            return None
+
+        log.info("%s: %s", plan.snapshot, plan.why)
+        zfs.create_snapshot(plan.snapshot, f"{socket.gethostname()}:{uuid.uuid4()}")
+        manifest = _stream_and_commit(cfg, rclone, catalog, plan, send_argv, rcat_argv)
+        zfs.clear_pending(plan.snapshot)
+        _prune(cfg, zfs.list_snapshots(cfg.dataset))
+        return manifest
+
+
+def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,
+                       send_argv: list[str], rcat_argv: list[str]) -> Manifest:
+    codec = get_codec(cfg.compressor)
+    object_path = catalog.path(plan.object_name)
+    manifest_path = catalog.path(manifest_name(plan.snapshot.partition("@")[2]))
+    manifest_tried = False
+    progress = Progress(f"backup {plan.snapshot}")
+    try:
+        stats = send_to_remote(send_argv, rcat_argv, codec, cfg.level, cfg.threads, progress.update)
+        stored = {o.name: o.size for o in rclone.list_dir(catalog.directory)}.get(plan.object_name)
+        if stored != stats.stored_bytes:
+            raise RemoteError("rclone rcat", f"{object_path} holds {stored} bytes after upload, "
+                                             f"{stats.stored_bytes} were sent")
+        snapshot = next(s for s in zfs.list_snapshots(cfg.dataset) if s.name == plan.snapshot)
+        manifest = Manifest(
+            dataset=cfg.dataset,
+            snapshot=snapshot.short_name,
+            guid=snapshot.guid,
+            createtxg=snapshot.createtxg,
+            kind=plan.kind,
+            base=plan.base.short_name if plan.base else None,
+            base_guid=plan.base.guid if plan.base else None,
+            compressor=codec.name,
+            level=cfg.level,
+            raw_bytes=stats.raw_bytes,
+            stored_bytes=stats.stored_bytes,
+            sha256=stats.sha256,
+            object=plan.object_name,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            host=socket.gethostname(),
+            tool_version=__version__,
+        )
+        manifest_tried = True
+        rclone.write(manifest_path, manifest.to_json())
+    except BaseException as exc:
+        progress.close()
+        _undo(plan.snapshot, rclone, [manifest_path] if manifest_tried else [], object_path, exc)
+        raise
+    progress.close()
+    seconds = max(stats.seconds, 1e-9)
+    ratio = stats.raw_bytes / stats.stored_bytes if stats.stored_bytes else 0.0
+    log.info(
+        "backed up %s (%s): %s raw, %s stored, ratio %.2f, %.1f s, %s/s -> %s",
+        plan.snapshot, plan.why, human_bytes(stats.raw_bytes), human_bytes(stats.stored_bytes), ratio,
+        stats.seconds, human_bytes(stats.raw_bytes / seconds), object_path,
+    )
+    return manifest
+
+
+def _undo(snapshot: str, rclone: Rclone, manifest_paths: list[str], object_path: str,
+          cause: BaseException) -> None:
+    """Best effort: leave nothing of a failed run. Each step is tried even if an earlier one fails."""
+    log.debug("cleaning up after %r", cause)
+    for path in [*manifest_paths, object_path]:
+        try:
+            if any(o.name == path.rpartition("/")[2] for o in rclone.list_dir(path.rpartition("/")[0])):
+                rclone.delete(path)
+                log.info("removed partial object %s", path)
+        except ZfsglacierError as exc:
+            log.warning("could not remove %s (the next backup removes it): %s", path, exc)
+    try:
+        zfs.destroy_snapshot(snapshot)
+        log.info("destroyed snapshot %s made by this run", snapshot)
+    except ZfsglacierError as exc:
+        log.warning("could not destroy %s (the next backup destroys it): %s", snapshot, exc)
+
+
+def _remove_leftovers(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, local: list[Snapshot],
+                      dry_run: bool, echo: Callable[[str], None]) -> list[Snapshot]:
+    """Remove what an earlier run that was killed left behind (we hold the dataset's lock)."""
+    committed = {m.snapshot for m in catalog.manifests}
+    kept: list[Snapshot] = []
+    for snapshot in local:
+        if not snapshot.pending:
+            kept.append(snapshot)
+        elif snapshot.short_name in committed:
+            # Killed between the commit and clearing the mark: it is a good backup.
+            kept.append(snapshot)
+            if dry_run:
+                echo(proc.render(zfs.clear_pending_argv(snapshot.name)))
+            else:
+                zfs.clear_pending(snapshot.name)
+        elif dry_run:
+            echo(proc.render(zfs.destroy_snapshot_argv(snapshot.name)) + "  # left by an interrupted run")
+        else:
+            log.warning("destroying %s: left uncommitted by an interrupted run", snapshot.name)
+            zfs.destroy_snapshot(snapshot.name)
+    for name in catalog.orphans:
+        path = catalog.path(name)
+        if dry_run:
+            echo(proc.render(rclone.deletefile_argv(path)) + "  # no manifest: not a backup")
+        else:
+            log.warning("removing %s: a data object without a manifest is not a backup", path)
+            rclone.delete(path)
+    return kept
+
+
+def _to_prune(cfg: BackupConfig, local: list[Snapshot], about_to_add: int = 0) -> list[Snapshot]:
+    """This tool's committed snapshots beyond the `snapshot_retention` newest. Snapshots made by
+    anyone else, even with the same prefix, are never touched."""
+    if cfg.snapshot_retention == 0:
+        return []
+    own = [s for s in local if is_own_snapshot(s.short_name, cfg.snapshot_prefix) and not s.pending]
+    # The newest is the base of the next incremental: it is always among the kept ones.
+    return own[: max(len(own) + about_to_add - cfg.snapshot_retention, 0)]
+
+
+def _prune(cfg: BackupConfig, local: list[Snapshot]) -> None:
+    failed: list[str] = []
+    for snapshot in _to_prune(cfg, local):
+        log.info("pruning %s (snapshot_retention = %d)", snapshot.name, cfg.snapshot_retention)
+        try:
+            zfs.destroy_snapshot(snapshot.name)
+        except ZfsError as exc:
+            failed.append(str(exc))
+    if failed:
+        raise ZfsError("zfs destroy", "the backup is committed, but pruning old snapshots failed",
+                       " | ".join(failed))

@@ -1,0 +1,123 @@
+"""Command line: argparse subcommands, one function per command, and the one place where
+errors become exit codes. Tracebacks only with --debug."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .backup import backup
+from .catalog import load_catalog
+from .config import DEFAULT_CONFIG_PATH, load_config
+from .errors import EXIT_CODES, EXIT_INTEGRITY, EXIT_INTERNAL, EXIT_OK, ZfsglacierError
+from .listing import as_json, as_table
+from .rclone import Rclone, find_rclone
+from .restore import restore
+from .signals import signals_as_exceptions
+
+log = logging.getLogger("zfsglacier")
+
+
+def _exit_codes_epilog() -> str:
+    return "exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zfsglacier",
+        description="Back up OpenZFS datasets to any rclone remote, and restore them verified.",
+        epilog=_exit_codes_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="log every command run; tracebacks on errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, metavar="FILE",
+                         help=f"config file (default {DEFAULT_CONFIG_PATH})")
+        return sub
+
+    sub = command("backup", "Snapshot the dataset and send it (full or incremental) to the remote.")
+    sub.add_argument("--full", action="store_true", help="send a full stream even if an incremental is possible")
+    sub.add_argument("--dry-run", action="store_true", help="print the commands that would run; change nothing")
+
+    sub = command("restore", "Restore a backup chain from the remote into a dataset.")
+    sub.add_argument("--target-dataset", required=True, metavar="POOL/NAME",
+                     help="dataset to receive into (must not exist unless --force)")
+    sub.add_argument("--snapshot", metavar="NAME",
+                     help="restore up to this snapshot (default: the newest backup)")
+    sub.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    sub.add_argument("--force", action="store_true",
+                     help="overwrite an existing target dataset (zfs receive -F)")
+
+    sub = command("list", "List the committed backups of the dataset on the remote.")
+    sub.add_argument("--json", action="store_true", help="print a JSON array")
+    return parser
+
+
+def _ask(prompt: str) -> str | None:
+    if not sys.stdin.isatty():
+        return None
+    try:
+        return input(prompt)
+    except EOFError:
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    if args.command == "backup":
+        backup(cfg, full=args.full, dry_run=args.dry_run)
+        return EXIT_OK
+    if args.command == "restore":
+        restore(cfg, args.target_dataset, snapshot=args.snapshot, yes=args.yes, force=args.force,
+                confirm=_ask, echo=lambda line: print(line, file=sys.stderr))
+        return EXIT_OK
+    if args.command == "list":
+        catalog = load_catalog(cfg, Rclone(find_rclone(), cfg.rclone_config))
+        print(as_json(catalog) if args.json else as_table(catalog))
+        return EXIT_INTEGRITY if catalog.damaged else EXIT_OK
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _setup_logging(debug: bool, quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("zfsglacier: %(message)s"))
+    root = logging.getLogger("zfsglacier")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help, --version, or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_INTERNAL
+    _setup_logging(args.debug, args.quiet)
+    try:
+        with signals_as_exceptions():
+            return _run(args)
+    except ZfsglacierError as exc:
+        if args.debug:
+            log.exception("error")
+        log.error("error: %s", exc)
+        return exc.exit_code
+    except Exception as exc:
+        log.error("internal error: %s: %s (run with --debug for the traceback and report it)",
+                  type(exc).__name__, exc)
+        if args.debug:
+            log.exception("traceback")
+        return EXIT_INTERNAL
+
+
+def cli() -> int:
+    return main(sys.argv[1:])

@@ -1,0 +1,166 @@
+"""The codec registry: one table drives CLI choices, config validation, object suffixes,
+format detection and the external commands shown for by-hand restores.
+
+Compression and decompression run in-process (python-zstandard and python-isal release the GIL).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import zstandard
+from isal import igzip, igzip_threaded, isal_zlib
+
+
+class Sink(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
+class Source(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class Writer(Protocol):
+    """What a compressor looks like to the pipeline: write raw bytes, close to finish the stream."""
+
+    def write(self, data: bytes, /) -> int: ...
+    def close(self) -> None: ...
+
+
+class Reader(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Codec:
+    name: str
+    format: str  # the on-disk format: several codecs may write the same one
+    suffix: str  # object name suffix after ".zfs"
+    magic: bytes  # first bytes of every stream in this format
+    levels: range
+    default_level: int
+    multithreaded: bool
+    _open_writer: Callable[[Sink, int, int], Writer]
+    _open_reader: Callable[[Source], Reader]
+    _compress_argv: Callable[[int, int], list[str]]
+    decompress_argv: tuple[str, ...]
+    # What the reader raises on a corrupt or truncated stream (and only then).
+    decode_errors: tuple[type[Exception], ...]
+
+    def open_writer(self, sink: Sink, level: int, threads: int) -> Writer:
+        return self._open_writer(sink, level, threads if self.multithreaded else 1)
+
+    def open_reader(self, source: Source) -> Reader:
+        return self._open_reader(source)
+
+    def compress_argv(self, level: int, threads: int) -> list[str]:
+        """The external command that writes the same format, for logs, --dry-run and by-hand recipes."""
+        return self._compress_argv(level, threads)
+
+
+def _zstd_writer(sink: Sink, level: int, threads: int) -> Writer:
+    compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+    writer: Writer = compressor.stream_writer(sink, closefd=False)  # type: ignore[arg-type]
+    return writer
+
+
+def _zstd_reader(source: Source) -> Reader:
+    reader: Reader = zstandard.ZstdDecompressor().stream_reader(
+        source,  # type: ignore[arg-type]  # any object with read() works
+        read_across_frames=True,
+        closefd=False,
+    )
+    return reader
+
+
+def _pigz_writer(sink: Sink, level: int, threads: int) -> Writer:
+    writer: Writer = igzip_threaded.open(  # type: ignore[no-untyped-call]
+        sink, "wb", compresslevel=level, threads=threads
+    )
+    return writer
+
+
+def _gzip_writer(sink: Sink, level: int, threads: int) -> Writer:
+    return igzip.IGzipFile(fileobj=sink, mode="wb", compresslevel=level)  # type: ignore[no-untyped-call]
+
+
+def _gzip_reader(source: Source) -> Reader:
+    # One decompression thread reads ahead while the caller writes to zfs receive.
+    reader: Reader = igzip_threaded.open(source, "rb", threads=1)  # type: ignore[no-untyped-call]
+    return reader
+
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_GZIP_MAGIC = b"\x1f\x8b"
+# BadGzipFile is an OSError; EOFError means the stream ended inside a member.
+_GZIP_DECODE_ERRORS: tuple[type[Exception], ...] = (isal_zlib.IsalError, EOFError, OSError)
+
+CODECS: dict[str, Codec] = {
+    codec.name: codec
+    for codec in (
+        Codec(
+            name="zstd",
+            format="zstd",
+            suffix=".zst",
+            magic=_ZSTD_MAGIC,
+            levels=range(1, 20),
+            default_level=3,
+            multithreaded=True,
+            _open_writer=_zstd_writer,
+            _open_reader=_zstd_reader,
+            _compress_argv=lambda level, threads: ["zstd", "-q", f"-{level}", f"-T{threads}"],
+            decompress_argv=("zstd", "-q", "-d"),
+            decode_errors=(zstandard.ZstdError,),
+        ),
+        Codec(
+            name="pigz",
+            format="gzip",
+            suffix=".gz",
+            magic=_GZIP_MAGIC,
+            levels=range(0, 4),
+            default_level=2,
+            multithreaded=True,
+            _open_writer=_pigz_writer,
+            _open_reader=_gzip_reader,
+            _compress_argv=lambda level, threads: ["pigz", f"-{max(level, 1)}", "-p", str(threads)],
+            decompress_argv=("pigz", "-d"),
+            decode_errors=_GZIP_DECODE_ERRORS,
+        ),
+        Codec(
+            name="gzip",
+            format="gzip",
+            suffix=".gz",
+            magic=_GZIP_MAGIC,
+            levels=range(0, 4),
+            default_level=2,
+            multithreaded=False,
+            _open_writer=_gzip_writer,
+            _open_reader=_gzip_reader,
+            _compress_argv=lambda level, threads: ["gzip", f"-{max(level, 1)}"],
+            decompress_argv=("gzip", "-d"),
+            decode_errors=_GZIP_DECODE_ERRORS,
+        ),
+    )
+}
+
+DEFAULT_CODEC = "zstd"
+
+
+def get_codec(name: str) -> Codec:
+    return CODECS[name]
+
+
+def detect_format(head: bytes) -> str | None:
+    """The format whose magic starts `head`, or None."""
+    for codec in CODECS.values():
+        if head.startswith(codec.magic):
+            return codec.format
+    return None
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) or 1

@@ -1,0 +1,222 @@
+"""config.ini -> a frozen BackupConfig. Every check lives here; every message names
+`[section] key` and the bad value."""
+
+from __future__ import annotations
+
+import configparser
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import names
+from .codecs import CODECS, DEFAULT_CODEC, default_threads
+from .errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/zfsglacier/config.ini")
+DEFAULT_SNAPSHOT_PREFIX = "glacier-backup-"
+DEFAULT_RETENTION = 7
+# Leaves room for the timestamp and a collision counter within ZFS's 255-character names.
+MAX_PREFIX_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    dataset: str
+    snapshot_prefix: str
+    snapshot_retention: int
+    remote: str
+    bucket_name: str
+    rclone_config: Path | None
+    compressor: str
+    level: int
+    threads: int
+
+    @property
+    def remote_dir(self) -> str:
+        """The rclone path under which this dataset's objects live."""
+        return f"{self.remote}:{self.bucket_name.rstrip('/')}/{self.dataset}"
+
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class _Key:
+    section: str
+    key: str
+    parse: Callable[[str, str], Any]  # (where, raw value) -> value
+    default: Any = _REQUIRED
+
+
+def _bad(where: str, value: str, why: str) -> ConfigError:
+    return ConfigError(f"{where} = {value!r}: {why}")
+
+
+def _dataset(where: str, value: str) -> str:
+    problem = names.dataset_problem(value)
+    if problem:
+        raise _bad(where, value, f"dataset name {problem}")
+    return value
+
+
+def _prefix(where: str, value: str) -> str:
+    problem = names.snapshot_component_problem(value)
+    if problem:
+        raise _bad(where, value, f"snapshot prefix {problem}")
+    if len(value) > MAX_PREFIX_LENGTH:
+        raise _bad(where, value, f"snapshot prefix is longer than {MAX_PREFIX_LENGTH} characters")
+    return value
+
+
+def _non_negative_int(where: str, value: str) -> int:
+    try:
+        number = int(value, 10)
+    except ValueError:
+        raise _bad(where, value, "expected a whole number >= 0") from None
+    if number < 0:
+        raise _bad(where, value, "expected a whole number >= 0 (0 keeps every snapshot)")
+    return number
+
+
+def _remote(where: str, value: str) -> str:
+    value = value.removesuffix(":")
+    problem = names.remote_problem(value)
+    if problem:
+        raise _bad(where, value, problem)
+    return value
+
+
+def _bucket(where: str, value: str) -> str:
+    problem = names.remote_path_problem(value)
+    if problem:
+        raise _bad(where, value, f"bucket/path {problem}")
+    return value
+
+
+def _config_path(where: str, value: str) -> Path | None:
+    if value == "":
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise _bad(where, value, "no such file (leave the key out to use rclone's default config)")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise _bad(where, value, f"cannot read it: {exc.strerror}") from None
+    return path
+
+
+def _compressor(where: str, value: str) -> str:
+    if value not in CODECS:
+        raise _bad(where, value, f"expected one of {', '.join(sorted(CODECS))}")
+    return value
+
+
+def _level_text(where: str, value: str) -> str:
+    return value  # checked against the compressor's range once both are known
+
+
+def _threads(where: str, value: str) -> int:
+    if value == "auto":
+        return default_threads()
+    try:
+        number = int(value, 10)
+    except ValueError:
+        raise _bad(where, value, "expected 'auto' or a whole number >= 1") from None
+    if number < 1:
+        raise _bad(where, value, "expected 'auto' or a whole number >= 1")
+    return number
+
+
+_SCHEMA = (
+    _Key("zfs", "dataset", _dataset),
+    _Key("zfs", "snapshot_prefix", _prefix, DEFAULT_SNAPSHOT_PREFIX),
+    _Key("zfs", "snapshot_retention", _non_negative_int, DEFAULT_RETENTION),
+    _Key("rclone", "remote", _remote),
+    _Key("rclone", "bucket_name", _bucket),
+    _Key("rclone", "config_path", _config_path, None),
+    _Key("compression", "compressor", _compressor, DEFAULT_CODEC),
+    _Key("compression", "level", _level_text, "default"),
+    _Key("compression", "threads", _threads, "auto"),
+)
+
+SECTIONS = tuple(dict.fromkeys(k.section for k in _SCHEMA))
+
+
+def parse_config(text: str, source: str = "<config>") -> BackupConfig:
+    parser = configparser.ConfigParser(interpolation=None, strict=True, empty_lines_in_values=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
+    try:
+        parser.read_string(text, source=source)
+    except configparser.Error as exc:
+        raise ConfigError(f"{source}: {_one_line(exc)}") from None
+
+    known = {(k.section, k.key) for k in _SCHEMA}
+    for section in parser.sections():
+        if section not in SECTIONS:
+            raise ConfigError(f"{source}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+        for key in parser[section]:
+            if (section, key) not in known:
+                keys = ", ".join(k.key for k in _SCHEMA if k.section == section)
+                raise ConfigError(f"{source}: unknown key [{section}] {key} (known in [{section}]: {keys})")
+
+    values: dict[str, Any] = {}
+    for spec in _SCHEMA:
+        where = f"[{spec.section}] {spec.key}"
+        raw = parser.get(spec.section, spec.key, fallback=None)
+        if raw is None:
+            if spec.default is _REQUIRED:
+                raise ConfigError(f"{source}: missing required key {where}")
+            value = spec.default if not isinstance(spec.default, str) else spec.parse(where, spec.default)
+        else:
+            value = spec.parse(where, raw.strip())
+        values[spec.key] = value
+
+    codec = CODECS[values["compressor"]]
+    level_raw = values.pop("level")
+    if level_raw == "default":
+        level = codec.default_level
+    else:
+        where = "[compression] level"
+        try:
+            level = int(level_raw, 10)
+        except ValueError:
+            raise _bad(where, level_raw, "expected a whole number or 'default'") from None
+        if level not in codec.levels:
+            lo, hi = codec.levels[0], codec.levels[-1]
+            raise _bad(where, level_raw, f"compressor {codec.name} takes levels {lo} to {hi}")
+    return BackupConfig(
+        dataset=values["dataset"],
+        snapshot_prefix=values["snapshot_prefix"],
+        snapshot_retention=values["snapshot_retention"],
+        remote=values["remote"],
+        bucket_name=values["bucket_name"],
+        rclone_config=values["config_path"],
+        compressor=values["compressor"],
+        level=level,
+        threads=values["threads"],
+    )
+
+
+def load_config(path: Path) -> BackupConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found (give one with --config)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path}: is a directory") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path}: permission denied (run with sudo?)") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it: {exc.strerror}") from None
+    if not text.strip():
+        raise ConfigError(f"config file {path}: is empty (see config.ini.example)")
+    return parse_config(text, source=str(path))
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())

@@ -1,0 +1,46 @@
+"""`zfsglacier list`: the committed backups of the configured dataset, as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+
+from .catalog import Catalog
+from .progress import human_bytes
+
+
+def as_records(catalog: Catalog) -> list[dict[str, object]]:
+    return [
+        {
+            "dataset": m.dataset,
+            "snapshot": m.snapshot,
+            "guid": m.guid,
+            "kind": m.kind,
+            "base": m.base,
+            "raw_bytes": m.raw_bytes,
+            "stored_bytes": m.stored_bytes,
+            "compressor": m.compressor,
+            "level": m.level,
+            "sha256": m.sha256,
+            "created": m.created,
+            "object": catalog.path(m.object),
+        }
+        for m in catalog.manifests
+    ]
+
+
+def as_json(catalog: Catalog) -> str:
+    return json.dumps(as_records(catalog), indent=2)
+
+
+def as_table(catalog: Catalog) -> str:
+    header = ("SNAPSHOT", "KIND", "BASE", "RAW", "STORED", "RATIO", "CREATED")
+    rows = [header]
+    for m in catalog.manifests:
+        ratio = f"{m.raw_bytes / m.stored_bytes:.2f}" if m.stored_bytes else "-"
+        rows.append((m.snapshot, m.kind, m.base or "-", human_bytes(m.raw_bytes),
+                     human_bytes(m.stored_bytes), ratio, m.created))
+    if len(rows) == 1:
+        return f"no committed backups in {catalog.directory}"
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)

@@ -1,0 +1,55 @@
+"""One lock per dataset (flock), so two runs never work on the same dataset at once.
+
+The kernel drops an flock when its holder dies, so a killed run never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import quote
+
+from .errors import LockBusyError, UsageError
+
+DEFAULT_LOCK_DIR = Path("/run/lock/zfsglacier")
+
+
+def lock_dir() -> Path:
+    return Path(os.environ.get("ZFSGLACIER_LOCK_DIR", str(DEFAULT_LOCK_DIR)))
+
+
+class DatasetLock:
+    def __init__(self, dataset: str, purpose: str) -> None:
+        self.dataset = dataset
+        self.purpose = purpose
+        self.path = lock_dir() / (quote(dataset, safe="") + ".lock")
+        self._fd: int | None = None
+
+    def __enter__(self) -> DatasetLock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise UsageError(f"cannot create lock file {self.path}: {exc.strerror} (run with sudo?)") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+            os.close(fd)
+            raise LockBusyError(
+                f"{self.dataset} is busy: another zfsglacier run holds {self.path}"
+                + (f" ({holder})" if holder else "")
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {self.purpose}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

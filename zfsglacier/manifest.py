@@ -1,0 +1,150 @@
+"""Object names on the remote, the manifest format, and chains of backups.
+
+Layout under `<remote>:<bucket>/<dataset>/`:
+    <snapshot>.full.zfs.zst        a full stream, compressed (.gz for gzip/pigz)
+    <snapshot>.incr.zfs.zst        an incremental stream from the manifest's base snapshot
+    <snapshot>.manifest.json       the commit: written last, only after the data object is complete
+A data object without its manifest is not a backup.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .codecs import CODECS
+from .errors import ChainError, IntegrityError
+
+FORMAT = "zfsglacier-manifest"
+FORMAT_VERSION = 1
+MANIFEST_SUFFIX = ".manifest.json"
+KINDS = {"full": "full", "incremental": "incr"}
+_DATA_NAME = re.compile(r"(?P<snapshot>.+)\.(?P<kind>full|incr)\.zfs(?P<suffix>\.[a-z0-9]+)?")
+
+
+def data_object_name(snapshot: str, kind: str, suffix: str) -> str:
+    return f"{snapshot}.{KINDS[kind]}.zfs{suffix}"
+
+
+def manifest_name(snapshot: str) -> str:
+    return f"{snapshot}{MANIFEST_SUFFIX}"
+
+
+def snapshot_of_data_object(name: str) -> str | None:
+    match = _DATA_NAME.fullmatch(name)
+    return match["snapshot"] if match else None
+
+
+def snapshot_of_manifest(name: str) -> str | None:
+    return name.removesuffix(MANIFEST_SUFFIX) if name.endswith(MANIFEST_SUFFIX) else None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    dataset: str
+    snapshot: str  # the part after '@'
+    guid: str
+    createtxg: int
+    kind: str  # "full" or "incremental"
+    base: str | None
+    base_guid: str | None
+    compressor: str
+    level: int
+    raw_bytes: int
+    stored_bytes: int
+    sha256: str
+    object: str  # data object name, relative to the dataset's directory
+    created: str  # ISO 8601, UTC
+    host: str
+    tool_version: str
+
+    def to_json(self) -> bytes:
+        doc = {"format": FORMAT, "version": FORMAT_VERSION, **asdict(self)}
+        return (json.dumps(doc, indent=2) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> Manifest:
+        """Parse and check a manifest; `where` names the object in errors."""
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise IntegrityError(f"manifest {where}: not valid JSON ({exc})") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise IntegrityError(f"manifest {where}: not a zfsglacier manifest")
+        if doc.get("version") != FORMAT_VERSION:
+            raise IntegrityError(
+                f"manifest {where}: format version {doc.get('version')!r} is not supported by this "
+                f"version of zfsglacier (supports {FORMAT_VERSION})"
+            )
+        fields = {name: doc.get(name) for name in cls.__dataclass_fields__}
+        problems = [p for p in _field_problems(fields) if p]
+        if problems:
+            raise IntegrityError(f"manifest {where}: {'; '.join(problems)}")
+        return cls(**fields)  # type: ignore[arg-type]  # each field's type was checked above
+
+    @property
+    def full_snapshot(self) -> str:
+        return f"{self.dataset}@{self.snapshot}"
+
+
+def _field_problems(f: dict[str, Any]) -> list[str | None]:
+    def need(name: str, kind: type | tuple[type, ...]) -> str | None:
+        return None if isinstance(f[name], kind) and f[name] is not True else f"{name} is missing or invalid"
+
+    problems = [
+        need("dataset", str), need("snapshot", str), need("guid", str), need("createtxg", int),
+        need("compressor", str), need("level", int), need("raw_bytes", int), need("stored_bytes", int),
+        need("sha256", str), need("object", str), need("created", str), need("host", str),
+        need("tool_version", str),
+    ]
+    if f["kind"] not in KINDS:
+        problems.append("kind must be 'full' or 'incremental'")
+    elif f["kind"] == "incremental" and not (isinstance(f["base"], str) and isinstance(f["base_guid"], str)):
+        problems.append("an incremental needs base and base_guid")
+    if f["compressor"] not in CODECS:
+        problems.append(f"unknown compressor {f['compressor']!r}")
+    if isinstance(f["sha256"], str) and not re.fullmatch(r"[0-9a-f]{64}", f["sha256"]):
+        problems.append("sha256 is not 64 hex digits")
+    return problems
+
+
+def build_chain(manifests: list[Manifest], snapshot: str | None = None) -> list[Manifest]:
+    """The backups to restore, full first, ending at `snapshot` (the newest when None).
+
+    Links follow guids, not names, so a renamed or recreated snapshot can never be spliced in.
+    """
+    if not manifests:
+        raise ChainError("no committed backups on the remote for this dataset")
+    by_guid = {m.guid: m for m in manifests}
+    if snapshot is None:
+        tip = max(manifests, key=lambda m: (m.createtxg, m.created))
+    else:
+        wanted = snapshot.partition("@")[2] if "@" in snapshot else snapshot
+        matches = [m for m in manifests if m.snapshot == wanted]
+        if not matches:
+            raise ChainError(f"snapshot {wanted!r} has no committed backup on the remote")
+        tip = matches[0]
+    chain = [tip]
+    while chain[-1].kind == "incremental":
+        current = chain[-1]
+        base = by_guid.get(current.base_guid or "")
+        if base is None:
+            raise ChainError(
+                f"chain broken: {current.snapshot} is an incremental from {current.base} "
+                f"(guid {current.base_guid}), which has no committed backup on the remote"
+            )
+        if base in chain:
+            raise IntegrityError(f"manifests form a loop at {base.snapshot}")
+        chain.append(base)
+    chain.reverse()
+    return chain
+
+
+def chain_is_complete(manifests: list[Manifest], tip: Manifest) -> bool:
+    try:
+        build_chain(manifests, tip.snapshot)
+    except ChainError:
+        return False
+    return True

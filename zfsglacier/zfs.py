@@ -1,0 +1,122 @@
+"""zfs: argv builders and output parsers (pure), and the few calls the tool makes (through proc).
+
+Only commands and flags that both OpenZFS and zfs-fuse (pool version 23) accept are used:
+`zfs get -Hp` instead of `zfs list -p`, full snapshot names for `send -i`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import proc
+from .errors import ZfsError
+
+ZFS = "zfs"
+# Marks a snapshot this tool made and has not yet committed to the remote. A snapshot that still
+# carries it when no run holds the lock is a leftover of a killed run.
+PENDING_PROPERTY = "org.zfsglacier:pending"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    name: str  # full name: dataset@snap
+    guid: str  # decimal string: 64-bit guids do not survive JSON numbers
+    createtxg: int
+    creation: int  # seconds since the epoch
+    pending: bool
+
+    @property
+    def short_name(self) -> str:
+        return self.name.partition("@")[2]
+
+
+def snapshot_argv(name: str, pending_run: str) -> list[str]:
+    return [ZFS, "snapshot", "-o", f"{PENDING_PROPERTY}={pending_run}", name]
+
+
+def clear_pending_argv(snapshot: str) -> list[str]:
+    return [ZFS, "inherit", PENDING_PROPERTY, snapshot]
+
+
+def destroy_snapshot_argv(snapshot: str) -> list[str]:
+    if "@" not in snapshot:  # never hand a dataset name to a destroy
+        raise ValueError(f"not a snapshot name: {snapshot!r}")
+    return [ZFS, "destroy", snapshot]
+
+
+def send_argv(snapshot: str, base: str | None = None) -> list[str]:
+    argv = [ZFS, "send"]
+    if base is not None:
+        argv += ["-i", base]
+    return [*argv, snapshot]
+
+
+def receive_argv(target: str, *, force: bool) -> list[str]:
+    return [ZFS, "receive", *(["-F"] if force else []), target]
+
+
+def snapshot_props_argv(dataset: str) -> list[str]:
+    # -d 1 lists the dataset, its snapshots and its direct children; the parser keeps the snapshots.
+    return [ZFS, "get", "-Hp", "-d", "1", "-o", "name,property,value",
+            f"guid,createtxg,creation,{PENDING_PROPERTY}", dataset]
+
+
+def dataset_exists_argv(dataset: str) -> list[str]:
+    return [ZFS, "list", "-H", "-o", "name", dataset]
+
+
+def parse_snapshots(dataset: str, output: str) -> list[Snapshot]:
+    """Snapshots of `dataset` (not of its children), oldest first by creation txg."""
+    props: dict[str, dict[str, str]] = {}
+    for line in output.splitlines():
+        fields = line.split("\t")
+        if len(fields) != 3:
+            continue
+        name, prop, value = fields
+        if name.startswith(dataset + "@"):
+            props.setdefault(name, {})[prop] = value
+    snapshots = [
+        Snapshot(
+            name=name,
+            guid=p["guid"],
+            createtxg=int(p["createtxg"]),
+            creation=int(p["creation"]),
+            pending=p.get(PENDING_PROPERTY, "-") not in ("-", ""),
+        )
+        for name, p in props.items()
+    ]
+    return sorted(snapshots, key=lambda s: s.createtxg)
+
+
+def _is_missing(stderr: str) -> bool:
+    return "dataset does not exist" in stderr
+
+
+def dataset_exists(dataset: str) -> bool:
+    result = proc.run("zfs list", dataset_exists_argv(dataset), error=ZfsError, check=False)
+    if result.returncode == 0:
+        return True
+    if _is_missing(result.stderr):
+        return False
+    raise ZfsError("zfs list", f"exited with status {result.returncode}", result.stderr)
+
+
+def list_snapshots(dataset: str) -> list[Snapshot]:
+    result = proc.run("zfs get", snapshot_props_argv(dataset), error=ZfsError, check=False)
+    if result.returncode != 0:
+        if _is_missing(result.stderr):
+            raise ZfsError("zfs get", f"dataset {dataset} does not exist")
+        raise ZfsError("zfs get", f"exited with status {result.returncode}", result.stderr)
+    return parse_snapshots(dataset, result.stdout.decode("utf-8", "replace"))
+
+
+def create_snapshot(name: str, pending_run: str) -> None:
+    proc.run("zfs snapshot", snapshot_argv(name, pending_run), error=ZfsError)
+
+
+def clear_pending(snapshot: str) -> None:
+    proc.run("zfs inherit", clear_pending_argv(snapshot), error=ZfsError)
+
+
+def destroy_snapshot(snapshot: str) -> None:
+    proc.run("zfs destroy", destroy_snapshot_argv(snapshot), error=ZfsError)
