@@ -14,6 +14,8 @@ from typing import Protocol
 import zstandard
 from isal import igzip, igzip_threaded, isal_zlib
 
+from .zstdframes import FrameTracker
+
 
 class Sink(Protocol):
     def write(self, data: bytes, /) -> int: ...
@@ -68,13 +70,42 @@ def _zstd_writer(sink: Sink, level: int, threads: int) -> Writer:
     return writer
 
 
+class _TrackedSource:
+    def __init__(self, source: Source, tracker: FrameTracker) -> None:
+        self._source = source
+        self._tracker = tracker
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self._tracker.feed(data)
+        return data
+
+
+class _ZstdReader:
+    """stream_reader, plus a frame walk that turns a stream cut inside a frame into an error."""
+
+    def __init__(self, source: Source) -> None:
+        self._tracker = FrameTracker()
+        self._reader = zstandard.ZstdDecompressor().stream_reader(
+            _TrackedSource(source, self._tracker),  # type: ignore[arg-type]  # any object with read() works
+            read_across_frames=True,
+            closefd=False,
+        )
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._reader.read(size)
+        if not data and not (self._tracker.frames and self._tracker.at_frame_boundary):
+            raise zstandard.ZstdError(
+                f"stream ends inside a zstd frame after {self._tracker.offset} bytes: it is truncated"
+            )
+        return data
+
+    def close(self) -> None:
+        self._reader.close()
+
+
 def _zstd_reader(source: Source) -> Reader:
-    reader: Reader = zstandard.ZstdDecompressor().stream_reader(
-        source,  # type: ignore[arg-type]  # any object with read() works
-        read_across_frames=True,
-        closefd=False,
-    )
-    return reader
+    return _ZstdReader(source)
 
 
 def _pigz_writer(sink: Sink, level: int, threads: int) -> Writer:

@@ -1,0 +1,93 @@
+import dataclasses
+from datetime import UTC, datetime
+from pathlib import Path
+
+from zfsglacier.backup import _to_prune, choose_base, is_own_snapshot, new_snapshot_name
+from zfsglacier.catalog import Catalog
+from zfsglacier.config import BackupConfig
+from zfsglacier.manifest import Manifest
+from zfsglacier.zfs import Snapshot
+
+NOW = datetime(2026, 11, 26, 7, 5, 9, tzinfo=UTC)
+
+
+def test_snapshot_names_sort_by_time_and_never_collide() -> None:
+    first = new_snapshot_name("gb-", NOW, set())
+    assert first == "gb-20261126T070509Z"
+    assert new_snapshot_name("gb-", NOW, {first}) == "gb-20261126T070509Z-1"
+    assert new_snapshot_name("gb-", NOW, {first, first + "-1"}) == "gb-20261126T070509Z-2"
+    assert sorted([new_snapshot_name("gb-", NOW.replace(hour=h), set()) for h in (9, 1, 5)]) == [
+        new_snapshot_name("gb-", NOW.replace(hour=h), set()) for h in (1, 5, 9)
+    ]
+
+
+def test_own_snapshots_are_recognised_by_prefix_and_timestamp() -> None:
+    assert is_own_snapshot("gb-20261126T070509Z", "gb-")
+    assert is_own_snapshot("gb-20261126T070509Z-3", "gb-")
+    assert not is_own_snapshot("gb-manual-keep", "gb-")
+    assert not is_own_snapshot("autosnap_20261126T070509Z", "gb-")
+
+
+def snap(name: str, guid: str, txg: int, pending: bool = False) -> Snapshot:
+    return Snapshot(f"t/a@{name}", guid, txg, 0, pending)
+
+
+def manifest(name: str, guid: str, txg: int, base: Manifest | None = None) -> Manifest:
+    return Manifest("t/a", name, guid, txg, "full" if base is None else "incremental",
+                    base.snapshot if base else None, base.guid if base else None, "zstd", 3, 1, 1, "0" * 64,
+                    f"{name}.x", "2026-01-01T00:00:00+00:00", "h", "0")
+
+
+def catalog(*manifests: Manifest) -> Catalog:
+    return Catalog("r:b/t/a", list(manifests), {}, [], [])
+
+
+def test_base_is_the_newest_local_snapshot_with_a_committed_backup_of_the_same_guid() -> None:
+    m1 = manifest("s1", "1", 1)
+    m2 = manifest("s2", "2", 2, m1)
+    local = [snap("s1", "1", 1), snap("s2", "2", 2), snap("s3-not-backed-up", "3", 3)]
+    base, base_manifest, why = choose_base(catalog(m1, m2), local)
+    assert base == local[1] and base_manifest == m2
+    assert why == "incremental from s2"
+
+
+def test_a_recreated_snapshot_with_the_same_name_is_not_a_base() -> None:
+    m1 = manifest("s1", "1", 1)
+    base, _, why = choose_base(catalog(m1), [snap("s1", "999", 1)])
+    assert base is None and why.startswith("full:")
+
+
+def test_no_base_when_the_chain_on_the_remote_has_a_gap() -> None:
+    m1 = manifest("s1", "1", 1)
+    m2 = manifest("s2", "2", 2, m1)
+    m3 = manifest("s3", "3", 3, m2)
+    # m2 is gone from the remote: s3 cannot be restored, so nothing may build on it; s1 still can.
+    base, _, _ = choose_base(catalog(m1, m3), [snap("s1", "1", 1), snap("s3", "3", 3)])
+    assert base is not None and base.short_name == "s1"
+
+
+def test_empty_remote_means_full() -> None:
+    base, _, why = choose_base(catalog(), [snap("s1", "1", 1)])
+    assert base is None and "no committed backup" in why
+
+
+def config(retention: int) -> BackupConfig:
+    return BackupConfig("t/a", "gb-", retention, "r", "b", Path("/x"), "zstd", 3, 2)
+
+
+def test_prune_keeps_the_newest_own_snapshots_and_touches_nothing_else() -> None:
+    local = [snap(f"gb-2026010{i}T000000Z", str(i), i) for i in range(1, 6)]
+    foreign = [snap("gb-manual", "90", 0), snap("daily-1", "91", 2)]
+    pending = [snap("gb-20260109T000000Z", "99", 9, pending=True)]
+    everything = sorted(local + foreign + pending, key=lambda s: s.createtxg)
+    assert _to_prune(config(3), everything) == local[:2]
+    assert _to_prune(config(0), everything) == []
+    assert _to_prune(config(10), everything) == []
+    assert _to_prune(config(3), everything, about_to_add=1) == local[:3]
+    assert _to_prune(config(1), everything)[-1] == local[-2]  # the newest (next base) always stays
+
+
+def test_catalog_orphans_are_not_listed_as_backups() -> None:
+    m1 = manifest("s1", "1", 1)
+    cat = dataclasses.replace(catalog(m1), orphans=["s2.full.zfs.zst"])
+    assert [m.snapshot for m in cat.manifests] == ["s1"]

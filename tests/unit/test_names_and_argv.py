@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import pytest
+
+from zfsglacier import names, zfs
+from zfsglacier.proc import render, render_pipeline
+from zfsglacier.rclone import Rclone, parse_lsjson
+from zfsglacier.errors import RemoteError
+
+
+@pytest.mark.parametrize("good", ["tank", "tank/data", "tank/my data", "t/a.b:c_d-e"])
+def test_good_dataset_names(good: str) -> None:
+    assert names.dataset_problem(good) is None
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "-tank", "1tank", "tank/", "tank//x", "tank/a@b", "tank/a#b", "tank/$(x)", "tank/a;b",
+            "tank/\"q\"", "tank/ü", "tank/" + "x" * 300, "tank/.."],
+)
+def test_bad_dataset_names(bad: str) -> None:
+    assert names.dataset_problem(bad)
+
+
+@pytest.mark.parametrize("bad", ["", "-x", " x", "x ", "a:b", "a/b", "--config=x"])
+def test_bad_remote_names(bad: str) -> None:
+    assert names.remote_problem(bad)
+
+
+def test_zfs_argv() -> None:
+    assert zfs.send_argv("t/a@s2") == ["zfs", "send", "t/a@s2"]
+    assert zfs.send_argv("t/a@s2", "t/a@s1") == ["zfs", "send", "-i", "t/a@s1", "t/a@s2"]
+    assert zfs.receive_argv("t/r", force=False) == ["zfs", "receive", "t/r"]
+    assert zfs.receive_argv("t/r", force=True) == ["zfs", "receive", "-F", "t/r"]
+    assert zfs.destroy_snapshot_argv("t/a@s") == ["zfs", "destroy", "t/a@s"]
+    with pytest.raises(ValueError, match="not a snapshot"):
+        zfs.destroy_snapshot_argv("t/a")
+    assert zfs.snapshot_argv("t/a@s", "run1") == ["zfs", "snapshot", "-o", f"{zfs.PENDING_PROPERTY}=run1", "t/a@s"]
+
+
+def test_parse_snapshots_keeps_only_the_datasets_own_sorted_by_txg() -> None:
+    output = "\n".join([
+        "t/a\tguid\t1", "t/a\tcreatetxg\t5", "t/a\tcreation\t100",
+        "t/a@late\tguid\t18446744073709551615", "t/a@late\tcreatetxg\t90", "t/a@late\tcreation\t50",
+        f"t/a@late\t{zfs.PENDING_PROPERTY}\t-",
+        "t/a@early\tguid\t7", "t/a@early\tcreatetxg\t10", "t/a@early\tcreation\t999",
+        f"t/a@early\t{zfs.PENDING_PROPERTY}\thost:run",
+        "t/a/child@x\tguid\t8", "t/a/child@x\tcreatetxg\t11", "t/a/child@x\tcreation\t1",
+        "t/ab@y\tguid\t9", "t/ab@y\tcreatetxg\t12", "t/ab@y\tcreation\t1",
+    ])
+    snaps = zfs.parse_snapshots("t/a", output)
+    assert [s.short_name for s in snaps] == ["early", "late"]
+    assert snaps[1].guid == "18446744073709551615"
+    assert snaps[0].pending and not snaps[1].pending
+
+
+def test_rclone_argv_always_has_the_config_and_a_remote_prefixed_path() -> None:
+    rc = Rclone("/usr/bin/rclone", Path("/etc/r.conf"))
+    assert rc.rcat_argv("r:b/t/a/x") == ["/usr/bin/rclone", "--config", "/etc/r.conf", "rcat", "r:b/t/a/x"]
+    assert rc.cat_argv("r:b/x")[-2:] == ["cat", "r:b/x"]
+    assert Rclone("rclone", None).deletefile_argv("r:b/x") == ["rclone", "deletefile", "r:b/x"]
+    assert "--files-only" in rc.lsjson_argv("r:b")
+
+
+def test_parse_lsjson() -> None:
+    out = b'[{"Path":"a","Name":"a","Size":5,"IsDir":false},{"Path":"d","Name":"d","Size":-1,"IsDir":true}]'
+    assert [(o.name, o.size) for o in parse_lsjson(out)] == [("a", 5)]
+    with pytest.raises(RemoteError, match="unexpected output"):
+        parse_lsjson(b"not json")
+
+
+def test_render_is_copy_pastable() -> None:
+    argv = ["zfs", "send", "tank/my data@s;$(rm -rf /)"]
+    assert render(argv) == "zfs send 'tank/my data@s;$(rm -rf /)'"
+    assert render_pipeline([["a", "b c"], ["d"]]) == "a 'b c' | d"
