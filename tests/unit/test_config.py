@@ -127,7 +127,8 @@ def test_level_range_follows_the_compressor() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (render({**BASE, "zfs": {"dataset": "t/a", "snapshot_retension": "3"}}), "unknown key [zfs] snapshot_retension"),
+        (render({**BASE, "zfs": {"dataset": "t/a", "snapshot_retension": "3"}}),
+         "unknown key [zfs] snapshot_retension"),
         (render({**BASE, "compresion": {"compressor": "zstd"}}), "unknown section [compresion]"),
         ("[rclone]\nremote = r\nbucket_name = b\n", "missing required key [zfs] dataset"),
         (render(BASE) + "[zfs]\ndataset = t/b\n", "section 'zfs' already exists"),

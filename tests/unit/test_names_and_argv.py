@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 
 from zfsglacier import names, zfs
+from zfsglacier.errors import RemoteError
 from zfsglacier.proc import render, render_pipeline
 from zfsglacier.rclone import Rclone, parse_lsjson
-from zfsglacier.errors import RemoteError
 
 
 @pytest.mark.parametrize("good", ["tank", "tank/data", "tank/my data", "t/a.b:c_d-e"])
