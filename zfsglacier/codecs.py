@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import zstandard
 from isal import igzip, igzip_threaded, isal_zlib
@@ -101,7 +101,7 @@ class _ZstdReader:
         return data
 
     def close(self) -> None:
-        self._reader.close()
+        self._reader.close()  # type: ignore[no-untyped-call]
 
 
 def _zstd_reader(source: Source) -> Reader:
@@ -128,7 +128,8 @@ def _gzip_reader(source: Source) -> Reader:
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _GZIP_MAGIC = b"\x1f\x8b"
 # BadGzipFile is an OSError; EOFError means the stream ended inside a member.
-_GZIP_DECODE_ERRORS: tuple[type[Exception], ...] = (isal_zlib.IsalError, EOFError, OSError)
+# (python-isal's stub declares IsalError as an instance; it is the exception class.)
+_GZIP_DECODE_ERRORS: tuple[type[Exception], ...] = (cast(type[Exception], isal_zlib.IsalError), EOFError, OSError)
 
 CODECS: dict[str, Codec] = {
     codec.name: codec

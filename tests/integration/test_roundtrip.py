@@ -9,6 +9,8 @@ import rig
 from helpers import cli, dataset_exists, list_json, remote_files, snapshots, write_config
 
 from zfsglacier.codecs import CODECS
+from zfsglacier.errors import EXIT_LOCK_BUSY
+from zfsglacier.lock import DatasetLock
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +124,40 @@ def test_dry_run_changes_nothing_and_prints_the_pipeline(
     assert snapshots(dataset) == []
     assert remote_files(local_remote) == []
     assert not dataset_exists(zpool.dataset("nothing"))
+
+
+def test_a_second_backup_of_a_busy_dataset_exits_with_lock_busy(
+    zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset = zpool.dataset("data")
+    rig.run(["zfs", "create", dataset])
+    config = write_config(tmp_path, dataset, local_remote)
+    with DatasetLock(dataset, "backup"):
+        capsys.readouterr()
+        assert cli("backup", "--config", config) == EXIT_LOCK_BUSY
+        err = capsys.readouterr().err
+        assert f"error: {dataset} is busy: another zfsglacier run holds" in err
+    assert snapshots(dataset) == []
+    assert cli("backup", "--config", config) == 0
+
+
+def test_names_with_spaces_and_punctuation_go_through_argv_untouched(
+    zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset = zpool.dataset("my data.v1:x")
+    rig.run(["zfs", "create", dataset])
+    rig.populate(zpool.path("my data.v1:x"), seed="names")
+    config = tmp_path / "odd.ini"
+    config.write_text(
+        f"[zfs]\ndataset = {dataset}\nsnapshot_prefix = nightly backup.\n"
+        f"[rclone]\nremote = {local_remote.name}\nbucket_name = {local_remote.bucket}/sub dir\n"
+        f"config_path = {local_remote.config_path}\n"
+    )
+    assert cli("backup", "--config", config) == 0
+    rig.mutate(zpool.path("my data.v1:x"), seed="names")
+    assert cli("backup", "--config", config) == 0
+    records = list_json(config, capsys)
+    assert [r["kind"] for r in records] == ["full", "incremental"]
+    assert str(records[0]["snapshot"]).startswith("nightly backup.")
+    assert cli("restore", "--config", config, "--target-dataset", zpool.dataset("re stored"), "--yes") == 0
+    assert rig.tree_digest(zpool.path("re stored")) == rig.tree_digest(zpool.path("my data.v1:x"))
