@@ -1,0 +1,150 @@
+"""The pumps and the process layer with stand-in stages (sh, cat, head): the ordering guarantees
+that keep a failed stream from being committed, without needing zfs or rclone."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from zfsglacier.codecs import CODECS, get_codec
+from zfsglacier.errors import IntegrityError, RemoteError, ZfsError
+from zfsglacier.pipeline import Expected, receive_from_remote, send_to_remote
+from zfsglacier.proc import Child, run
+
+RAW = os.urandom(3 << 20) + b"compressible " * 300_000
+
+
+def sink_argv(tmp_path: Path) -> list[str]:
+    """A stand-in for rclone rcat/zfs receive: stores its input, and marks that it saw a clean end."""
+    return ["sh", "-c", f'cat > "{tmp_path}/out" && echo eof > "{tmp_path}/committed"']
+
+
+def no_progress(raw: int, stored: int) -> None:
+    pass
+
+
+def compress(name: str, data: bytes) -> bytes:
+    codec = get_codec(name)
+    buffer = io.BytesIO()
+    writer = codec.open_writer(buffer, codec.default_level, 2)
+    writer.write(data)
+    writer.close()
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_send_compresses_hashes_and_counts(name: str, tmp_path: Path) -> None:
+    source = tmp_path / "raw"
+    source.write_bytes(RAW)
+    codec = get_codec(name)
+    stats = send_to_remote(["cat", str(source)], sink_argv(tmp_path), codec, codec.default_level, 2, no_progress)
+    stored = (tmp_path / "out").read_bytes()
+    assert (tmp_path / "committed").exists()
+    assert stats.raw_bytes == len(RAW)
+    assert stats.stored_bytes == len(stored)
+    assert stats.sha256 == hashlib.sha256(stored).hexdigest()
+    out = bytearray()
+    reader = codec.open_reader(io.BytesIO(stored))
+    while chunk := reader.read(1 << 20):
+        out += chunk
+    assert bytes(out) == RAW
+
+
+def test_a_failing_source_never_lets_the_sink_see_a_clean_end(tmp_path: Path) -> None:
+    # The source writes 4 MiB, then fails: like a zfs send that dies; its output ends like a good one.
+    failing = ["sh", "-c", "head -c 4194304 /dev/zero; echo 'send: I/O error' >&2; exit 7"]
+    with pytest.raises(ZfsError) as info:
+        send_to_remote(failing, sink_argv(tmp_path), get_codec("zstd"), 3, 2, no_progress)
+    assert str(info.value) == "zfs send: exited with status 7: send: I/O error"
+    assert not (tmp_path / "committed").exists(), "the sink was killed before its input was closed"
+
+
+def test_a_failing_sink_is_reported_with_its_stderr(tmp_path: Path) -> None:
+    source = tmp_path / "raw"
+    source.write_bytes(RAW)
+    sink = ["sh", "-c", "head -c 1000 >/dev/null; echo 'Failed to rcat: access denied' >&2; exit 4"]
+    with pytest.raises(RemoteError) as info:
+        send_to_remote(["cat", str(source)], sink, get_codec("pigz"), 2, 2, no_progress)
+    assert str(info.value) == "rclone rcat: exited with status 4: Failed to rcat: access denied"
+
+
+def test_an_empty_stream_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ZfsError, match="produced no data"):
+        send_to_remote(["true"], sink_argv(tmp_path), get_codec("zstd"), 3, 2, no_progress)
+    assert not (tmp_path / "committed").exists()
+
+
+def stored_object(tmp_path: Path, name: str = "zstd") -> tuple[Path, Expected]:
+    blob = compress(name, RAW)
+    path = tmp_path / "object"
+    path.write_bytes(blob)
+    return path, Expected("r:b/object", len(blob), hashlib.sha256(blob).hexdigest(), len(RAW))
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_receive_verifies_then_delivers_everything(name: str, tmp_path: Path) -> None:
+    path, expected = stored_object(tmp_path, name)
+    stats = receive_from_remote(["cat", str(path)], sink_argv(tmp_path), get_codec(name), expected, no_progress)
+    assert (tmp_path / "out").read_bytes() == RAW
+    assert (tmp_path / "committed").exists()
+    assert (stats.raw_bytes, stats.stored_bytes, stats.sha256) == (len(RAW), expected.stored_bytes, expected.sha256)
+
+
+@pytest.mark.parametrize("wrong", ["sha256", "stored_bytes", "raw_bytes"])
+def test_receive_holds_back_the_end_when_the_object_does_not_match(wrong: str, tmp_path: Path) -> None:
+    path, expected = stored_object(tmp_path)
+    if wrong == "sha256":
+        expected = Expected(expected.path, expected.stored_bytes, "0" * 64, expected.raw_bytes)
+    elif wrong == "stored_bytes":
+        expected = Expected(expected.path, expected.stored_bytes + 1, expected.sha256, expected.raw_bytes)
+    else:
+        expected = Expected(expected.path, expected.stored_bytes, expected.sha256, expected.raw_bytes - 1)
+    with pytest.raises(IntegrityError, match="r:b/object"):
+        receive_from_remote(["cat", str(path)], sink_argv(tmp_path), get_codec("zstd"), expected, no_progress)
+    assert not (tmp_path / "committed").exists()
+    delivered = (tmp_path / "out").read_bytes() if (tmp_path / "out").exists() else b""
+    assert len(delivered) <= len(RAW) - (1 << 20), "at least the last MiB (the END record) was held back"
+
+
+def test_a_failed_download_is_blamed_on_the_download(tmp_path: Path) -> None:
+    path, expected = stored_object(tmp_path)
+    half = expected.stored_bytes // 2
+    download = ["sh", "-c", f'head -c {half} "{path}"; echo "ERROR : connection reset" >&2; exit 1']
+    with pytest.raises(RemoteError, match="rclone cat: exited with status 1: ERROR : connection reset"):
+        receive_from_remote(download, sink_argv(tmp_path), get_codec("zstd"), expected, no_progress)
+    assert not (tmp_path / "committed").exists()
+
+
+def test_not_the_expected_format(tmp_path: Path) -> None:
+    path, expected = stored_object(tmp_path, "pigz")
+    with pytest.raises(IntegrityError, match="not a zstd stream"):
+        receive_from_remote(["cat", str(path)], sink_argv(tmp_path), get_codec("zstd"), expected, no_progress)
+
+
+def test_child_drains_a_chatty_stderr_and_keeps_its_tail() -> None:
+    chatty = ["sh", "-c", "i=0; while [ $i -lt 20000 ]; do echo line $i >&2; i=$((i+1)); done; exit 3"]
+    child = Child("chatty", chatty, error=ZfsError)
+    assert child.wait(timeout=60) == 3  # 20000 lines would fill a pipe nobody reads
+    message = str(child.failure())
+    assert message.startswith("chatty: exited with status 3: ")
+    assert message.endswith("line 19999") and "line 19980" in message and "line 19979" not in message
+
+
+def test_run_reports_missing_programs_and_failures() -> None:
+    with pytest.raises(ZfsError, match="zfs: program not found: /nonexistent/zfs"):
+        run("zfs", ["/nonexistent/zfs"], error=ZfsError)
+    with pytest.raises(RemoteError, match=r"^x: exited with status 2: boom$"):
+        run("x", ["sh", "-c", "echo boom >&2; exit 2"], error=RemoteError)
+
+
+def test_children_get_a_minimal_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2")
+    monkeypatch.setenv("RCLONE_CONFIG_PASS", "pw")
+    out = run("env", ["env"], error=ZfsError).stdout.decode()
+    assert "hunter2" not in out  # zfs needs no cloud credentials
+    assert "RCLONE_CONFIG_PASS=pw" in out
+    assert "LC_ALL=C" in out
