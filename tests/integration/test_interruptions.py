@@ -24,7 +24,8 @@ def lock_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return {"ZFSGLACIER_LOCK_DIR": str(tmp_path / "locks")}
 
 
-def prepare(pool: rig.Pool, remote: rig.Remote, tmp_path: Path, kind: str) -> tuple[str, Path]:
+def prepare(pool: rig.Pool, remote: rig.Remote, tmp_path: Path, kind: str,
+            stream_bytes: int = STREAM_BYTES) -> tuple[str, Path]:
     dataset = pool.dataset("data")
     rig.run(["zfs", "create", dataset])
     rig.populate(pool.path("data"), seed="kill")
@@ -32,7 +33,7 @@ def prepare(pool: rig.Pool, remote: rig.Remote, tmp_path: Path, kind: str) -> tu
     if kind == "incremental":
         assert cli("backup", "--config", config) == 0
     # Random data: the compressed stream is as big as the raw one, so the stages are truly mid-stream.
-    (pool.path("data") / "big.bin").write_bytes(os.urandom(STREAM_BYTES))
+    (pool.path("data") / "big.bin").write_bytes(os.urandom(stream_bytes))
     return dataset, config
 
 
@@ -100,9 +101,12 @@ def test_rclone_killed_mid_upload(kind: str, zpool: rig.Pool, rclone_remote: rig
 @pytest.mark.parametrize("kind", ["full", "incremental"])
 def test_zfs_send_killed_mid_stream(kind: str, zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path,
                                     lock_env: dict[str, str]) -> None:
-    dataset, config = prepare(zpool, local_remote, tmp_path, kind)
+    # Bigger than everything the stages buffer between them (pipes, zstd's multithreaded jobs, rclone's
+    # upload buffer), so that zfs send is still writing when the upload freezes.
+    dataset, config = prepare(zpool, local_remote, tmp_path, kind, stream_bytes=96 << 20)
     before = (snapshots(dataset), remote_files(local_remote))
     process, rcat, send = stalled_backup(config, lock_env)
+    assert alive(send), "zfs send finished before it could be killed: the stream is too small for this test"
     os.kill(send, signal.SIGKILL)
     os.kill(rcat, signal.SIGCONT)  # the upload would happily finish what it got: it must not
     code, err = finish(process)
