@@ -121,7 +121,7 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
                        send_argv: list[str], rcat_argv: list[str]) -> Manifest:
     codec = get_codec(cfg.compressor)
     object_path = catalog.path(plan.object_name)
-    manifest_path = catalog.path(manifest_name(plan.snapshot.partition("@")[2]))
+    manifest_object = manifest_name(plan.snapshot.partition("@")[2])
     manifest_tried = False
     progress = Progress(f"backup {plan.snapshot}")
     try:
@@ -131,7 +131,7 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
             raise RemoteError("rclone rcat", f"{object_path} holds {stored} bytes after upload, "
                                              f"{stats.stored_bytes} were sent")
         snapshot = next(s for s in zfs.list_snapshots(cfg.dataset) if s.name == plan.snapshot)
-        manifest = Manifest(
+        committed = Manifest(
             dataset=cfg.dataset,
             snapshot=snapshot.short_name,
             guid=snapshot.guid,
@@ -150,10 +150,12 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
             tool_version=__version__,
         )
         manifest_tried = True
-        rclone.write(manifest_path, manifest.to_json())
+        rclone.write(catalog.path(manifest_object), committed.to_json())
     except BaseException as exc:
         progress.close()
-        _undo(plan.snapshot, rclone, [manifest_path] if manifest_tried else [], object_path, exc)
+        # A manifest upload that failed may still have landed: remove it first, then the data.
+        _undo(plan.snapshot, rclone, catalog, [manifest_object, plan.object_name] if manifest_tried else
+              [plan.object_name], exc)
         raise
     progress.close()
     seconds = max(stats.seconds, 1e-9)
@@ -163,20 +165,24 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
         plan.snapshot, plan.why, human_bytes(stats.raw_bytes), human_bytes(stats.stored_bytes), ratio,
         stats.seconds, human_bytes(stats.raw_bytes / seconds), object_path,
     )
-    return manifest
+    return committed
 
 
-def _undo(snapshot: str, rclone: Rclone, manifest_paths: list[str], object_path: str,
-          cause: BaseException) -> None:
+def _undo(snapshot: str, rclone: Rclone, catalog: Catalog, names: list[str], cause: BaseException) -> None:
     """Best effort: leave nothing of a failed run. Each step is tried even if an earlier one fails."""
     log.debug("cleaning up after %r", cause)
-    for path in [*manifest_paths, object_path]:
+    try:
+        present = {o.name for o in rclone.list_dir(catalog.directory)}
+    except ZfsglacierError:
+        present = set(names)  # cannot tell: try every one
+    for name in names:
+        if name not in present:
+            continue
         try:
-            if any(o.name == path.rpartition("/")[2] for o in rclone.list_dir(path.rpartition("/")[0])):
-                rclone.delete(path)
-                log.info("removed partial object %s", path)
+            rclone.delete(catalog.path(name))
+            log.info("removed partial object %s", catalog.path(name))
         except ZfsglacierError as exc:
-            log.warning("could not remove %s (the next backup removes it): %s", path, exc)
+            log.warning("could not remove %s (the next backup removes it): %s", catalog.path(name), exc)
     try:
         zfs.destroy_snapshot(snapshot)
         log.info("destroyed snapshot %s made by this run", snapshot)

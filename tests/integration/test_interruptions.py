@@ -143,3 +143,24 @@ def test_sigkill_of_zfsglacier_is_cleaned_up_by_the_next_run(
     assert len(remote_files(rclone_remote)) == 2 * len(records)  # the partial object is gone too
     assert cli("restore", "--config", config, "--target-dataset", zpool.dataset("r"), "--yes") == 0
     assert rig.tree_digest(zpool.path("r")) == rig.tree_digest(zpool.path("data"))
+
+
+def test_a_failed_manifest_upload_leaves_no_data_object_and_no_snapshot(
+    zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, lock_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    dataset = zpool.dataset("data")
+    rig.run(["zfs", "create", dataset])
+    rig.populate(zpool.path("data"), seed="manifest")
+    config = write_config(tmp_path, dataset, local_remote)
+    monkeypatch.setattr("zfsglacier.backup.new_snapshot_name", lambda prefix, now, taken: "fixed")
+    # A directory where the manifest must go: the data upload works, the manifest upload cannot.
+    (local_remote.root / dataset / "fixed.manifest.json").mkdir(parents=True)
+    capsys.readouterr()
+    assert cli("backup", "--config", config) == EXIT_REMOTE
+    err = capsys.readouterr().err
+    assert "error: rclone rcat:" in err
+    assert "removed partial object" in err and "fixed.full.zfs.zst" in err
+    assert snapshots(dataset) == []
+    assert remote_files(local_remote) == []
+    assert list_json(config, capsys) == []
