@@ -9,12 +9,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Literal, Protocol, cast
 
 import zstandard
 from isal import igzip, igzip_threaded, isal_zlib
 
+from .adaptive import AdaptiveZstdWriter
 from .zstdframes import FrameTracker
+
+AUTO: Literal["auto"] = "auto"
+# A compression level: a number, or "auto" for codecs that adapt it to the pipeline's bottleneck.
+Level = int | Literal["auto"]
 
 
 class Sink(Protocol):
@@ -46,25 +51,28 @@ class Codec:
     levels: range
     default_level: int
     multithreaded: bool
-    _open_writer: Callable[[Sink, int, int], Writer]
+    adaptive: bool  # accepts level "auto"
+    _open_writer: Callable[[Sink, Level, int], Writer]
     _open_reader: Callable[[Source], Reader]
-    _compress_argv: Callable[[int, int], list[str]]
+    _compress_argv: Callable[[Level, int], list[str]]
     decompress_argv: tuple[str, ...]
     # What the reader raises on a corrupt or truncated stream (and only then).
     decode_errors: tuple[type[Exception], ...]
 
-    def open_writer(self, sink: Sink, level: int, threads: int) -> Writer:
+    def open_writer(self, sink: Sink, level: Level, threads: int) -> Writer:
         return self._open_writer(sink, level, threads if self.multithreaded else 1)
 
     def open_reader(self, source: Source) -> Reader:
         return self._open_reader(source)
 
-    def compress_argv(self, level: int, threads: int) -> list[str]:
+    def compress_argv(self, level: Level, threads: int) -> list[str]:
         """The external command that writes the same format, for logs, --dry-run and by-hand recipes."""
         return self._compress_argv(level, threads)
 
 
-def _zstd_writer(sink: Sink, level: int, threads: int) -> Writer:
+def _zstd_writer(sink: Sink, level: Level, threads: int) -> Writer:
+    if level == AUTO:
+        return AdaptiveZstdWriter(sink, threads)
     compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
     writer: Writer = compressor.stream_writer(sink, closefd=False)  # type: ignore[arg-type]
     return writer
@@ -108,15 +116,21 @@ def _zstd_reader(source: Source) -> Reader:
     return _ZstdReader(source)
 
 
-def _pigz_writer(sink: Sink, level: int, threads: int) -> Writer:
+def _fixed(level: Level) -> int:
+    if level == AUTO:
+        raise ValueError("this codec has no adaptive level")
+    return level
+
+
+def _pigz_writer(sink: Sink, level: Level, threads: int) -> Writer:
     writer: Writer = igzip_threaded.open(  # type: ignore[no-untyped-call]
-        sink, "wb", compresslevel=level, threads=threads
+        sink, "wb", compresslevel=_fixed(level), threads=threads
     )
     return writer
 
 
-def _gzip_writer(sink: Sink, level: int, threads: int) -> Writer:
-    return igzip.IGzipFile(fileobj=sink, mode="wb", compresslevel=level)  # type: ignore[no-untyped-call]
+def _gzip_writer(sink: Sink, level: Level, threads: int) -> Writer:
+    return igzip.IGzipFile(fileobj=sink, mode="wb", compresslevel=_fixed(level))  # type: ignore[no-untyped-call]
 
 
 def _gzip_reader(source: Source) -> Reader:
@@ -142,9 +156,12 @@ CODECS: dict[str, Codec] = {
             levels=range(1, 20),
             default_level=3,
             multithreaded=True,
+            adaptive=True,
             _open_writer=_zstd_writer,
             _open_reader=_zstd_reader,
-            _compress_argv=lambda level, threads: ["zstd", "-q", f"-{level}", f"-T{threads}"],
+            _compress_argv=lambda level, threads: [
+                "zstd", "-q", "--adapt" if level == AUTO else f"-{level}", f"-T{threads}"
+            ],
             decompress_argv=("zstd", "-q", "-d"),
             decode_errors=(zstandard.ZstdError,),
         ),
@@ -156,9 +173,10 @@ CODECS: dict[str, Codec] = {
             levels=range(0, 4),
             default_level=2,
             multithreaded=True,
+            adaptive=False,
             _open_writer=_pigz_writer,
             _open_reader=_gzip_reader,
-            _compress_argv=lambda level, threads: ["pigz", f"-{max(level, 1)}", "-p", str(threads)],
+            _compress_argv=lambda level, threads: ["pigz", f"-{max(_fixed(level), 1)}", "-p", str(threads)],
             decompress_argv=("pigz", "-d"),
             decode_errors=_GZIP_DECODE_ERRORS,
         ),
@@ -170,9 +188,10 @@ CODECS: dict[str, Codec] = {
             levels=range(0, 4),
             default_level=2,
             multithreaded=False,
+            adaptive=False,
             _open_writer=_gzip_writer,
             _open_reader=_gzip_reader,
-            _compress_argv=lambda level, threads: ["gzip", f"-{max(level, 1)}"],
+            _compress_argv=lambda level, threads: ["gzip", f"-{max(_fixed(level), 1)}"],
             decompress_argv=("gzip", "-d"),
             decode_errors=_GZIP_DECODE_ERRORS,
         ),

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import names
-from .codecs import CODECS, DEFAULT_CODEC, default_threads
+from .codecs import AUTO, CODECS, DEFAULT_CODEC, Level, default_threads
 from .errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/zfsglacier/config.ini")
@@ -29,7 +29,7 @@ class BackupConfig:
     bucket_name: str
     rclone_config: Path | None
     compressor: str
-    level: int
+    level: Level
     threads: int
 
     @property
@@ -176,14 +176,21 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
 
     codec = CODECS[values["compressor"]]
     level_raw = values.pop("level")
+    level: Level
     if level_raw == "default":
         level = codec.default_level
+    elif level_raw == AUTO:
+        if not codec.adaptive:
+            adaptive = ", ".join(sorted(c.name for c in CODECS.values() if c.adaptive))
+            raise _bad("[compression] level", level_raw, f"compressor {codec.name} has no adaptive level "
+                                                         f"(only {adaptive})")
+        level = AUTO
     else:
         where = "[compression] level"
         try:
             level = int(level_raw, 10)
         except ValueError:
-            raise _bad(where, level_raw, "expected a whole number or 'default'") from None
+            raise _bad(where, level_raw, "expected a whole number, 'default' or 'auto'") from None
         if level not in codec.levels:
             lo, hi = codec.levels[0], codec.levels[-1]
             raise _bad(where, level_raw, f"compressor {codec.name} takes levels {lo} to {hi}")

@@ -51,7 +51,7 @@ class Manifest:
     base: str | None
     base_guid: str | None
     compressor: str
-    level: int
+    level: int | str  # a number, or "auto"
     raw_bytes: int
     stored_bytes: int
     sha256: str
@@ -95,10 +95,12 @@ def _field_problems(f: dict[str, Any]) -> list[str | None]:
 
     problems = [
         need("dataset", str), need("snapshot", str), need("guid", str), need("createtxg", int),
-        need("compressor", str), need("level", int), need("raw_bytes", int), need("stored_bytes", int),
+        need("compressor", str), need("raw_bytes", int), need("stored_bytes", int),
         need("sha256", str), need("object", str), need("created", str), need("host", str),
         need("tool_version", str),
     ]
+    if not (isinstance(f["level"], int) and f["level"] is not True) and f["level"] != "auto":
+        problems.append("level is missing or invalid")
     if f["kind"] not in KINDS:
         problems.append("kind must be 'full' or 'incremental'")
     elif f["kind"] == "incremental" and not (isinstance(f["base"], str) and isinstance(f["base_guid"], str)):

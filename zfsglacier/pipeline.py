@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from . import rclone as rclone_mod
-from .codecs import Codec, Writer
+from .codecs import Codec, Level, Writer
 from .errors import IntegrityError, RemoteError, StageError, ZfsError, ZfsglacierError
 from .proc import PIPE, Child, child_env
 
@@ -119,7 +119,7 @@ def send_to_remote(
     send_argv: Sequence[str],
     rcat_argv: Sequence[str],
     codec: Codec,
-    level: int,
+    level: Level,
     threads: int,
     progress: ProgressFn,
 ) -> StreamStats:

@@ -161,3 +161,19 @@ def test_names_with_spaces_and_punctuation_go_through_argv_untouched(
     assert str(records[0]["snapshot"]).startswith("nightly backup.")
     assert cli("restore", "--config", config, "--target-dataset", zpool.dataset("re stored"), "--yes") == 0
     assert rig.tree_digest(zpool.path("re stored")) == rig.tree_digest(zpool.path("my data.v1:x"))
+
+
+def test_adaptive_level_round_trip(
+    zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset = zpool.dataset("data")
+    rig.run(["zfs", "create", dataset])
+    rig.populate(zpool.path("data"), seed="auto", n_files=60)
+    config = write_config(tmp_path, dataset, local_remote, "zstd", extra="level = auto\n")
+    assert cli("backup", "--config", config) == 0
+    rig.mutate(zpool.path("data"), seed="auto")
+    assert cli("backup", "--config", config) == 0
+    records = list_json(config, capsys)
+    assert [r["level"] for r in records] == ["auto", "auto"]
+    assert cli("restore", "--config", config, "--target-dataset", zpool.dataset("r"), "--yes") == 0
+    assert rig.tree_digest(zpool.path("r")) == rig.tree_digest(zpool.path("data"))
