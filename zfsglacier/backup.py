@@ -36,7 +36,6 @@ _TIMESTAMP = r"\d{8}T\d{6}Z(-\d+)?"
 class Plan:
     snapshot: str  # full name of the snapshot to create
     base: Snapshot | None
-    base_manifest: Manifest | None
     object_name: str
     why: str  # why full or incremental
 
@@ -60,7 +59,7 @@ def is_own_snapshot(short_name: str, prefix: str) -> bool:
     return short_name.startswith(prefix) and re.fullmatch(_TIMESTAMP, short_name[len(prefix):]) is not None
 
 
-def choose_base(catalog: Catalog, local: list[Snapshot]) -> tuple[Snapshot | None, Manifest | None, str]:
+def choose_base(catalog: Catalog, local: list[Snapshot]) -> tuple[Snapshot | None, str]:
     """The newest local snapshot whose backup is committed (same guid) and restorable from a full."""
     committed = {m.guid: m for m in catalog.manifests}
     for snapshot in reversed(local):
@@ -70,10 +69,10 @@ def choose_base(catalog: Catalog, local: list[Snapshot]) -> tuple[Snapshot | Non
         if not chain_is_complete(catalog.manifests, manifest):
             log.warning("not basing on %s: its chain on the remote has a gap", snapshot.name)
             continue
-        return snapshot, manifest, f"incremental from {snapshot.short_name}"
+        return snapshot, f"incremental from {snapshot.short_name}"
     if not catalog.manifests:
-        return None, None, "full: no committed backup on the remote yet"
-    return None, None, "full: no local snapshot matches a committed backup (by guid)"
+        return None, "full: no committed backup on the remote yet"
+    return None, "full: no local snapshot matches a committed backup (by guid)"
 
 
 def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
@@ -85,28 +84,17 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
         catalog = load_catalog(cfg, rclone)
         local = _remove_leftovers(cfg, rclone, catalog, local, dry_run, echo)
 
-        if full:
-            base, base_manifest, why = None, None, "full: --full given"
-        else:
-            base, base_manifest, why = choose_base(catalog, local)
+        base, why = (None, "full: --full given") if full else choose_base(catalog, local)
         taken = {s.short_name for s in local} | {m.snapshot for m in catalog.manifests}
         short = new_snapshot_name(cfg.snapshot_prefix, datetime.now(UTC), taken)
         kind = "full" if base is None else "incremental"
-        plan = Plan(f"{cfg.dataset}@{short}", base, base_manifest,
-                    data_object_name(short, kind, codec.suffix), why)
+        plan = Plan(f"{cfg.dataset}@{short}", base, data_object_name(short, kind, codec.suffix), why)
 
         send_argv = zfs.send_argv(plan.snapshot, base.name if base else None)
         rcat_argv = rclone.rcat_argv(catalog.path(plan.object_name))
         if dry_run:
-            run_id = "DRY-RUN"
-            echo(f"# {plan.why}")
-            echo(proc.render(zfs.snapshot_argv(plan.snapshot, run_id)))
-            echo(proc.render_pipeline([send_argv, codec.compress_argv(cfg.level, cfg.threads), rcat_argv])
-                 + "  # compression runs in-process; the command shown writes the same format")
-            echo(proc.render(rclone.rcat_argv(catalog.path(manifest_name(short)))) + "  < manifest.json")
-            echo(proc.render(zfs.clear_pending_argv(plan.snapshot)))
-            for old in _to_prune(cfg, local, about_to_add=1):
-                echo(proc.render(zfs.destroy_snapshot_argv(old.name)))
+            _print_plan(cfg, rclone, catalog, plan, local, [send_argv, codec.compress_argv(cfg.level, cfg.threads),
+                                                           rcat_argv], echo)
             return None
 
         log.info("%s: %s", plan.snapshot, plan.why)
@@ -115,6 +103,19 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
         zfs.clear_pending(plan.snapshot)
         _prune(cfg, zfs.list_snapshots(cfg.dataset))
         return manifest
+
+
+def _print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan, local: list[Snapshot],
+                pipeline: list[list[str]], echo: Callable[[str], None]) -> None:
+    """What a run would do, as commands a person can paste."""
+    echo(f"# {plan.why}")
+    echo(proc.render(zfs.snapshot_argv(plan.snapshot, "DRY-RUN")))
+    echo(proc.render_pipeline(pipeline) + "  # compression runs in-process; the command shown writes the same format")
+    echo(proc.render(rclone.rcat_argv(catalog.path(manifest_name(plan.snapshot.partition("@")[2]))))
+         + "  < manifest.json")
+    echo(proc.render(zfs.clear_pending_argv(plan.snapshot)))
+    for old in _to_prune(cfg, local, about_to_add=1):
+        echo(proc.render(zfs.destroy_snapshot_argv(old.name)))
 
 
 def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,
