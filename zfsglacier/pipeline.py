@@ -1,7 +1,9 @@
 """The data path, top to bottom.
 
-backup:   zfs send --stdout--> 1 MiB chunks -> codec writer -> sha256 + count -> rclone rcat --stdin-->
-restore:  rclone cat --stdout--> sha256 + count -> codec reader -> hold back the last MiB -> zfs receive
+backup:   zfs send --stdout--> [read thread] 1 MiB chunks -> codec writer -> [write thread] sha256 + count
+          -> rclone rcat --stdin-->
+restore:  rclone cat --stdout--> [read thread] sha256 + count -> codec reader -> hold back the last MiB
+          -> [write thread] zfs receive --stdin-->
           the held-back tail (which holds the stream's END record, without which zfs receive commits
           nothing) is written only after the whole object matched its size and sha256.
 
@@ -17,11 +19,11 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import IO
 
 from . import rclone as rclone_mod
 from .codecs import Codec, Level, Writer
 from .errors import IntegrityError, RemoteError, StageError, ZfsError, ZfsglacierError
+from .overlap import Prefetch, WriteBehind
 from .proc import PIPE, Child, child_env
 
 CHUNK = 1 << 20
@@ -39,64 +41,16 @@ class StreamStats:
     seconds: float
 
 
-class HashingSink:
-    """Counts and hashes what goes into a child's stdin."""
+class Digest:
+    """sha256 and byte count of everything passed to `update`."""
 
-    def __init__(self, out: IO[bytes]) -> None:
-        self._out = out
+    def __init__(self) -> None:
         self._hash = hashlib.sha256()
         self.bytes = 0
 
-    def write(self, data: bytes) -> int:
-        self._hash.update(data)
-        self._out.write(data)
-        self.bytes += len(data)
-        return len(data)
-
-    def flush(self) -> None:
-        self._out.flush()
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()
-
-
-class HashingSource:
-    """Counts and hashes what comes out of a child's stdout; can peek at the first bytes."""
-
-    def __init__(self, src: IO[bytes]) -> None:
-        self._src = src
-        self._hash = hashlib.sha256()
-        self._peeked = b""
-        self.bytes = 0
-
-    def _pull(self, size: int) -> bytes:
-        data = self._src.read(size)
+    def update(self, data: bytes) -> None:
         self._hash.update(data)
         self.bytes += len(data)
-        return data
-
-    def peek(self, size: int) -> bytes:
-        while len(self._peeked) < size:
-            data = self._pull(size - len(self._peeked))
-            if not data:
-                break
-            self._peeked += data
-        return self._peeked[:size]
-
-    def read(self, size: int = -1) -> bytes:
-        if self._peeked:
-            data, self._peeked = self._peeked, b""
-            return data
-        return self._pull(size if size > 0 else CHUNK)
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def drain(self) -> None:
-        while self.read(CHUNK):
-            pass
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
@@ -130,19 +84,27 @@ def send_to_remote(
     except BaseException:
         send.abort()
         raise
-    sink = HashingSink(rcat.stdin)
+    stored = Digest()
+
+    def upload(data: bytes) -> None:
+        stored.update(data)
+        rcat.stdin.write(data)
+
+    ahead = Prefetch(send.stdout.fileno(), CHUNK, "read: zfs send")
+    behind = WriteBehind(upload, "write: rclone rcat")
     raw = 0
     writer: Writer | None = None
     try:
-        writer = codec.open_writer(sink, level, threads)
-        while chunk := send.stdout.read(CHUNK):
+        writer = codec.open_writer(behind, level, threads)
+        while chunk := ahead.read():
             writer.write(chunk)
             raw += len(chunk)
-            progress(len(chunk), sink.bytes)
+            progress(len(chunk), stored.bytes)
         send.check()
         if raw == 0:
             raise ZfsError("zfs send", "produced no data")
         writer.close()  # the codec's last frame goes to rclone now
+        behind.flush()
         rcat.close_stdin()
         rcat.check()
     except (BrokenPipeError, ConnectionResetError) as exc:
@@ -157,7 +119,10 @@ def send_to_remote(
         _close_quietly(writer)
         send.abort()
         raise
-    return StreamStats(raw, sink.bytes, sink.hexdigest(), time.monotonic() - started)
+    finally:
+        behind.close()
+        ahead.close()
+    return StreamStats(raw, stored.bytes, stored.hexdigest(), time.monotonic() - started)
 
 
 def _close_quietly(writer: Writer | None) -> None:
@@ -190,18 +155,14 @@ def receive_from_remote(
     except BaseException:
         cat.abort()
         raise
-    source = HashingSource(cat.stdout)
+    stored = Digest()
+    ahead = Prefetch(cat.stdout.fileno(), CHUNK, "read: rclone cat", seen=stored.update)
+    behind = WriteBehind(receive.stdin.write, "write: zfs receive")
     raw = 0
     held = bytearray()
     try:
-        head = source.peek(len(codec.magic))
-        if not head.startswith(codec.magic):
-            if not head:
-                if cat.wait() != 0:
-                    raise cat.failure()
-                raise IntegrityError(f"{expected.path}: empty, or gone from the remote since it was listed")
-            raise IntegrityError(f"{expected.path}: not a {codec.format} stream (it starts with {head.hex()!r})")
-        reader = codec.open_reader(source)
+        _check_format(ahead, cat, codec, expected)
+        reader = codec.open_reader(ahead)
         try:
             while True:
                 try:
@@ -214,39 +175,61 @@ def receive_from_remote(
                 held += chunk
                 if len(held) >= HOLD_BACK + CHUNK:
                     cut = len(held) - HOLD_BACK
-                    _write(receive, memoryview(held)[:cut])
+                    behind.write(memoryview(held)[:cut])
                     del held[:cut]
-                progress(len(chunk), source.bytes)
+                progress(len(chunk), stored.bytes)
         finally:
             reader.close()
-        source.drain()
+        while ahead.read(CHUNK):  # anything after the end of the compressed stream counts too
+            pass
         cat.check()
-        if source.bytes != expected.stored_bytes or source.hexdigest() != expected.sha256:
-            raise IntegrityError(
-                f"{expected.path}: does not match its manifest (size {source.bytes}, expected "
-                f"{expected.stored_bytes}; sha256 {source.hexdigest()}, expected {expected.sha256}); "
-                "the stream was stopped before zfs receive could commit it"
-            )
-        if raw != expected.raw_bytes:
-            raise IntegrityError(
-                f"{expected.path}: decompresses to {raw} bytes, its manifest says {expected.raw_bytes}; "
-                "the stream was stopped before zfs receive could commit it"
-            )
-        _write(receive, held)
+        _check_expected(expected, stored, raw)
+        behind.write(held)
+        behind.flush()
         receive.close_stdin()
         receive.check()
+    except (BrokenPipeError, ConnectionResetError) as exc:
+        failure = _failure_of(receive, exc)
+        receive.abort()
+        cat.abort()
+        raise failure from None
     except BaseException:
         receive.abort()  # killed before its stdin closes: an unfinished stream commits nothing
         cat.abort()
         raise
-    return StreamStats(raw, source.bytes, source.hexdigest(), time.monotonic() - started)
+    finally:
+        behind.close()
+        ahead.close()
+    return StreamStats(raw, stored.bytes, stored.hexdigest(), time.monotonic() - started)
 
 
-def _write(child: Child, data: bytes | bytearray | memoryview) -> None:
-    try:
-        child.stdin.write(data)
-    except (BrokenPipeError, ConnectionResetError) as exc:
-        raise _failure_of(child, exc) from None
+def _check_format(ahead: Prefetch, cat: Child, codec: Codec, expected: Expected) -> None:
+    head = b""
+    while len(head) < len(codec.magic) and (piece := ahead.read(len(codec.magic) - len(head))):
+        head += piece
+    ahead.unread(head)
+    if head.startswith(codec.magic):
+        return
+    if not head:
+        if cat.wait() != 0:
+            raise cat.failure()
+        raise IntegrityError(f"{expected.path}: empty, or gone from the remote since it was listed")
+    raise IntegrityError(f"{expected.path}: not a {codec.format} stream (it starts with {head.hex()!r})")
+
+
+def _check_expected(expected: Expected, stored: Digest, raw: int) -> None:
+    """The whole object matched its manifest: only then may zfs receive see the end of the stream."""
+    if stored.bytes != expected.stored_bytes or stored.hexdigest() != expected.sha256:
+        raise IntegrityError(
+            f"{expected.path}: does not match its manifest (size {stored.bytes}, expected "
+            f"{expected.stored_bytes}; sha256 {stored.hexdigest()}, expected {expected.sha256}); "
+            "the stream was stopped before zfs receive could commit it"
+        )
+    if raw != expected.raw_bytes:
+        raise IntegrityError(
+            f"{expected.path}: decompresses to {raw} bytes, its manifest says {expected.raw_bytes}; "
+            "the stream was stopped before zfs receive could commit it"
+        )
 
 
 def _decode_failure(cat: Child, expected: Expected, exc: Exception) -> ZfsglacierError:
