@@ -18,8 +18,8 @@ from typing import Protocol
 import zstandard
 
 FRAME_BYTES = 32 << 20
-# Above 9 the compression contexts of two workers alone take more than 100 MB.
-LEVELS = range(1, 10)
+# Levels 3 to 8 share a 2 MiB window; above, two workers' buffers alone take more than 100 MB.
+LEVELS = range(1, 9)
 START_LEVEL = 3
 RAISE_WHEN_WAITING = 0.25  # share of a frame spent waiting on input or output
 LOWER_WHEN_BUSY = 0.90  # share of a frame spent compressing
@@ -53,8 +53,9 @@ def next_level(level: int, waiting_input: float, waiting_output: float) -> int:
 
 
 class AdaptiveZstdWriter:
-    def __init__(self, sink: _Sink, threads: int, *, frame_bytes: int = FRAME_BYTES,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, sink: _Sink, threads: int, compressor: Callable[[int, int], zstandard.ZstdCompressor], *,
+                 frame_bytes: int = FRAME_BYTES, clock: Callable[[], float] = time.monotonic) -> None:
+        self._compressor = compressor
         self._clock = clock
         self._sink = _TimedSink(sink, clock)
         self._threads = threads
@@ -64,8 +65,7 @@ class AdaptiveZstdWriter:
         self._start_frame()
 
     def _start_frame(self) -> None:
-        compressor = zstandard.ZstdCompressor(level=self.level, threads=self._threads, write_checksum=True)
-        self._writer = compressor.stream_writer(self._sink, closefd=False)  # type: ignore[arg-type]
+        self._writer = self._compressor(self.level, self._threads).stream_writer(self._sink, closefd=False)  # type: ignore[arg-type]
         self._frame_raw = 0
         self._waiting_input = 0.0
         self._sink.blocked = 0.0

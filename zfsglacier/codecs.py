@@ -70,10 +70,28 @@ class Codec:
         return self._compress_argv(level, threads)
 
 
+# zstd's multithreaded jobs default to four windows (8 MiB at levels 3-8), and two workers then hold
+# about 50 MB more than with 4 MiB jobs, for no measurable gain in ratio (bench/results). Larger windows
+# keep zstd's default: shorter jobs than that cost more CPU than they save memory.
+ZSTD_JOB_SIZE = 2 << 20
+_ZSTD_SMALL_WINDOW_LOG = 21
+
+
+def zstd_compressor(level: int, threads: int) -> zstandard.ZstdCompressor:
+    window_log = zstandard.ZstdCompressionParameters.from_level(level).window_log
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level,
+        threads=threads,
+        write_checksum=True,
+        job_size=ZSTD_JOB_SIZE if window_log <= _ZSTD_SMALL_WINDOW_LOG else 0,
+    )
+    return zstandard.ZstdCompressor(compression_params=params)
+
+
 def _zstd_writer(sink: Sink, level: Level, threads: int) -> Writer:
     if level == AUTO:
-        return AdaptiveZstdWriter(sink, threads)
-    compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+        return AdaptiveZstdWriter(sink, threads, zstd_compressor)
+    compressor = zstd_compressor(level, threads)
     writer: Writer = compressor.stream_writer(sink, closefd=False)  # type: ignore[arg-type]
     return writer
 

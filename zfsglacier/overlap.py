@@ -16,7 +16,7 @@ import select
 import threading
 from collections.abc import Callable
 
-DEPTH = 8
+DEPTH = 4
 _POLL = 0.1  # how often a thread blocked on a full or empty queue checks whether it should stop
 
 

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from zfsglacier.adaptive import LEVELS, START_LEVEL, AdaptiveZstdWriter, next_level
-from zfsglacier.codecs import get_codec
+from zfsglacier.codecs import get_codec, zstd_compressor
 from zfsglacier.config import parse_config
 from zfsglacier.errors import ConfigError
 from zfsglacier.zstdframes import FrameTracker
@@ -43,7 +43,7 @@ def decode(blob: bytes) -> bytes:
 
 def test_a_slow_upload_raises_the_level_frame_by_frame_and_the_stream_stays_one_valid_zstd_stream() -> None:
     sink = SlowSink()
-    writer = AdaptiveZstdWriter(sink, threads=2, frame_bytes=2 << 20)
+    writer = AdaptiveZstdWriter(sink, 2, zstd_compressor, frame_bytes=2 << 20)
     for start in range(0, len(DATA), 256 << 10):
         writer.write(DATA[start:start + (256 << 10)])
     writer.close()
@@ -60,7 +60,7 @@ def test_a_slow_upload_raises_the_level_frame_by_frame_and_the_stream_stays_one_
 
 def test_empty_stream_is_one_empty_frame() -> None:
     sink = io.BytesIO()
-    writer = AdaptiveZstdWriter(sink, threads=2)
+    writer = AdaptiveZstdWriter(sink, 2, zstd_compressor)
     writer.close()
     assert decode(sink.getvalue()) == b"" and len(writer.frames) == 1
 
