@@ -13,7 +13,7 @@ help:
 	@echo "make test    run the whole test suite (PYTEST_ARGS='...' passes options to pytest)"
 	@echo "make lint    ruff and mypy"
 	@echo "make demo    back up and restore a throwaway file-backed pool (scripts/demo)"
-	@echo "make bench   run the benchmark (python -m bench)"
+	@echo "make bench   throughput: codecs, end to end, level = auto (bench/results/)"
 	@echo "make clean   remove .venv and caches"
 
 venv:
@@ -29,8 +29,14 @@ lint: venv
 demo: venv
 	scripts/demo
 
+# One run, side by side: the codec stage (in-process vs zstd/pigz/gzip programs), the end-to-end
+# backup and restore (zfsglacier vs the shell pipelines, and each stage alone), and level = auto.
+# Sizes and repeats: see bench/settings.py, bench/e2e_setup.py and bench/adaptive.py (BENCH_QUICK=1).
 bench: venv
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]'
 	$(PY) -m bench
+	$(PY) -m bench.e2e
+	$(PY) -m bench.adaptive
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
