@@ -1,10 +1,10 @@
 import io
 import os
-import time
+from pathlib import Path
 
 import pytest
 
-from zfsglacier.adaptive import LEVELS, START_LEVEL, AdaptiveZstdWriter, next_level
+from zfsglacier.adaptive import LEVELS, START_LEVEL, AdaptiveZstdWriter, next_level, proc_stat_cpu_times
 from zfsglacier.codecs import get_codec, zstd_compressor
 from zfsglacier.config import parse_config
 from zfsglacier.errors import ConfigError
@@ -13,24 +13,24 @@ from zfsglacier.zstdframes import FrameTracker
 DATA = (b"log line: backup of pool/data went fine\n" * 30_000 + os.urandom(300_000)) * 6
 
 
-def test_level_rises_when_the_pipeline_waits_and_falls_when_compression_is_the_bottleneck() -> None:
-    assert next_level(3, waiting_input=0.0, waiting_output=0.5) == 4  # slow upload: spend CPU on ratio
-    assert next_level(3, waiting_input=0.4, waiting_output=0.0) == 4  # slow zfs send: the same
-    assert next_level(3, waiting_input=0.02, waiting_output=0.03) == 2  # compression holds everyone up
-    assert next_level(3, waiting_input=0.10, waiting_output=0.05) == 3  # in between: stay
-    assert next_level(LEVELS[-1], 0.0, 0.9) == LEVELS[-1]
-    assert next_level(LEVELS[0], 0.0, 0.0) == LEVELS[0]
+def test_level_rises_with_idle_cpu_and_falls_without() -> None:
+    assert next_level(3, idle_share=0.6) == 4  # waiting on a slow upload or disk: spend CPU on ratio
+    assert next_level(3, idle_share=0.02) == 2  # compression competes with zfs send and rclone
+    assert next_level(3, idle_share=0.15) == 3  # in between: stay
+    assert next_level(LEVELS[-1], 0.9) == LEVELS[-1]
+    assert next_level(LEVELS[0], 0.0) == LEVELS[0]
 
 
-class SlowSink:
-    """An upload of 5 MB/s: every write waits as a full pipe to a slow rclone would."""
+class FakeCpu:
+    """CPU counters that report a fixed idle share between any two readings."""
 
-    def __init__(self) -> None:
-        self.buffer = io.BytesIO()
+    def __init__(self, idle_share: float) -> None:
+        self.idle_share = idle_share
+        self.total = 0.0
 
-    def write(self, data: bytes) -> int:
-        time.sleep(len(data) / 5e6)
-        return self.buffer.write(data)
+    def __call__(self) -> tuple[float, float]:
+        self.total += 100.0
+        return self.total * self.idle_share, self.total
 
 
 def decode(blob: bytes) -> bytes:
@@ -41,21 +41,38 @@ def decode(blob: bytes) -> bytes:
     return bytes(out)
 
 
-def test_a_slow_upload_raises_the_level_frame_by_frame_and_the_stream_stays_one_valid_zstd_stream() -> None:
-    sink = SlowSink()
-    writer = AdaptiveZstdWriter(sink, 2, zstd_compressor, frame_bytes=2 << 20)
+def write_all(idle_share: float) -> tuple[AdaptiveZstdWriter, bytes]:
+    sink = io.BytesIO()
+    writer = AdaptiveZstdWriter(sink, 2, zstd_compressor, frame_bytes=1 << 20, cpu_times=FakeCpu(idle_share))
     for start in range(0, len(DATA), 256 << 10):
         writer.write(DATA[start:start + (256 << 10)])
     writer.close()
+    return writer, sink.getvalue()
+
+
+@pytest.mark.parametrize(("idle_share", "direction"), [(0.8, "up"), (0.0, "down")])
+def test_levels_follow_the_cpu_frame_by_frame_and_the_stream_stays_one_valid_zstd_stream(
+    idle_share: float, direction: str
+) -> None:
+    writer, blob = write_all(idle_share)
     levels = [level for level, _ in writer.frames]
-    assert levels[0] == START_LEVEL
-    assert levels == sorted(levels) and levels[-1] > START_LEVEL + 2
+    assert levels[0] == START_LEVEL and len(levels) > 5
+    expected = LEVELS[-1] if direction == "up" else LEVELS[0]
+    assert levels == (sorted(levels) if direction == "up" else sorted(levels, reverse=True))
+    assert levels[-1] == expected
     assert sum(raw for _, raw in writer.frames) == len(DATA)
-    blob = sink.buffer.getvalue()
     tracker = FrameTracker()
     tracker.feed(blob)
     assert tracker.frames == len(writer.frames) and tracker.at_frame_boundary
     assert decode(blob) == DATA
+
+
+def test_proc_stat_parsing(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 5 50 800 20 1 2 3 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n")
+    assert proc_stat_cpu_times(stat) == (820.0, 981.0)
+    idle, total = proc_stat_cpu_times()  # the real one
+    assert 0 <= idle <= total
 
 
 def test_empty_stream_is_one_empty_frame() -> None:
