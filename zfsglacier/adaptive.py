@@ -70,7 +70,8 @@ class AdaptiveZstdWriter:
         self.frames.append((self.level, self._frame_raw))
         idle, total = self._cpu_times()
         spent = total - self._frame_cpu[1]
-        if spent > 0:
+        # The first frame only fills the empty pipes and queues downstream: it never waits on them.
+        if spent > 0 and len(self.frames) > 1:
             self.level = next_level(self.level, (idle - self._frame_cpu[0]) / spent)
 
     def write(self, data: bytes) -> int:
