@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,9 +57,7 @@ class Digest:
 
 def _failure_of(child: Child, cause: BaseException) -> StageError:
     """A write to `child` failed or its output ended early: its exit status says why."""
-    try:
-        child.wait(timeout=10)
-    except subprocess.TimeoutExpired:
+    if child.exit_status_within(10) is None:
         child.kill()
         child.wait()
     failure = child.failure()
@@ -234,10 +231,7 @@ def _check_expected(expected: Expected, stored: Digest, raw: int) -> None:
 
 def _decode_failure(cat: Child, expected: Expected, exc: Exception) -> ZfsglacierError:
     # A download that rclone gave up on also ends in a truncated stream; blame the download then.
-    try:
-        code = cat.wait(timeout=2)
-    except subprocess.TimeoutExpired:
-        code = None
+    code = cat.exit_status_within(2)
     if code not in (None, 0):
         return cat.failure()
     return IntegrityError(

@@ -156,6 +156,13 @@ class Child:
     def wait(self, timeout: float | None = None) -> int:
         return self.popen.wait(timeout)
 
+    def exit_status_within(self, seconds: float) -> int | None:
+        """The exit status if the child ends within `seconds`, else None (it keeps running)."""
+        try:
+            return self.popen.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return None
+
     def failure(self, returncode: int | None = None) -> StageError:
         code = self.popen.returncode if returncode is None else returncode
         if code is not None and code < 0:

@@ -1,10 +1,10 @@
 import io
 import os
-import shutil
 import struct
 import subprocess
 
 import pytest
+import rig
 import zstandard
 
 from zfsglacier.codecs import CODECS, detect_format, get_codec
@@ -69,9 +69,7 @@ def test_truncation_raises_a_decode_error(name: str) -> None:
 def test_external_tool_reads_what_we_write(name: str) -> None:
     """The by-hand restore recipe: the stored object decompresses with the standard tool."""
     codec = get_codec(name)
-    tool = codec.decompress_argv[0]
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} is not installed")
+    rig.need_tool(codec.decompress_argv[0])  # installed by scripts/bootstrap
     done = subprocess.run(list(codec.decompress_argv), input=compress(name, DATA), capture_output=True, check=True)
     assert done.stdout == DATA
 
@@ -80,8 +78,7 @@ def test_external_tool_reads_what_we_write(name: str) -> None:
 def test_we_read_what_the_external_tool_writes(name: str) -> None:
     codec = get_codec(name)
     argv = codec.compress_argv(codec.default_level, 2)
-    if shutil.which(argv[0]) is None:
-        pytest.skip(f"{argv[0]} is not installed")
+    rig.need_tool(argv[0])
     done = subprocess.run(argv, input=DATA, capture_output=True, check=True)
     assert decompress(name, done.stdout) == DATA
 
