@@ -30,13 +30,15 @@ demo: venv
 	scripts/demo
 
 # One run, side by side: the codec stage (in-process vs zstd/pigz/gzip programs), the end-to-end
-# backup and restore (zfsglacier vs the shell pipelines, and each stage alone), and level = auto.
+# backup and restore (zfsglacier vs the shell pipelines, and each stage alone), level = auto, and the
+# peak memory of zfsglacier for a 1 GiB and a 4 GiB stream.
 # Sizes and repeats: see bench/settings.py, bench/e2e_setup.py and bench/adaptive.py (BENCH_QUICK=1).
 bench: venv
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]'
 	$(PY) -m bench
 	$(PY) -m bench.e2e
 	$(PY) -m bench.adaptive
+	$(PY) -m bench.rss
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
