@@ -69,14 +69,18 @@ def _prefix(where: str, value: str) -> str:
     return value
 
 
-def _non_negative_int(where: str, value: str) -> int:
+def _whole_number(where: str, value: str, minimum: int, expected: str) -> int:
     try:
         number = int(value, 10)
     except ValueError:
-        raise _bad(where, value, "expected a whole number >= 0") from None
-    if number < 0:
-        raise _bad(where, value, "expected a whole number >= 0 (0 keeps every snapshot)")
+        raise _bad(where, value, expected) from None
+    if number < minimum:
+        raise _bad(where, value, expected)
     return number
+
+
+def _non_negative_int(where: str, value: str) -> int:
+    return _whole_number(where, value, 0, "expected a whole number >= 0 (0 keeps every snapshot)")
 
 
 def _remote(where: str, value: str) -> str:
@@ -121,13 +125,7 @@ def _level_text(where: str, value: str) -> str:
 def _threads(where: str, value: str) -> int:
     if value == "auto":
         return default_threads()
-    try:
-        number = int(value, 10)
-    except ValueError:
-        raise _bad(where, value, "expected 'auto' or a whole number >= 1") from None
-    if number < 1:
-        raise _bad(where, value, "expected 'auto' or a whole number >= 1")
-    return number
+    return _whole_number(where, value, 1, "expected 'auto' or a whole number >= 1")
 
 
 _SCHEMA = (
