@@ -3,8 +3,13 @@ slower than compression (rclone's --bwlimit, through RCLONE_BWLIMIT) and with on
 
 The source stage is `cat` of a generated corpus file instead of `zfs send`, so that the only thing
 that differs between the rows is the level policy. Run: `python -m bench.adaptive`.
-Settings (environment): BENCH_AUTO_SIZE (MiB, default 256), BENCH_AUTO_BWLIMIT (rclone rate,
-default 8M), BENCH_REPEAT (default 3), BENCH_QUICK=1 (96 MiB, 1 repeat), BENCH_OUT.
+Settings (environment):
+BENCH_AUTO_SIZE     corpus in MiB (default 256; 96 with BENCH_QUICK=1). `auto` picks the next frame's level
+                    after each 32 MiB frame, so up to 32 MiB it never changes level: a smoke test, no result
+BENCH_AUTO_BWLIMIT  the slow upload, an rclone rate (default 8M)
+BENCH_REPEAT        runs per row, medians shown (default 3; 1 with BENCH_QUICK=1)
+BENCH_QUICK=1       a faster run: the smaller defaults above
+BENCH_OUT           where the JSON record goes (default bench/results/)
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from zfsglacier.rclone import Rclone, find_rclone
 
 from . import machine
 from .corpus import MIB, make_corpus
+from .settings import RESULTS_DIR, positive_int
 
-RESULTS = Path(os.environ.get("BENCH_OUT") or Path(__file__).parent / "results")
 POLICIES: tuple[Level, ...] = (3, AUTO, 6)
 
 
@@ -59,8 +64,9 @@ def _one(corpus: Path, remote_dir: Path, config: Path, level: Level, bwlimit: st
 
 def main() -> int:
     quick = os.environ.get("BENCH_QUICK") == "1"
-    size = (96 if quick else int(os.environ.get("BENCH_AUTO_SIZE", "256"))) * MIB  # frames are 32 MiB
-    repeat = 1 if quick else int(os.environ.get("BENCH_REPEAT", "3"))
+    size = positive_int(os.environ, "BENCH_AUTO_SIZE", 96 if quick else 256) * MIB  # frames are 32 MiB
+    repeat = positive_int(os.environ, "BENCH_REPEAT", 1 if quick else 3)
+    results = Path(os.environ.get("BENCH_OUT") or RESULTS_DIR)
     bwlimit = os.environ.get("BENCH_AUTO_BWLIMIT", "8M")
     work = Path(tempfile.mkdtemp(prefix="zfsglacier-bench-auto-"))
     try:
@@ -88,8 +94,8 @@ def main() -> int:
         print(
             f"upload limit {limit}: auto vs level 3: stored x{auto[1] / fixed[1]:.3f}, wall x{auto[0] / fixed[0]:.3f}"
         )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"auto-{time.strftime('%Y%m%d-%H%M%S')}-{described['hostname']}{'-quick' if quick else ''}.json"
+    results.mkdir(parents=True, exist_ok=True)
+    out = results / f"auto-{time.strftime('%Y%m%d-%H%M%S')}-{described['hostname']}{'-quick' if quick else ''}.json"
     out.write_text(
         json.dumps(
             {"machine": described, "size": size, "repeat": repeat, "samples": [s.__dict__ for s in samples]}, indent=2

@@ -1,25 +1,47 @@
 """Peak memory of the zfsglacier process against the stream size: `python -m bench.rss [MiB ...]`.
 
-Backs up (full, to a local-directory remote) and restores a generated dataset of each size (default
-1024 and 4096 MiB), and reads the zfsglacier process's own VmHWM while it runs (children excluded:
-ru_maxrss would carry the parent's peak). Memory must not grow with the stream.
+Backs up (full, to a local-directory remote) and restores a generated dataset of each size, and reads
+the zfsglacier process's own VmHWM while it runs (children excluded: ru_maxrss would carry the parent's
+peak). Memory must not grow with the stream.
+
+Sizes in MiB: the arguments, else BENCH_RSS_SIZES (e.g. "1024 4096" or "1024,4096"), else 1024 and 4096.
+The rows are printed and written as JSON to BENCH_OUT (default bench/results/).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .corpus import MIB, write_corpus
 from .e2e_setup import destroy, rig
 from .machine import describe, one_line
+from .settings import RESULTS_DIR
 
 COMPRESSORS = ("zstd", "pigz")
+DEFAULT_SIZES = (1024, 4096)
+
+
+@dataclass(frozen=True)
+class Row:
+    size_mib: int
+    compressor: str
+    backup_peak_mib: int
+    restore_peak_mib: int
+
+    def line(self) -> str:
+        return (
+            f"{self.size_mib:>6} MiB  {self.compressor:<5}  backup {self.backup_peak_mib:>4} MiB  "
+            f"restore {self.restore_peak_mib:>4} MiB"
+        )
 
 
 def _vm_hwm_mib(pid: int) -> int:
@@ -41,11 +63,15 @@ def _peak(argv: list[str], env: dict[str, str]) -> int:
     return peak
 
 
-def measure(size_mib: int) -> list[str]:
-    lines = []
-    work = Path(tempfile.mkdtemp(prefix="zfsglacier-bench-rss-"))
-    env = {**os.environ, "ZFSGLACIER_LOCK_DIR": str(work / "locks")}
-    with rig.file_pool(size=(size_mib * 3 + 1024) * MIB) as pool, rig.local_remote() as remote:
+def measure(size_mib: int) -> list[Row]:
+    rows = []
+    with (
+        tempfile.TemporaryDirectory(prefix="zfsglacier-bench-rss-") as tmp,
+        rig.file_pool(size=(size_mib * 3 + 1024) * MIB) as pool,
+        rig.local_remote() as remote,
+    ):
+        work = Path(tmp)
+        env = {**os.environ, "ZFSGLACIER_LOCK_DIR": str(work / "locks")}
         dataset = pool.dataset("data")
         rig.run(["zfs", "create", dataset])
         with (pool.path("data") / "corpus").open("wb") as out:
@@ -60,17 +86,35 @@ def measure(size_mib: int) -> list[str]:
             target = pool.dataset("restored")
             restore = _peak([*zfsglacier, "restore", "--yes", "--config", str(config), "--target-dataset", target], env)
             destroy(target)
-            lines.append(f"{size_mib:>6} MiB  {compressor:<5}  backup {backup:>4} MiB  restore {restore:>4} MiB")
-    return lines
+            rows.append(Row(size_mib, compressor, backup, restore))
+    return rows
+
+
+def sizes(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> list[int]:
+    """The sizes to measure, in MiB: `argv`, else BENCH_RSS_SIZES, else DEFAULT_SIZES."""
+    words = argv or env.get("BENCH_RSS_SIZES", "").replace(",", " ").split()
+    found = [int(word) for word in words] or list(DEFAULT_SIZES)
+    if min(found) < 1:
+        raise ValueError(f"sizes must be at least 1 MiB, not {min(found)}")
+    return found
 
 
 def main() -> int:
-    sizes = [int(arg) for arg in sys.argv[1:]] or [1024, 4096]
-    print(f"machine: {one_line(describe())}")
+    chosen = sizes(sys.argv[1:])
+    machine = describe()
+    print(f"machine: {one_line(machine)}")
     print("peak RSS (VmHWM) of the zfsglacier process, full backup to a local remote and restore:")
-    for size in sizes:
-        for line in measure(size):
-            print(line, flush=True)
+    rows = []
+    for size in chosen:
+        for row in measure(size):
+            rows.append(row)
+            print(row.line(), flush=True)
+    results = Path(os.environ.get("BENCH_OUT") or RESULTS_DIR)
+    results.mkdir(parents=True, exist_ok=True)
+    out = results / f"rss-{time.strftime('%Y%m%d-%H%M%S')}-{machine['hostname']}.json"
+    record = {"machine": machine, "sizes_mib": chosen, "rows": [asdict(row) for row in rows]}
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}")
     return 0
 
 

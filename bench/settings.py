@@ -47,7 +47,8 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() not in ("", "0", "no", "false")
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    """`name` from `env` as a whole number >= 1; `default` when unset or empty."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -72,9 +73,9 @@ def from_env(env: Mapping[str, str] = os.environ) -> Settings:
     out_dir = Path(env.get("BENCH_OUT") or RESULTS_DIR).resolve()
     return Settings(
         quick=quick,
-        size_mib=_positive_int(env, "BENCH_SIZE", 16 if quick else 256),
+        size_mib=positive_int(env, "BENCH_SIZE", 16 if quick else 256),
         stream=_stream(env),
-        repeat=_positive_int(env, "BENCH_REPEAT", 1 if quick else 3),
+        repeat=positive_int(env, "BENCH_REPEAT", 1 if quick else 3),
         seed=int(env.get("BENCH_SEED") or 1),
         nproc=default_threads(),
         out_dir=out_dir,
