@@ -34,7 +34,6 @@ demo: venv
 # peak memory of zfsglacier for a 1 GiB and a 4 GiB stream.
 # Sizes and repeats: see bench/settings.py, bench/e2e_setup.py and bench/adaptive.py (BENCH_QUICK=1).
 bench: venv
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]'
 	$(PY) -m bench
 	$(PY) -m bench.e2e
 	$(PY) -m bench.adaptive

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import __version__, proc, zfs
-from .catalog import Catalog, load_catalog
+from . import __version__, index, proc, zfs
+from .catalog import Catalog, load_catalog, write_index
 from .codecs import get_codec
 from .config import BackupConfig
 from .errors import RemoteError, ZfsError, ZfsglacierError
@@ -101,6 +101,7 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
         zfs.create_snapshot(plan.snapshot, f"{socket.gethostname()}:{uuid.uuid4()}")
         manifest = _stream_and_commit(cfg, rclone, catalog, plan, send_argv, rcat_argv)
         zfs.clear_pending(plan.snapshot)
+        write_index(rclone, catalog, manifest)
         _prune(cfg, zfs.list_snapshots(cfg.dataset))
         return manifest
 
@@ -114,6 +115,7 @@ def _print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,
     echo(proc.render(rclone.rcat_argv(catalog.path(manifest_name(plan.snapshot.partition("@")[2]))))
          + "  < manifest.json")
     echo(proc.render(zfs.clear_pending_argv(plan.snapshot)))
+    echo(proc.render(rclone.rcat_argv(catalog.path(index.INDEX_NAME))) + "  < index.json  # a copy of every manifest")
     for old in _to_prune(cfg, local, about_to_add=1):
         echo(proc.render(zfs.destroy_snapshot_argv(old.name)))
 

@@ -4,6 +4,7 @@ Layout under `<remote>:<bucket>/<dataset>/`:
     <snapshot>.full.zfs.zst        a full stream, compressed (.gz for gzip/pigz)
     <snapshot>.incr.zfs.zst        an incremental stream from the manifest's base snapshot
     <snapshot>.manifest.json       the commit: written last, only after the data object is complete
+    zfsglacier.index.json          a copy of every committed manifest, rewritten after each commit
 A data object without its manifest is not a backup.
 """
 

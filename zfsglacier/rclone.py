@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,9 @@ _CREDENTIAL_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_", "B2_", "SWIFT_", "OS_")
 def env() -> dict[str, str]:
     return proc.child_env(_CREDENTIAL_PREFIXES)
 
+
+# Parallel requests when fetching many small objects (manifests) in one rclone process.
+FETCH_PARALLEL = 16
 
 # rclone's exit code for "directory not found": an empty listing for us.
 _EXIT_DIR_NOT_FOUND = 3
@@ -64,7 +69,14 @@ class Rclone:
         return [*self._base(), "cat", path]
 
     def lsjson_argv(self, path: str) -> list[str]:
-        return [*self._base(), "lsjson", "--files-only", "--no-mimetype", path]
+        # --no-modtime: on S3 each object's modification time costs a HEAD request (27 s for 2,000
+        # objects on a loopback server, 0.2 s without); names and sizes come with the listing itself.
+        return [*self._base(), "lsjson", "--files-only", "--no-mimetype", "--no-modtime", path]
+
+    def copy_files_argv(self, directory: str, names_file: Path, destination: Path) -> list[str]:
+        """Copy the objects named in `names_file` (one per line) into a local folder, in parallel."""
+        return [*self._base(), "copy", "--files-from-raw", str(names_file), "--transfers", str(FETCH_PARALLEL),
+                "--checkers", str(FETCH_PARALLEL), directory, str(destination)]
 
     def deletefile_argv(self, path: str) -> list[str]:
         return [*self._base(), "deletefile", path]
@@ -80,6 +92,25 @@ class Rclone:
 
     def read(self, path: str) -> bytes:
         return proc.run("rclone cat", self.cat_argv(path), error=RemoteError, env=env()).stdout
+
+    def read_many(self, directory: str, names: Iterable[str]) -> dict[str, bytes]:
+        """Small objects of one directory, fetched by one rclone process. An object that could not be
+        fetched is absent from the result; the caller decides what a missing one means."""
+        wanted = sorted(set(names))
+        if not wanted:
+            return {}
+        with tempfile.TemporaryDirectory(prefix="zfsglacier-fetch-") as tmp:
+            names_file = Path(tmp) / "names"
+            names_file.write_text("".join(f"{name}\n" for name in wanted))
+            destination = Path(tmp) / "objects"
+            result = proc.run("rclone copy", self.copy_files_argv(directory, names_file, destination),
+                              error=RemoteError, check=False, env=env())
+            fetched = {name: (destination / name).read_bytes() for name in wanted
+                       if (destination / name).is_file()}
+            if result.returncode != 0 and not fetched:
+                raise RemoteError("rclone copy", f"reading {len(wanted)} object(s) from {directory} failed "
+                                                 f"(exit {result.returncode})", result.stderr)
+            return fetched
 
     def write(self, path: str, data: bytes) -> None:
         proc.run("rclone rcat", self.rcat_argv(path), error=RemoteError, input=data, env=env())

@@ -66,9 +66,14 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
                 raise RefusedError("no terminal to confirm on: give --yes to restore without asking")
             if answer.strip() != target:
                 raise RefusedError("not confirmed (the name typed does not match): nothing was changed")
+        if force and zfs.dataset_exists(target):
+            # Received over while mounted, zfs-fuse at times fails the receive with an I/O error
+            # after writing the snapshot; unmounted, it does not. OpenZFS would unmount it itself.
+            zfs.unmount_if_mounted(target)
         for position, manifest in enumerate(chain):
             _restore_one(rclone, catalog, manifest, target, force=force or position > 0)
             log.info("restored %s@%s (%d of %d)", target, manifest.snapshot, position + 1, len(chain))
+        zfs.mount_if_mountable(target)
     return chain
 
 

@@ -61,6 +61,18 @@ def snapshot_props_argv(dataset: str) -> list[str]:
             f"guid,createtxg,creation,{PENDING_PROPERTY}", dataset]
 
 
+def mount_state_argv(dataset: str) -> list[str]:
+    return [ZFS, "get", "-H", "-o", "property,value", "mounted,canmount,mountpoint", dataset]
+
+
+def unmount_argv(dataset: str) -> list[str]:
+    return [ZFS, "unmount", dataset]
+
+
+def mount_argv(dataset: str) -> list[str]:
+    return [ZFS, "mount", dataset]
+
+
 def dataset_exists_argv(dataset: str) -> list[str]:
     return [ZFS, "list", "-H", "-o", "name", dataset]
 
@@ -120,3 +132,24 @@ def clear_pending(snapshot: str) -> None:
 
 def destroy_snapshot(snapshot: str) -> None:
     proc.run("zfs destroy", destroy_snapshot_argv(snapshot), error=ZfsError)
+
+
+def _mount_state(dataset: str) -> dict[str, str]:
+    output = proc.run("zfs get", mount_state_argv(dataset), error=ZfsError).stdout.decode("utf-8", "replace")
+    return dict(line.split("\t", 1) for line in output.splitlines() if "\t" in line)
+
+
+def unmount_if_mounted(dataset: str) -> None:
+    if _mount_state(dataset).get("mounted") == "yes":
+        proc.run("zfs unmount", unmount_argv(dataset), error=ZfsError)
+
+
+def mount_if_mountable(dataset: str) -> bool:
+    """Mount a filesystem that is not mounted but would be at boot; True when it is mounted now."""
+    state = _mount_state(dataset)
+    if state.get("mounted") == "yes":
+        return True
+    if state.get("canmount") != "on" or state.get("mountpoint") in (None, "none", "legacy", "-"):
+        return False
+    proc.run("zfs mount", mount_argv(dataset), error=ZfsError)
+    return True

@@ -10,6 +10,8 @@ from helpers import cli, dataset_exists, list_json, remote_files, snapshots, wri
 
 from zfsglacier.codecs import CODECS
 from zfsglacier.errors import EXIT_LOCK_BUSY
+from zfsglacier.index import INDEX_NAME
+from zfsglacier.index import decode as index_decode
 from zfsglacier.lock import DatasetLock
 
 pytestmark = pytest.mark.integration
@@ -62,9 +64,15 @@ def test_full_and_incrementals_round_trip(
         r["snapshot"] for r in records[:2]
     ]
 
-    # Every object on the remote belongs to a committed backup: data and manifest, nothing else.
+    # Every object on the remote belongs to a committed backup (data and manifest), plus the index
+    # that copies those manifests, nothing else.
     files = remote_files(rclone_remote)
-    assert len(files) == 2 * len(records)
+    assert len(files) == 2 * len(records) + 1
+    assert f"{dataset}/{INDEX_NAME}" in files
+    indexed = index_decode((rclone_remote.root / dataset / INDEX_NAME).read_bytes())
+    assert sorted(indexed) == sorted(f"{r['snapshot']}.manifest.json" for r in records)
+    for name, text in indexed.items():
+        assert (rclone_remote.root / dataset / name).read_bytes() == text
 
 
 def test_retention_prunes_only_own_snapshots_and_keeps_the_base(

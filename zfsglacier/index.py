@@ -1,0 +1,45 @@
+"""The catalog index: every committed manifest of a dataset's directory, copied into one object.
+
+Reading a thousand manifests one by one takes a thousand requests; the index lets `list`, chain
+resolution and restore planning cost one listing and one read. The manifests stay the truth: an
+index entry is used only for a manifest object the listing shows, with exactly the entry's size,
+and the index is rewritten after each commit (never before: it only ever copies committed
+manifests). A missing, stale or unreadable index only makes loading slower.
+"""
+
+from __future__ import annotations
+
+import json
+
+INDEX_NAME = "zfsglacier.index.json"
+FORMAT = "zfsglacier-index"
+FORMAT_VERSION = 1
+
+
+def encode(manifests: dict[str, bytes]) -> bytes:
+    """`manifests`: manifest object name -> the object's exact bytes (UTF-8 JSON)."""
+    doc = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "manifests": {name: data.decode() for name, data in sorted(manifests.items())},
+    }
+    return (json.dumps(doc, indent=1) + "\n").encode()
+
+
+def decode(data: bytes) -> dict[str, bytes]:
+    """The entries of an index; ValueError when it is not one this version reads."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != FORMAT_VERSION:
+        raise ValueError(f"not a version {FORMAT_VERSION} zfsglacier index")
+    entries = doc.get("manifests")
+    if not isinstance(entries, dict) or not all(isinstance(v, str) for v in entries.values()):
+        raise ValueError("its manifests are not a map of names to texts")
+    return {str(name): text.encode() for name, text in entries.items()}
+
+
+def usable_entries(entries: dict[str, bytes], listed_sizes: dict[str, int]) -> dict[str, bytes]:
+    """Entries whose manifest object is on the remote with the same size; the rest must be read."""
+    return {name: data for name, data in entries.items() if listed_sizes.get(name) == len(data)}
