@@ -13,7 +13,7 @@ help:
 	@echo "make test    run the whole test suite (PYTEST_ARGS='...' passes options to pytest)"
 	@echo "make lint    ruff and mypy"
 	@echo "make demo    back up and restore a throwaway file-backed pool (scripts/demo)"
-	@echo "make bench   throughput: codecs, end to end, level = auto (bench/results/)"
+	@echo "make bench   throughput: codecs, end to end, level = auto, memory, catalog (bench/results/)"
 	@echo "make clean   remove .venv and caches"
 
 venv:
@@ -31,13 +31,14 @@ demo: venv
 
 # One run, side by side: the codec stage (in-process vs zstd/pigz/gzip programs), the end-to-end
 # backup and restore (zfsglacier vs the shell pipelines, and each stage alone), level = auto, and the
-# peak memory of zfsglacier for a 1 GiB and a 4 GiB stream.
+# peak memory of zfsglacier for a 1 GiB and a 4 GiB stream, and list / restore planning with 1,000 backups.
 # Sizes and repeats: see bench/settings.py, bench/e2e_setup.py and bench/adaptive.py (BENCH_QUICK=1).
 bench: venv
 	$(PY) -m bench
 	$(PY) -m bench.e2e
 	$(PY) -m bench.adaptive
 	$(PY) -m bench.rss
+	$(PY) -m bench.catalog
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

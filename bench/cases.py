@@ -48,8 +48,16 @@ class Case:
         return Case(**{**spec, "argv": tuple(spec["argv"])})
 
 
-def _threads_for(codec: str, settings: Settings) -> tuple[int, ...]:
-    return settings.thread_counts if CODECS[codec].multithreaded else (1,)
+# zstd's slowest levels run at every core only: at one thread, level 19 alone took over half of a run.
+SLOW_ZSTD_LEVEL = 19
+
+
+def _threads_for(codec: str, settings: Settings, level: int) -> tuple[int, ...]:
+    if not CODECS[codec].multithreaded:
+        return (1,)
+    if codec == "zstd" and level >= SLOW_ZSTD_LEVEL:
+        return settings.thread_counts[-1:]
+    return settings.thread_counts
 
 
 def _in_process_compression(source: Path, work: Path, settings: Settings) -> list[Case]:
@@ -57,7 +65,7 @@ def _in_process_compression(source: Path, work: Path, settings: Settings) -> lis
     cases = []
     for codec, codec_levels in levels.items():
         for level in codec_levels:
-            for threads in _threads_for(codec, settings):
+            for threads in _threads_for(codec, settings, level):
                 output = work / f"{codec}-{level}-T{threads}{CODECS[codec].suffix}"
                 cases.append(Case("compress", "in-process", codec, level, threads, str(source), str(output)))
     return cases
@@ -69,7 +77,8 @@ def _external(codec: str, level: int, threads: int, source: Path) -> Case:
 
 
 def _external_compression(source: Path, settings: Settings) -> list[Case]:
-    cases = [_external("zstd", lvl, t, source) for lvl in settings.zstd_levels for t in settings.thread_counts]
+    zstd_levels = settings.zstd_levels
+    cases = [_external("zstd", lvl, t, source) for lvl in zstd_levels for t in _threads_for("zstd", settings, lvl)]
     threads = settings.thread_counts
     cases += [_external("pigz", lvl, t, source) for lvl in settings.external_pigz_levels for t in threads]
     cases += [_external("gzip", lvl, 1, source) for lvl in settings.external_gzip_levels]

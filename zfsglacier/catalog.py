@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from . import index
 from .config import BackupConfig
 from .errors import IntegrityError, RemoteError
-from .manifest import Manifest, manifest_name, snapshot_of_data_object, snapshot_of_manifest
+from .manifest import MANIFEST_SUFFIX, Manifest, manifest_name, snapshot_of_data_object, snapshot_of_manifest
 from .rclone import Rclone, RemoteObject, join
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,9 @@ def _manifest_texts(rclone: Rclone, directory: str, objects: dict[str, RemoteObj
     missing = [name for name in names if name not in texts]
     if missing:
         log.debug("reading %d manifest(s) the index does not hold", len(missing))
-        texts |= rclone.read_many(directory, missing)
+        # Most of them missing (no index yet): fetch every manifest by pattern, one listing.
+        pattern = f"*{MANIFEST_SUFFIX}" if len(missing) > len(names) // 4 else None
+        texts |= rclone.read_many(directory, missing, pattern=pattern)
         unread = [name for name in missing if name not in texts]
         if unread:
             raise RemoteError("rclone copy", f"could not read {len(unread)} manifest(s) in {directory}: "
@@ -97,7 +99,7 @@ def _read_index(rclone: Rclone, directory: str, objects: dict[str, RemoteObject]
     path = join(directory, index.INDEX_NAME)
     try:
         return index.decode(rclone.read(path))
-    except ValueError as exc:
+    except (ValueError, RemoteError) as exc:
         log.warning("index %s: %s (ignored: every manifest is read instead)", path, exc)
         return {}
 

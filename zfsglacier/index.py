@@ -17,12 +17,15 @@ FORMAT_VERSION = 1
 
 
 def encode(manifests: dict[str, bytes]) -> bytes:
-    """`manifests`: manifest object name -> the object's exact bytes (UTF-8 JSON)."""
-    doc = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "manifests": {name: data.decode() for name, data in sorted(manifests.items())},
-    }
+    """`manifests`: manifest object name -> the object's exact bytes. A manifest that is not UTF-8
+    (JSON may be UTF-16 too; zfsglacier never writes one) is left out and read from its object."""
+    texts = {}
+    for name, data in sorted(manifests.items()):
+        try:
+            texts[name] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    doc = {"format": FORMAT, "version": FORMAT_VERSION, "manifests": texts}
     return (json.dumps(doc, indent=1) + "\n").encode()
 
 

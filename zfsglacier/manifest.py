@@ -130,6 +130,7 @@ def build_chain(manifests: list[Manifest], snapshot: str | None = None) -> list[
             raise ChainError(f"snapshot {wanted!r} has no committed backup on the remote")
         tip = matches[0]
     chain = [tip]
+    seen = {tip.guid}
     while chain[-1].kind == "incremental":
         current = chain[-1]
         base = by_guid.get(current.base_guid or "")
@@ -138,8 +139,9 @@ def build_chain(manifests: list[Manifest], snapshot: str | None = None) -> list[
                 f"chain broken: {current.snapshot} is an incremental from {current.base} "
                 f"(guid {current.base_guid}), which has no committed backup on the remote"
             )
-        if base in chain:
+        if base.guid in seen:
             raise IntegrityError(f"manifests form a loop at {base.snapshot}")
+        seen.add(base.guid)
         chain.append(base)
     chain.reverse()
     return chain

@@ -254,3 +254,21 @@ def test_rss_stage(tmp_path: Path) -> None:
             ran.stdout,
             re.MULTILINE,
         ), r
+
+
+# --- python -m bench.catalog: list and restore planning with many backups -----------------------------
+
+
+def test_catalog_stage(tmp_path: Path) -> None:
+    for tool in ("zfs", "rclone"):
+        rig.need_tool(tool)
+    ran = run_bench("bench.catalog", tmp_path, BENCH_CATALOG_COUNT="20")
+
+    data = ran.json("catalog-*.json")
+    assert data["count"] == 20 and data["repeat"] == 1
+    assert set(data["seconds"]) == {"with index", "without index"}
+    for label, row in data["seconds"].items():
+        assert set(row) == {"list", "plan", "load", "chain"}
+        assert all(seconds > 0 for seconds in row.values()), row
+        assert re.search(rf"^{label}\s+" + r"\s+".join(rf"{row[k]:.2f}" for k in ("list", "plan", "load", "chain")),
+                         ran.stdout, re.MULTILINE), ran.stdout

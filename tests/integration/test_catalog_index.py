@@ -217,8 +217,6 @@ def test_a_failing_index_write_leaves_the_backup_committed(
 
 
 
-@pytest.mark.xfail(strict=True, reason="bug: index.encode decodes manifests as UTF-8, Manifest.from_json accepts "
-                                       "UTF-16; the UnicodeDecodeError escapes write_index after the commit")
 def test_a_valid_utf16_manifest_does_not_fail_the_next_backup_after_its_commit(
     zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -234,8 +232,6 @@ def test_a_valid_utf16_manifest_does_not_fail_the_next_backup_after_its_commit(
     assert code == 0, err
 
 
-@pytest.mark.xfail(strict=True, reason="bug: catalog._read_index catches only ValueError; a failing `rclone cat` of "
-                                       "a listed index (RemoteError) aborts loading instead of reading the manifests")
 def test_an_index_gone_between_listing_and_reading_only_makes_loading_slower(
     zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,

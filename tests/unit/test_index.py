@@ -139,3 +139,16 @@ def test_read_many_returns_what_arrived_and_fails_only_when_nothing_did(monkeypa
 def test_lsjson_lists_without_modification_times() -> None:
     argv = Rclone("rclone", None).lsjson_argv("r:b/t")
     assert "--no-modtime" in argv and argv[-1] == "r:b/t"
+
+
+def test_read_many_by_pattern_lists_one_level_and_keeps_only_what_was_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _fake_rclone_copy(monkeypatch, 0, {"a.manifest.json": b"A", "b.manifest.json": b"B"})
+    got = Rclone("rclone", None).read_many("r:b/t", ["a.manifest.json"], pattern="*.manifest.json")
+    assert got == {"a.manifest.json": b"A"}
+    [(argv, names)] = calls
+    assert argv[-2] == "r:b/t"
+    flags = argv[2:-2]
+    # One level only: a child dataset's manifests live in a subfolder and are not this dataset's.
+    assert flags[flags.index("--max-depth") + 1] == "1"
+    assert flags[flags.index("--include") + 1] == "*.manifest.json"
+    assert "--files-from-raw" not in flags and names == ""
