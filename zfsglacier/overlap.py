@@ -86,6 +86,8 @@ class Prefetch:
             if not item:
                 self._eof = True
                 return b""
+            if size < 0 or size >= len(item):
+                return item  # the whole piece: no copy
             self._left = memoryview(item)
         take = len(self._left) if size < 0 else size
         data, self._left = self._left[:take], self._left[take:]

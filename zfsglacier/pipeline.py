@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -53,6 +54,30 @@ class Digest:
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
+
+
+class HeldBack:
+    """The newest `size` bytes (at least) of a stream, kept back as whole chunks, without copying."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._chunks: deque[bytes] = deque()
+        self._bytes = 0
+
+    def push(self, chunk: bytes) -> list[bytes]:
+        """Add a chunk; returns the oldest chunks that are no longer needed to cover `size` bytes."""
+        self._chunks.append(chunk)
+        self._bytes += len(chunk)
+        ready = []
+        while self._bytes - len(self._chunks[0]) >= self._size:
+            oldest = self._chunks.popleft()
+            self._bytes -= len(oldest)
+            ready.append(oldest)
+        return ready
+
+    def release(self) -> list[bytes]:
+        chunks, self._chunks, self._bytes = list(self._chunks), deque(), 0
+        return chunks
 
 
 def _failure_of(child: Child, cause: BaseException) -> StageError:
@@ -156,7 +181,7 @@ def receive_from_remote(
     ahead = Prefetch(cat.stdout.fileno(), CHUNK, "read: rclone cat", seen=stored.update)
     behind = WriteBehind(receive.stdin.write, "write: zfs receive")
     raw = 0
-    held = bytearray()
+    held = HeldBack(HOLD_BACK)
     try:
         _check_format(ahead, cat, codec, expected)
         reader = codec.open_reader(ahead)
@@ -169,11 +194,8 @@ def receive_from_remote(
                 if not chunk:
                     break
                 raw += len(chunk)
-                held += chunk
-                if len(held) >= HOLD_BACK + CHUNK:
-                    cut = len(held) - HOLD_BACK
-                    behind.write(memoryview(held)[:cut])
-                    del held[:cut]
+                for ready in held.push(chunk):
+                    behind.write(ready)
                 progress(len(chunk), stored.bytes)
         finally:
             reader.close()
@@ -181,7 +203,8 @@ def receive_from_remote(
             pass
         cat.check()
         _check_expected(expected, stored, raw)
-        behind.write(held)
+        for rest in held.release():
+            behind.write(rest)
         behind.flush()
         receive.close_stdin()
         receive.check()

@@ -12,7 +12,7 @@ import pytest
 
 from zfsglacier.codecs import CODECS, get_codec
 from zfsglacier.errors import IntegrityError, RemoteError, ZfsError
-from zfsglacier.pipeline import Expected, receive_from_remote, send_to_remote
+from zfsglacier.pipeline import Expected, HeldBack, receive_from_remote, send_to_remote
 from zfsglacier.proc import Child, run
 
 RAW = os.urandom(3 << 20) + b"compressible " * 300_000
@@ -148,3 +148,20 @@ def test_children_get_a_minimal_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert "hunter2" not in out  # zfs needs no cloud credentials
     assert "RCLONE_CONFIG_PASS=pw" in out
     assert "LC_ALL=C" in out
+
+
+def test_held_back_releases_only_what_the_newest_bytes_do_not_need_and_keeps_the_order() -> None:
+    held = HeldBack(10)
+    released: list[bytes] = []
+    stream = [bytes([n]) * size for n, size in enumerate((4, 3, 6, 1, 12, 2, 5))]
+    for pushed, chunk in enumerate(stream, start=1):
+        released += held.push(chunk)
+        assert stream[: len(released)] == released, "released in order, a prefix of the stream"
+        kept = stream[len(released):pushed]
+        kept_bytes = sum(map(len, kept))
+        assert kept_bytes >= min(10, sum(map(len, stream[:pushed]))), "the newest 10 bytes stay held"
+        assert kept_bytes - len(kept[0]) < 10, "nothing held that the newest 10 bytes do not need"
+    assert len(released) == 4
+    rest = held.release()
+    assert all(a is b for a, b in zip(released + rest, stream, strict=True)), "the chunks themselves: no copies"
+    assert held.release() == []
