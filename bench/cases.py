@@ -27,6 +27,9 @@ class Case:
     argv: tuple[str, ...] = ()  # external cases only
     produced_by: str = ""  # decompression: the compression case whose output is read
     chunk: int = CHUNK  # read here, once, so that a worker does not import the pipeline
+    # In-process cases hash what is stored, as zfsglacier does; False measures the codec alone, to
+    # compare like with like against a program that hashes nothing.
+    sha256: bool = True
 
     @property
     def name(self) -> str:
@@ -34,7 +37,8 @@ class Case:
             return " ".join(self.argv)
         level = "" if self.level is None else f" -{self.level}"
         threads = "" if self.threads is None else f" T={self.threads}"
-        return f"{self.codec}{level}{threads}"
+        alone = "" if self.sha256 else " no-sha256"
+        return f"{self.codec}{level}{threads}{alone}"
 
     @property
     def label(self) -> str:
@@ -68,6 +72,11 @@ def _in_process_compression(source: Path, work: Path, settings: Settings) -> lis
             for threads in _threads_for(codec, settings, level):
                 output = work / f"{codec}-{level}-T{threads}{CODECS[codec].suffix}"
                 cases.append(Case("compress", "in-process", codec, level, threads, str(source), str(output)))
+    default = CODECS["zstd"].default_level
+    if default in settings.zstd_levels:
+        alone = work / f"zstd-{default}-T{settings.nproc}-alone.zst"
+        cases.append(Case("compress", "in-process", "zstd", default, settings.nproc, str(source), str(alone),
+                          sha256=False))
     return cases
 
 
@@ -94,7 +103,7 @@ def decompression_cases(compressions: list[Case]) -> list[Case]:
     most = {c.codec: max(x.threads or 1 for x in compressions if x.codec == c.codec) for c in compressions}
     cases = []
     for made in compressions:
-        if made.impl != "in-process" or made.output is None or made.threads != most[made.codec]:
+        if made.impl != "in-process" or made.output is None or made.threads != most[made.codec] or not made.sha256:
             continue
         codec = CODECS[made.codec]
         external_argv = ("pigz", "-d") if codec.format == "gzip" else codec.decompress_argv

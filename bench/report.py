@@ -22,7 +22,7 @@ def _cell(value: int | None) -> str:
 
 def _row(result: Result) -> tuple[str, ...]:
     case = result.case
-    tool = " ".join(case.argv) if case.impl == "external" else case.codec
+    tool = " ".join(case.argv) if case.impl == "external" else case.codec + ("" if case.sha256 else " no-sha256")
     if case.produced_by:
         tool = f"{tool} < {case.produced_by}"
     return (
@@ -97,10 +97,12 @@ class Pair:
         }
 
 
-def _find(results: Sequence[Result], op: str, impl: str, codec: str, level: int, threads: int | None) -> Result | None:
+def _find(results: Sequence[Result], op: str, impl: str, codec: str, level: int, threads: int | None,
+          sha256: bool = True) -> Result | None:
     for result in results:
         case = result.case
-        if (case.op, case.impl, case.codec, case.level, case.threads) == (op, impl, codec, level, threads):
+        if (case.op, case.impl, case.codec, case.level, case.threads, case.sha256) == (
+                op, impl, codec, level, threads, sha256):
             return result
     return None
 
@@ -120,6 +122,11 @@ def pairs(results: Sequence[Result], nproc: int) -> list[Pair]:
         theirs = _find(results, op, "external", tool, tool_level, threads)
         if ours and theirs:
             found.append(Pair(title, ours, theirs))
+    alone = _find(results, "compress", "in-process", "zstd", zstd, nproc, sha256=False)
+    zstd_tool = _find(results, "compress", "external", "zstd", zstd, nproc)
+    if alone and zstd_tool:
+        found.insert(1, Pair(f"in-process zstd -{zstd} T={nproc} without the sha256 vs zstd -{zstd} -T{nproc} (codec "
+                             "alone)", alone, zstd_tool))
     for codec, level, tool in (("zstd", zstd, "zstd"), ("pigz", pigz, "pigz")):
         ours = _find(results, "decompress", "in-process", codec, level, None)
         theirs = _find(results, "decompress", "external", tool, level, None)

@@ -11,13 +11,15 @@ from typing import BinaryIO
 class HashingSink:
     """What the compressor writes to: hashed, counted, then written on (to rclone's stdin in the pipeline)."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO, *, digest: bool = True) -> None:
         self._out = out
         self._hash = hashlib.sha256()
+        self._digest = digest
         self.bytes = 0
 
     def write(self, data: bytes) -> int:
-        self._hash.update(data)
+        if self._digest:
+            self._hash.update(data)
         self._out.write(data)
         self.bytes += len(data)
         return len(data)

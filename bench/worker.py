@@ -69,7 +69,7 @@ def compress_in_process(case: Case) -> dict[str, Any]:
     codec = CODECS[case.codec]
     raw = 0
     with open(case.source, "rb") as src, open(case.output, "wb") as out:
-        sink = HashingSink(out)
+        sink = HashingSink(out, digest=case.sha256)
         baseline = hwm_kib()
         before = Usage.now()
         writer = codec.open_writer(sink, case.level, case.threads)
@@ -80,7 +80,8 @@ def compress_in_process(case: Case) -> dict[str, Any]:
         sink.flush()
         after = Usage.now()
     return _measured(
-        before, after, raw, sink.bytes, sha256=sink.hexdigest(), rss_before_kib=baseline, peak_rss_kib=hwm_kib()
+        before, after, raw, sink.bytes, sha256=sink.hexdigest() if case.sha256 else None, rss_before_kib=baseline,
+        peak_rss_kib=hwm_kib(),
     )
 
 

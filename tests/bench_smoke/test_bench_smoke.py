@@ -153,6 +153,10 @@ def test_codec_stage(tmp_path: Path) -> None:
             assert c["name"] in ran.stdout
     for pair in data["pairs"]:
         assert pair["title"] in ran.stdout
+    # The codec alone (no sha256) is measured too, and compared with the zstd program.
+    alone = [c for c in cases if c["case"]["sha256"] is False]
+    assert len(alone) == 1 and re.fullmatch(r"zstd -3 T=\d+ no-sha256", alone[0]["name"]), alone
+    assert any("(codec alone)" in pair["title"] and pair["in_process"] == alone[0]["name"] for pair in data["pairs"])
     assert ran.one("bench-*-quick.txt").read_text().strip() in ran.stdout
 
     # CI installs the bench extra (scripts/bootstrap): there the chart must be drawn.
