@@ -10,7 +10,10 @@ BENCH_REPEAT, BENCH_QUICK, BENCH_SEED, BENCH_OUT: as for `python -m bench` (benc
 Table: MB/s of raw (uncompressed stream) bytes; CPU s per raw GB of the whole process tree (this process
 and every child, grandchildren included); daemon CPU: the zfs-fuse daemon (where zfs send/receive really
 work under zfs-fuse) and `rclone serve s3`, which are not in the tree; zfsglacier's peak RSS is its own
-process, children excluded; efficiency: end-to-end MB/s / the slowest of its stages alone.
+process, children excluded; efficiency: end-to-end MB/s / the slowest of its stages alone; ceiling: the
+MB/s at which every usable core would be busy, given the CPU (tree and daemons) the run spent per raw byte,
+and "of ceiling": end-to-end MB/s / that ceiling. On a small machine the stages share the same cores, so
+efficiency can be far below 1 for a pipeline that keeps every core busy; "of ceiling" near 1 says so.
 """
 
 from __future__ import annotations
@@ -381,18 +384,55 @@ def efficiency(case: Case, by_name: dict[str, Case]) -> tuple[float, Case] | Non
     return mb_s / (slowest.median("mb_per_s") or float("inf")), slowest
 
 
+def cpu_ceiling(cpu_s_per_gb: float | None, daemon_cpu_s_per_gb: float | None, cores: int) -> float | None:
+    """The MB/s of raw bytes at which `cores` cores would all be busy, given the CPU seconds per raw GB of
+    the process tree and of the daemons outside it: cores / CPU s per raw byte. None if unmeasured."""
+    if cpu_s_per_gb is None:
+        return None
+    per_gb = cpu_s_per_gb + (daemon_cpu_s_per_gb or 0.0)
+    if per_gb <= 0 or cores <= 0:
+        return None
+    return cores / per_gb * GB / 1e6
+
+
+def ceiling(case: Case, cores: int) -> tuple[float, float] | None:
+    """An end-to-end case's CPU-bound ceiling (MB/s, from the medians) and its MB/s as a share of it."""
+    mb_s = case.median("mb_per_s")
+    if case.kind == "stage" or mb_s is None:
+        return None
+    top = cpu_ceiling(case.median("cpu_s_per_gb"), case.median("daemon_cpu_s_per_gb"), cores)
+    return None if top is None else (top, mb_s / top)
+
+
+def usable_cores(meta: dict[str, Any]) -> int:
+    return int(meta["machine"]["usable_cores"])
+
+
 def _fmt(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def table(cases: list[Case]) -> str:
+def table(cases: list[Case], cores: int) -> str:
     by_name = {c.name: c for c in cases}
-    header = ("case", "MB/s", "wall s", "CPU s/GB", "daemon CPU s/GB", "stored bytes", "ratio", "RSS MiB", "eff.")
+    header = (
+        "case",
+        "MB/s",
+        "wall s",
+        "CPU s/GB",
+        "daemon CPU s/GB",
+        "stored bytes",
+        "ratio",
+        "RSS MiB",
+        "eff.",
+        "ceil MB/s",
+        "of ceil",
+    )
     rows: list[tuple[str, ...]] = []
     for phase in ("backup", "restore"):
         for kind in ("zfsglacier", "shell", "stage"):
             for c in (c for c in cases if c.phase == phase and c.kind == kind):
                 found = efficiency(c, by_name)
+                top = ceiling(c, cores)
                 stored = c.median("stored_bytes")
                 rows.append(
                     (
@@ -405,6 +445,8 @@ def table(cases: list[Case]) -> str:
                         _fmt(c.median("ratio"), 3),
                         _fmt(c.median("peak_rss_mib"), 1),
                         _fmt(found[0] if found else None, 2),
+                        _fmt(top[0] if top else None, 1),
+                        _fmt(top[1] if top else None, 2),
                     )
                 )
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
@@ -427,7 +469,7 @@ def summary(cases: list[Case], meta: dict[str, Any]) -> str:
         f"input: {meta['input']}; raw stream {meta['raw_stream_bytes']} bytes; {meta['repeat']} repeat(s), "
         f"medians shown; load average at start {meta['load_start']}, at end {meta['load_end']}",
         "",
-        table(cases),
+        table(cases, usable_cores(meta)),
     ]
     bounded = [(c, found) for c in cases if (found := efficiency(c, by_name))]
     if bounded:
@@ -437,6 +479,11 @@ def summary(cases: list[Case], meta: dict[str, Any]) -> str:
             f"{slowest.median('mb_per_s'):.1f} MB/s; efficiency {ratio:.2f}"
             for c, (ratio, slowest) in bounded
         ]
+        lines.append(
+            f"ceiling = {usable_cores(meta)} usable cores / (CPU s/GB + daemon CPU s/GB), in MB/s: the throughput "
+            "at which all cores would be busy, given the CPU the run spent per byte; of ceiling = MB/s / ceiling: "
+            "near 1 the run is CPU-bound, well below 1 its stages wait on each other or on I/O"
+        )
     overhead = [c for c in cases if c.median("overhead_s") is not None]
     if overhead:
         lines.append(
@@ -465,6 +512,7 @@ def record(cases: list[Case], meta: dict[str, Any]) -> dict[str, Any]:
     out = []
     for c in cases:
         found = efficiency(c, by_name)
+        top = ceiling(c, usable_cores(meta))
         out.append(
             {
                 "phase": c.phase,
@@ -474,6 +522,8 @@ def record(cases: list[Case], meta: dict[str, Any]) -> dict[str, Any]:
                 "median": {k: c.median(k) for k in keys},
                 "efficiency": found[0] if found else None,
                 "slowest_stage": found[1].name if found else None,
+                "cpu_ceiling_mb_per_s": top[0] if top else None,
+                "of_ceiling": top[1] if top else None,
                 "samples": c.samples,
             }
         )

@@ -202,7 +202,34 @@ def test_end_to_end_stage(tmp_path: Path) -> None:
             assert median["peak_rss_mib"] > 0, name
         assert name in ran.stdout
     assert "efficiency = end-to-end MB/s / the slowest of its stages alone" in ran.stdout
+    # The CPU-aware view: the MB/s at which every usable core would be busy, and the run's share of it.
+    header = next(line for line in ran.stdout.splitlines() if line.startswith("case "))
+    assert header.split()[-4:] == ["ceil", "MB/s", "of", "ceil"], header
+    assert f"ceiling = {data['machine']['usable_cores']} usable cores / (CPU s/GB + daemon CPU s/GB)" in ran.stdout
+    for name, c in cases.items():
+        if c["kind"] == "stage":
+            assert c["cpu_ceiling_mb_per_s"] is None and c["of_ceiling"] is None, name
+            continue
+        assert c["cpu_ceiling_mb_per_s"] > 0 and c["of_ceiling"] > 0, name
+        assert c["of_ceiling"] == pytest.approx(c["median"]["mb_per_s"] / c["cpu_ceiling_mb_per_s"], rel=1e-9), name
+        row = next(line for line in ran.stdout.splitlines() if line.startswith(f"{c['phase']}: {name}  "))
+        assert row.split()[-2:] == [f"{c['cpu_ceiling_mb_per_s']:.1f}", f"{c['of_ceiling']:.2f}"], row
     assert data["summary"] in ran.stdout
+
+
+def test_end_to_end_cpu_ceiling() -> None:
+    """The ceiling by hand: usable cores / (tree + daemon CPU s per raw GB), in MB/s."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    cpu_ceiling = importlib.import_module("bench.e2e").cpu_ceiling
+
+    assert cpu_ceiling(3.0, 1.0, 2) == pytest.approx(500.0)  # 4 s/GB on 2 cores: 0.5 GB/s
+    assert cpu_ceiling(8.0, 2.0, 4) == pytest.approx(400.0)  # 10 s/GB on 4 cores: 0.4 GB/s
+    assert cpu_ceiling(6.89, 1.54, 2) == pytest.approx(237.25, abs=0.01)  # 2000 / 8.43
+    assert cpu_ceiling(2.0, None, 1) == pytest.approx(500.0)  # no daemon measured: the tree alone
+    assert cpu_ceiling(2.0, 0.0, 1) == pytest.approx(500.0)
+    assert cpu_ceiling(None, 1.0, 2) is None
+    assert cpu_ceiling(0.0, 0.0, 2) is None
 
 
 # --- python -m bench.adaptive: level = auto against fixed levels --------------------------------------
