@@ -10,8 +10,8 @@ what a user waits for:
     chain       build_chain() of the newest backup alone, in this process
 each with the index (`zfsglacier.index.json`) and without it (every manifest fetched in one batch).
 
-BENCH_CATALOG_COUNT  committed backups to generate (default 1000)
-BENCH_REPEAT         runs per measurement; the median is reported (default 3)
+BENCH_CATALOG_COUNT  committed backups to generate (default 1000; 100 with BENCH_QUICK=1)
+BENCH_REPEAT         runs per measurement; the median is reported (default 3; 1 with BENCH_QUICK=1)
 BENCH_OUT            where the JSON goes (default bench/results/)
 """
 
@@ -105,8 +105,9 @@ def measure(config: Path, env: dict[str, str], repeat: int) -> dict[str, float]:
 
 
 def main() -> int:
-    count = positive_int(os.environ, "BENCH_CATALOG_COUNT", 1000)
-    repeat = positive_int(os.environ, "BENCH_REPEAT", 3)
+    quick = os.environ.get("BENCH_QUICK", "").strip() not in ("", "0")
+    count = positive_int(os.environ, "BENCH_CATALOG_COUNT", 100 if quick else 1000)
+    repeat = positive_int(os.environ, "BENCH_REPEAT", 1 if quick else 3)
     machine = describe()
     print(f"machine: {one_line(machine)}")
     print(f"catalog of {count} backups (1 full, {count - 1} incrementals) on loopback S3 (rclone serve s3), "

@@ -4,7 +4,8 @@ Backs up (full, to a local-directory remote) and restores a generated dataset of
 the zfsglacier process's own VmHWM while it runs (children excluded: ru_maxrss would carry the parent's
 peak). Memory must not grow with the stream.
 
-Sizes in MiB: the arguments, else BENCH_RSS_SIZES (e.g. "1024 4096" or "1024,4096"), else 1024 and 4096.
+Sizes in MiB: the arguments, else BENCH_RSS_SIZES (e.g. "1024 4096" or "1024,4096"), else 1024 and 4096
+(64 and 256 with BENCH_QUICK=1).
 The rows are printed and written as JSON to BENCH_OUT (default bench/results/).
 """
 
@@ -28,6 +29,7 @@ from .settings import RESULTS_DIR
 
 COMPRESSORS = ("zstd", "pigz")
 DEFAULT_SIZES = (1024, 4096)
+QUICK_SIZES = (64, 256)
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ def measure(size_mib: int) -> list[Row]:
 def sizes(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> list[int]:
     """The sizes to measure, in MiB: `argv`, else BENCH_RSS_SIZES, else DEFAULT_SIZES."""
     words = argv or env.get("BENCH_RSS_SIZES", "").replace(",", " ").split()
-    found = [int(word) for word in words] or list(DEFAULT_SIZES)
+    quick = env.get("BENCH_QUICK", "").strip() not in ("", "0")
+    found = [int(word) for word in words] or list(QUICK_SIZES if quick else DEFAULT_SIZES)
     if min(found) < 1:
         raise ValueError(f"sizes must be at least 1 MiB, not {min(found)}")
     return found
