@@ -18,6 +18,7 @@ from .listing import as_json, as_table
 from .rclone import Rclone, find_rclone
 from .restore import restore
 from .signals import signals_as_exceptions
+from .verify import verify
 
 log = logging.getLogger("zfsglacier")
 
@@ -59,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("list", "List the committed backups of the dataset on the remote.")
     sub.add_argument("--json", action="store_true", help="print a JSON array")
+
+    sub = command("verify", "Download backups and check them against their manifests (size, sha256).")
+    which = sub.add_mutually_exclusive_group()
+    which.add_argument("--snapshot", metavar="NAME",
+                       help="the chain a restore of this snapshot needs (default: of the newest backup)")
+    which.add_argument("--all", action="store_true", help="every committed backup")
+    sub.add_argument("--deep", action="store_true",
+                     help="also receive the chain into a throwaway dataset in the same pool, then destroy it")
     return parser
 
 
@@ -84,6 +93,8 @@ def _run(args: argparse.Namespace) -> int:
         catalog = load_catalog(cfg, Rclone(find_rclone(), cfg.rclone_config))
         print(as_json(catalog) if args.json else as_table(catalog))
         return EXIT_INTEGRITY if catalog.damaged else EXIT_OK
+    if args.command == "verify":
+        return verify(cfg, snapshot=args.snapshot, every=args.all, deep=args.deep)
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -223,6 +223,41 @@ def receive_from_remote(
     return StreamStats(raw, stored.bytes, stored.hexdigest(), time.monotonic() - started)
 
 
+def check_remote_object(cat_argv: Sequence[str], codec: Codec, expected: Expected, progress: ProgressFn) -> StreamStats:
+    """Download an object and decompress it to nowhere: its size, sha256 and decompressed size must match
+    its manifest. Proves the object is intact and decodable; only a `zfs receive` proves the stream."""
+    started = time.monotonic()
+    cat = Child("rclone cat", cat_argv, error=RemoteError, stdout=PIPE, env=rclone_mod.env())
+    stored = Digest()
+    ahead = Prefetch(cat.stdout.fileno(), CHUNK, "read: rclone cat", seen=stored.update)
+    raw = 0
+    try:
+        _check_format(ahead, cat, codec, expected)
+        reader = codec.open_reader(ahead)
+        try:
+            while True:
+                try:
+                    chunk = reader.read(CHUNK)
+                except codec.decode_errors as exc:
+                    raise _decode_failure(cat, expected, exc, then="") from None
+                if not chunk:
+                    break
+                raw += len(chunk)
+                progress(len(chunk), stored.bytes)
+        finally:
+            reader.close()
+        while ahead.read(CHUNK):
+            pass
+        cat.check()
+        _check_expected(expected, stored, raw, then="")
+    except BaseException:
+        cat.abort()
+        raise
+    finally:
+        ahead.close()
+    return StreamStats(raw, stored.bytes, stored.hexdigest(), time.monotonic() - started)
+
+
 def _check_format(ahead: Prefetch, cat: Child, codec: Codec, expected: Expected) -> None:
     head = b""
     while len(head) < len(codec.magic) and (piece := ahead.read(len(codec.magic) - len(head))):
@@ -237,27 +272,27 @@ def _check_format(ahead: Prefetch, cat: Child, codec: Codec, expected: Expected)
     raise IntegrityError(f"{expected.path}: not a {codec.format} stream (it starts with {head.hex()!r})")
 
 
-def _check_expected(expected: Expected, stored: Digest, raw: int) -> None:
+_STOPPED = "; the stream was stopped before zfs receive could commit it"
+
+
+def _check_expected(expected: Expected, stored: Digest, raw: int, then: str = _STOPPED) -> None:
     """The whole object matched its manifest: only then may zfs receive see the end of the stream."""
     if stored.bytes != expected.stored_bytes or stored.hexdigest() != expected.sha256:
         raise IntegrityError(
             f"{expected.path}: does not match its manifest (size {stored.bytes}, expected "
-            f"{expected.stored_bytes}; sha256 {stored.hexdigest()}, expected {expected.sha256}); "
-            "the stream was stopped before zfs receive could commit it"
+            f"{expected.stored_bytes}; sha256 {stored.hexdigest()}, expected {expected.sha256}){then}"
         )
     if raw != expected.raw_bytes:
         raise IntegrityError(
-            f"{expected.path}: decompresses to {raw} bytes, its manifest says {expected.raw_bytes}; "
-            "the stream was stopped before zfs receive could commit it"
+            f"{expected.path}: decompresses to {raw} bytes, its manifest says {expected.raw_bytes}{then}"
         )
 
 
-def _decode_failure(cat: Child, expected: Expected, exc: Exception) -> ZfsglacierError:
+def _decode_failure(cat: Child, expected: Expected, exc: Exception, then: str = _STOPPED) -> ZfsglacierError:
     # A download that rclone gave up on also ends in a truncated stream; blame the download then.
     code = cat.exit_status_within(2)
     if code not in (None, 0):
         return cat.failure()
     return IntegrityError(
-        f"{expected.path}: cannot be decompressed ({type(exc).__name__}: {exc}); "
-        "the stream was stopped before zfs receive could commit it"
+        f"{expected.path}: cannot be decompressed ({type(exc).__name__}: {exc}){then}"
     )

@@ -71,13 +71,14 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
             # after writing the snapshot; unmounted, it does not. OpenZFS would unmount it itself.
             zfs.unmount_if_mounted(target)
         for position, manifest in enumerate(chain):
-            _restore_one(rclone, catalog, manifest, target, force=force or position > 0)
+            receive_backup(rclone, catalog, manifest, target, force=force or position > 0)
             log.info("restored %s@%s (%d of %d)", target, manifest.snapshot, position + 1, len(chain))
         zfs.mount_if_mountable(target)
     return chain
 
 
-def _restore_one(rclone: Rclone, catalog: Catalog, manifest: Manifest, target: str, *, force: bool) -> None:
+def receive_backup(rclone: Rclone, catalog: Catalog, manifest: Manifest, target: str, *, force: bool) -> None:
+    """Stream one backup into `target` and check the received snapshot's guid against its manifest."""
     codec = get_codec(manifest.compressor)
     path = catalog.path(manifest.object)
     progress = Progress(f"restore {manifest.snapshot}", manifest.raw_bytes)

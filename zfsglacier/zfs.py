@@ -6,6 +6,7 @@ Only commands and flags that both OpenZFS and zfs-fuse (pool version 23) accept 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from . import proc
@@ -59,6 +60,10 @@ def snapshot_props_argv(dataset: str) -> list[str]:
     # -d 1 lists the dataset, its snapshots and its direct children; the parser keeps the snapshots.
     return [ZFS, "get", "-Hp", "-d", "1", "-o", "name,property,value",
             f"guid,createtxg,creation,{PENDING_PROPERTY}", dataset]
+
+
+def destroy_dataset_argv(dataset: str) -> list[str]:
+    return [ZFS, "destroy", "-r", dataset]
 
 
 def mount_state_argv(dataset: str) -> list[str]:
@@ -153,3 +158,14 @@ def mount_if_mountable(dataset: str) -> bool:
         return False
     proc.run("zfs mount", mount_argv(dataset), error=ZfsError)
     return True
+
+
+def destroy_dataset(dataset: str, attempts: int = 10) -> None:
+    """`zfs destroy -r`, retried while the dataset is busy (zfs-fuse reports busy for a moment after use)."""
+    for attempt in range(attempts):
+        result = proc.run("zfs destroy", destroy_dataset_argv(dataset), error=ZfsError, check=False)
+        if result.returncode == 0 or _is_missing(result.stderr):
+            return
+        if "busy" not in result.stderr or attempt == attempts - 1:
+            raise ZfsError("zfs destroy", f"exited with status {result.returncode}", result.stderr)
+        time.sleep(0.5)

@@ -29,7 +29,8 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert __version__ in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["restore", "--config", "x"], ["backup", "--fulll"]])
+@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["restore", "--config", "x"], ["backup", "--fulll"],
+                                  ["verify", "--all", "--snapshot", "s"]])
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == EXIT_USAGE
     assert "usage:" in capsys.readouterr().err
@@ -42,7 +43,8 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("command", [["backup"], ["list"], ["restore", "--target-dataset", "t/r", "--yes"]])
+@pytest.mark.parametrize("command", [["backup"], ["list"], ["restore", "--target-dataset", "t/r", "--yes"],
+                                     ["verify"]])
 def test_bad_config_value_is_one_line_naming_the_key(
     command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
