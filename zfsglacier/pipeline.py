@@ -17,17 +17,18 @@ import contextlib
 import hashlib
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from . import rclone as rclone_mod
-from .codecs import Codec, Level, Writer
+from .codecs import Codec, Level, Reader, Writer
 from .errors import IntegrityError, RemoteError, StageError, ZfsError, ZfsglacierError
 from .overlap import Prefetch, WriteBehind
 from .proc import PIPE, Child, child_env
 
 CHUNK = 1 << 20
 HOLD_BACK = 1 << 20
+_STOPPED = "; the stream was stopped before zfs receive could commit it"
 
 # Called with (raw bytes just moved, stored bytes so far).
 ProgressFn = Callable[[int, int], None]
@@ -186,13 +187,7 @@ def receive_from_remote(
         _check_format(ahead, cat, codec, expected)
         reader = codec.open_reader(ahead)
         try:
-            while True:
-                try:
-                    chunk = reader.read(CHUNK)
-                except codec.decode_errors as exc:
-                    raise _decode_failure(cat, expected, exc) from None
-                if not chunk:
-                    break
+            for chunk in _decoded(reader, codec, cat, expected):
                 raw += len(chunk)
                 for ready in held.push(chunk):
                     behind.write(ready)
@@ -235,13 +230,7 @@ def check_remote_object(cat_argv: Sequence[str], codec: Codec, expected: Expecte
         _check_format(ahead, cat, codec, expected)
         reader = codec.open_reader(ahead)
         try:
-            while True:
-                try:
-                    chunk = reader.read(CHUNK)
-                except codec.decode_errors as exc:
-                    raise _decode_failure(cat, expected, exc, then="") from None
-                if not chunk:
-                    break
+            for chunk in _decoded(reader, codec, cat, expected, then=""):
                 raw += len(chunk)
                 progress(len(chunk), stored.bytes)
         finally:
@@ -258,6 +247,18 @@ def check_remote_object(cat_argv: Sequence[str], codec: Codec, expected: Expecte
     return StreamStats(raw, stored.bytes, stored.hexdigest(), time.monotonic() - started)
 
 
+def _decoded(reader: Reader, codec: Codec, cat: Child, expected: Expected, then: str = _STOPPED) -> Iterator[bytes]:
+    """The decompressed stream in chunks; a decoding error becomes the error that names the object."""
+    while True:
+        try:
+            chunk = reader.read(CHUNK)
+        except codec.decode_errors as exc:
+            raise _decode_failure(cat, expected, exc, then) from None
+        if not chunk:
+            return
+        yield chunk
+
+
 def _check_format(ahead: Prefetch, cat: Child, codec: Codec, expected: Expected) -> None:
     head = b""
     while len(head) < len(codec.magic) and (piece := ahead.read(len(codec.magic) - len(head))):
@@ -270,9 +271,6 @@ def _check_format(ahead: Prefetch, cat: Child, codec: Codec, expected: Expected)
             raise cat.failure()
         raise IntegrityError(f"{expected.path}: empty, or gone from the remote since it was listed")
     raise IntegrityError(f"{expected.path}: not a {codec.format} stream (it starts with {head.hex()!r})")
-
-
-_STOPPED = "; the stream was stopped before zfs receive could commit it"
 
 
 def _check_expected(expected: Expected, stored: Digest, raw: int, then: str = _STOPPED) -> None:
