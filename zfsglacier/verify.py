@@ -42,9 +42,9 @@ class Outcome:
 
 def to_verify(catalog: Catalog, snapshot: str | None, every: bool) -> list[Manifest]:
     """--all: every committed backup; else the chain a restore of `snapshot` (default the newest) needs."""
-    if every:
+    if every and catalog.manifests:
         return list(catalog.manifests)
-    return build_chain(catalog.manifests, snapshot)
+    return build_chain(catalog.manifests, snapshot)  # with no backups at all: a ChainError that says so
 
 
 def verify(cfg: BackupConfig, *, snapshot: str | None = None, every: bool = False, deep: bool = False,

@@ -103,3 +103,13 @@ def test_deep_is_not_attempted_when_an_object_is_damaged(three_backups, zpool, c
     assert cli("verify", "--config", config, "--deep") != EXIT_OK
     assert not any("received into" in line for line in verify_lines(capsys))
     assert SCRATCH_PREFIX not in rig.out(["zfs", "list", "-H", "-o", "name", "-r", zpool.name])
+
+
+def test_nothing_to_verify_is_an_error_not_a_pass(zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    dataset = zpool.dataset("empty")
+    rig.run(["zfs", "create", dataset])
+    config = write_config(tmp_path, dataset, local_remote, "zstd")
+    for flags in ([], ["--all"]):
+        assert cli("verify", "--config", config, *flags) == EXIT_CHAIN
+        assert "no committed backups" in capsys.readouterr().err
