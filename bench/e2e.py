@@ -276,7 +276,7 @@ class Bench:
                 f"zfsglacier backup {v.codec} -{codec.default_level} -> {remote}",
                 backup,
                 prepare=lambda: remove(r.root / v.key),
-                stages=("zfs send > pipe", f"compress: {v.label}", f"rclone rcat -> {remote}: {v.label} output"),
+                stages=self._backup_stages(remote, v),
             ),
             Case(
                 "restore",
@@ -284,13 +284,18 @@ class Bench:
                 f"zfsglacier restore {v.codec} <- {remote}",
                 restore,
                 cleanup=lambda: destroy(target),
-                stages=(
-                    f"rclone cat <- {remote}: {v.label} output",
-                    f"decompress: {self._decompressor(v)}",
-                    "zfs receive < file",
-                ),
+                stages=self._restore_stages(remote, v),
             ),
         ]
+
+    @staticmethod
+    def _backup_stages(remote: str, v: Variant) -> tuple[str, ...]:
+        """The stage cases an end-to-end backup is compared with (by name)."""
+        return ("zfs send > pipe", f"compress: {v.label}", f"rclone rcat -> {remote}: {v.label} output")
+
+    def _restore_stages(self, remote: str, v: Variant) -> tuple[str, ...]:
+        return (f"rclone cat <- {remote}: {v.label} output", f"decompress: {self._decompressor(v)}",
+                "zfs receive < file")
 
     def _shell_cases(self, remote: str, v: Variant) -> list[Case]:
         assert v.compress is not None and v.decompress is not None
@@ -314,7 +319,7 @@ class Bench:
                 f"zfs send | {' '.join(v.compress)} | rclone rcat -> {remote}",
                 run_backup,
                 prepare=lambda: remove(r.root / v.key),
-                stages=("zfs send > pipe", f"compress: {v.label}", f"rclone rcat -> {remote}: {v.label} output"),
+                stages=self._backup_stages(remote, v),
             ),
             Case(
                 "restore",
@@ -322,11 +327,7 @@ class Bench:
                 f"rclone cat <- {remote} | {' '.join(v.decompress)} | zfs receive",
                 run_restore,
                 cleanup=lambda: destroy(target),
-                stages=(
-                    f"rclone cat <- {remote}: {v.label} output",
-                    f"decompress: {self._decompressor(v)}",
-                    "zfs receive < file",
-                ),
+                stages=self._restore_stages(remote, v),
             ),
         ]
 
