@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import __version__, index, proc, zfs
+from . import __version__, index, names, proc, zfs
 from .catalog import Catalog, load_catalog, write_index
 from .codecs import get_codec
 from .config import BackupConfig
-from .errors import RemoteError, ZfsError, ZfsglacierError
+from .errors import RemoteError, UsageError, ZfsError, ZfsglacierError
 from .lock import DatasetLock
 from .manifest import Manifest, chain_is_complete, data_object_name, manifest_name
 from .pipeline import send_to_remote
@@ -30,6 +30,13 @@ from .zfs import Snapshot
 log = logging.getLogger(__name__)
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 _TIMESTAMP = r"\d{8}T\d{6}Z(-\d+)?"
+# The timestamp and room for a collision counter ("-99").
+_SUFFIX_ROOM = len("20261126T031500Z-99")
+
+
+def _now() -> datetime:
+    """The clock snapshot names and manifests are stamped with (a seam for tests)."""
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -59,8 +66,20 @@ def is_own_snapshot(short_name: str, prefix: str) -> bool:
     return short_name.startswith(prefix) and re.fullmatch(_TIMESTAMP, short_name[len(prefix):]) is not None
 
 
+def check_snapshot_names_fit(cfg: BackupConfig) -> None:
+    """`<dataset>@<prefix><timestamp>` must fit ZFS's name limit: refuse before anything runs."""
+    longest = f"{cfg.dataset}@{cfg.snapshot_prefix}" + "x" * _SUFFIX_ROOM
+    problem = names.snapshot_name_problem(longest)
+    if problem:
+        raise UsageError(
+            f"[zfs] dataset {cfg.dataset!r} with [zfs] snapshot_prefix {cfg.snapshot_prefix!r}: the snapshot "
+            f"names would be {len(longest)} characters, ZFS allows {names.ZFS_MAX_NAME}: shorten the prefix"
+        )
+
+
 def choose_base(catalog: Catalog, local: list[Snapshot]) -> tuple[Snapshot | None, str]:
-    """The newest local snapshot whose backup is committed (same guid) and restorable from a full."""
+    """The newest local snapshot whose backup is committed (same guid) and restorable from a full.
+    Snapshots without a committed backup (made by hand, even in our name form) are never a base."""
     committed = {m.guid: m for m in catalog.manifests}
     for snapshot in reversed(local):
         manifest = committed.get(snapshot.guid)
@@ -69,14 +88,35 @@ def choose_base(catalog: Catalog, local: list[Snapshot]) -> tuple[Snapshot | Non
         if not chain_is_complete(catalog.manifests, manifest):
             log.warning("not basing on %s: its chain on the remote has a gap", snapshot.name)
             continue
-        return snapshot, f"incremental from {snapshot.short_name}"
+        return snapshot, f"incremental from {snapshot.short_name}{_newest_gone_note(catalog, local, snapshot)}"
+    return None, _why_full(catalog, local)
+
+
+def _newest_gone_note(catalog: Catalog, local: list[Snapshot], base: Snapshot) -> str:
+    newest = catalog.manifests[-1]
+    if newest.guid == base.guid or newest.guid in {s.guid for s in local}:
+        return ""
+    return f" ({newest.snapshot}, the newest backed-up snapshot, no longer exists locally)"
+
+
+def _why_full(catalog: Catalog, local: list[Snapshot]) -> str:
     if not catalog.manifests:
-        return None, "full: no committed backup on the remote yet"
-    return None, "full: no local snapshot matches a committed backup (by guid)"
+        return "full: no committed backup on the remote yet"
+    newest = catalog.manifests[-1]
+    same_name = next((s for s in local if s.short_name == newest.snapshot), None)
+    if same_name is not None and same_name.guid != newest.guid:
+        return (f"full: {same_name.name} is not the snapshot that was backed up (guid {same_name.guid}, "
+                f"the backup has {newest.guid}): it was destroyed and made again")
+    guids = {s.guid for s in local}
+    if any(m.guid in guids for m in catalog.manifests):
+        return "full: every local snapshot with a committed backup has a gap in its chain on the remote"
+    return (f"full: the snapshot of the newest committed backup, {newest.snapshot}, no longer exists locally, "
+            f"nor any other of the {len(catalog.manifests)} backed up")
 
 
 def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
            echo: Callable[[str], None] = print) -> Manifest | None:
+    check_snapshot_names_fit(cfg)
     rclone = Rclone(find_rclone(), cfg.rclone_config)
     codec = get_codec(cfg.compressor)
     with DatasetLock(cfg.dataset, "backup"):
@@ -86,7 +126,7 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
 
         base, why = (None, "full: --full given") if full else choose_base(catalog, local)
         taken = {s.short_name for s in local} | {m.snapshot for m in catalog.manifests}
-        short = new_snapshot_name(cfg.snapshot_prefix, datetime.now(UTC), taken)
+        short = new_snapshot_name(cfg.snapshot_prefix, _now(), taken)
         kind = "full" if base is None else "incremental"
         plan = Plan(f"{cfg.dataset}@{short}", base, data_object_name(short, kind, codec.suffix), why)
 
@@ -97,12 +137,14 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
                                                            rcat_argv], echo)
             return None
 
-        log.info("%s: %s", plan.snapshot, plan.why)
+        # A full that was not asked for costs a whole upload (and storage) more: make it stand out.
+        log.log(logging.WARNING if base is None and catalog.manifests and not full else logging.INFO,
+                "%s: %s", plan.snapshot, plan.why)
         zfs.create_snapshot(plan.snapshot, f"{socket.gethostname()}:{uuid.uuid4()}")
         manifest = _stream_and_commit(cfg, rclone, catalog, plan, send_argv, rcat_argv)
         zfs.clear_pending(plan.snapshot)
         write_index(rclone, catalog, manifest)
-        _prune(cfg, zfs.list_snapshots(cfg.dataset))
+        _prune(cfg, zfs.list_snapshots(cfg.dataset), catalog.guids | {manifest.guid})
         return manifest
 
 
@@ -116,7 +158,7 @@ def _print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,
          + "  < manifest.json")
     echo(proc.render(zfs.clear_pending_argv(plan.snapshot)))
     echo(proc.render(rclone.rcat_argv(catalog.path(index.INDEX_NAME))) + "  < index.json  # a copy of every manifest")
-    for old in _to_prune(cfg, local, about_to_add=1):
+    for old in _to_prune(cfg, local, catalog.guids, about_to_add=1):
         echo(proc.render(zfs.destroy_snapshot_argv(old.name)))
 
 
@@ -148,7 +190,7 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
             stored_bytes=stats.stored_bytes,
             sha256=stats.sha256,
             object=plan.object_name,
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            created=_now().isoformat(timespec="seconds"),
             host=socket.gethostname(),
             tool_version=__version__,
         )
@@ -223,19 +265,22 @@ def _remove_leftovers(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, local
     return kept
 
 
-def _to_prune(cfg: BackupConfig, local: list[Snapshot], about_to_add: int = 0) -> list[Snapshot]:
-    """This tool's committed snapshots beyond the `snapshot_retention` newest. Snapshots made by
-    anyone else, even with the same prefix, are never touched."""
+def _to_prune(cfg: BackupConfig, local: list[Snapshot], committed_guids: set[str],
+              about_to_add: int = 0) -> list[Snapshot]:
+    """This tool's committed snapshots beyond the `snapshot_retention` newest, oldest first by creation
+    txg (not by name: the clock may have been set back). Snapshots made by anyone else, even named
+    exactly like ours, have no committed backup with their guid and are never touched."""
     if cfg.snapshot_retention == 0:
         return []
-    own = [s for s in local if is_own_snapshot(s.short_name, cfg.snapshot_prefix) and not s.pending]
+    own = [s for s in local if is_own_snapshot(s.short_name, cfg.snapshot_prefix) and not s.pending
+           and s.guid in committed_guids]
     # The newest is the base of the next incremental: it is always among the kept ones.
     return own[: max(len(own) + about_to_add - cfg.snapshot_retention, 0)]
 
 
-def _prune(cfg: BackupConfig, local: list[Snapshot]) -> None:
+def _prune(cfg: BackupConfig, local: list[Snapshot], committed_guids: set[str]) -> None:
     failed: list[str] = []
-    for snapshot in _to_prune(cfg, local):
+    for snapshot in _to_prune(cfg, local, committed_guids):
         log.info("pruning %s (snapshot_retention = %d)", snapshot.name, cfg.snapshot_retention)
         try:
             zfs.destroy_snapshot(snapshot.name)

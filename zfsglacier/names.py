@@ -44,6 +44,13 @@ def snapshot_component_problem(name: str) -> str | None:
     return None
 
 
+def snapshot_name_problem(full_name: str) -> str | None:
+    """A whole `dataset@snapshot` name: ZFS's length limit counts both parts."""
+    if len(full_name) > ZFS_MAX_NAME:
+        return f"is longer than {ZFS_MAX_NAME} characters"
+    return None
+
+
 def remote_problem(name: str) -> str | None:
     if not name:
         return "is empty"

@@ -2,9 +2,12 @@ import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
-from zfsglacier.backup import _to_prune, choose_base, is_own_snapshot, new_snapshot_name
+import pytest
+
+from zfsglacier.backup import _to_prune, check_snapshot_names_fit, choose_base, is_own_snapshot, new_snapshot_name
 from zfsglacier.catalog import Catalog
 from zfsglacier.config import BackupConfig
+from zfsglacier.errors import EXIT_USAGE, UsageError
 from zfsglacier.manifest import Manifest
 from zfsglacier.zfs import Snapshot
 
@@ -80,14 +83,75 @@ def test_prune_keeps_the_newest_own_snapshots_and_touches_nothing_else() -> None
     foreign = [snap("gb-manual", "90", 0), snap("daily-1", "91", 2)]
     pending = [snap("gb-20260109T000000Z", "99", 9, pending=True)]
     everything = sorted(local + foreign + pending, key=lambda s: s.createtxg)
-    assert _to_prune(config(3), everything) == local[:2]
-    assert _to_prune(config(0), everything) == []
-    assert _to_prune(config(10), everything) == []
-    assert _to_prune(config(3), everything, about_to_add=1) == local[:3]
-    assert _to_prune(config(1), everything)[-1] == local[-2]  # the newest (next base) always stays
+    committed = {s.guid for s in local}
+    assert _to_prune(config(3), everything, committed) == local[:2]
+    assert _to_prune(config(0), everything, committed) == []
+    assert _to_prune(config(10), everything, committed) == []
+    assert _to_prune(config(3), everything, committed, about_to_add=1) == local[:3]
+    assert _to_prune(config(1), everything, committed)[-1] == local[-2]  # the newest (next base) always stays
 
 
 def test_catalog_orphans_are_not_listed_as_backups() -> None:
     m1 = manifest("s1", "1", 1)
     cat = dataclasses.replace(catalog(m1), orphans=["s2.full.zfs.zst"])
     assert [m.snapshot for m in cat.manifests] == ["s1"]
+
+
+def test_a_snapshot_named_like_ours_by_hand_is_never_pruned() -> None:
+    """Same prefix, exact timestamp form, not pending: only the missing committed backup tells it apart."""
+    ours = [snap(f"gb-2026010{i}T000000Z", str(i), i * 10) for i in range(1, 4)]
+    by_hand = snap("gb-20200101T000000Z", "77", 5)  # older than all of ours, by name and by txg
+    everything = sorted([*ours, by_hand], key=lambda s: s.createtxg)
+    committed = {s.guid for s in ours}
+    assert _to_prune(config(1), everything, committed) == ours[:2]
+    assert by_hand not in _to_prune(config(1), everything, committed | {"unrelated"})
+
+
+def test_prune_goes_by_creation_txg_when_the_clock_was_set_back() -> None:
+    # Made in this order (txg 1, 2, 3), but the second and third runs saw an earlier wall clock.
+    first = snap("gb-20261126T120000Z", "1", 1)
+    second = snap("gb-20261126T110000Z", "2", 2)
+    third = snap("gb-20261126T113000Z", "3", 3)
+    assert _to_prune(config(2), [first, second, third], {"1", "2", "3"}) == [first]
+
+
+def test_a_hand_made_snapshot_is_never_a_base_even_when_newest() -> None:
+    m1 = manifest("gb-20261126T070509Z", "1", 1)
+    local = [snap("gb-20261126T070509Z", "1", 1), snap("gb-20261126T080000Z", "66", 2)]
+    base, why = choose_base(catalog(m1), local)
+    assert base == local[0] and why == "incremental from gb-20261126T070509Z"
+
+
+def test_base_destroyed_locally_says_so() -> None:
+    m1 = manifest("s1", "1", 1)
+    m2 = manifest("s2", "2", 2, m1)
+    base, why = choose_base(catalog(m1, m2), [snap("s1", "1", 1)])
+    assert base is not None and base.short_name == "s1"
+    assert why == "incremental from s1 (s2, the newest backed-up snapshot, no longer exists locally)"
+    base, why = choose_base(catalog(m1, m2), [snap("other", "5", 5)])
+    assert base is None
+    assert why == "full: the snapshot of the newest committed backup, s2, no longer exists locally, nor any " \
+                  "other of the 2 backed up"
+    base, why = choose_base(catalog(m1, m2), [snap("s2", "999", 5)])
+    assert base is None and "t/a@s2 is not the snapshot that was backed up" in why
+
+
+def test_same_second_and_clock_set_back_names_do_not_collide() -> None:
+    taken: set[str] = set()
+    for now in (NOW, NOW, NOW.replace(hour=6), NOW, NOW.replace(hour=6)):
+        name = new_snapshot_name("gb-", now, taken)
+        assert name not in taken
+        taken.add(name)
+    assert taken == {"gb-20261126T070509Z", "gb-20261126T070509Z-1", "gb-20261126T070509Z-2",
+                     "gb-20261126T060509Z", "gb-20261126T060509Z-1"}
+
+
+def test_snapshot_names_that_would_not_fit_zfs_are_refused_up_front() -> None:
+    fits = dataclasses.replace(config(1), dataset="t/" + "d" * 200, snapshot_prefix="gb-")
+    check_snapshot_names_fit(fits)  # 202 + 1 + 3 + 19 = 225
+    too_long = dataclasses.replace(fits, snapshot_prefix="p" * 40)
+    with pytest.raises(UsageError) as info:
+        check_snapshot_names_fit(too_long)
+    assert info.value.exit_code == EXIT_USAGE
+    assert "[zfs] dataset" in str(info.value) and "[zfs] snapshot_prefix" in str(info.value)
+    assert "shorten the prefix" in str(info.value)
