@@ -15,7 +15,7 @@ from .catalog import load_catalog
 from .config import DEFAULT_CONFIG_PATH, load_config
 from .errors import EXIT_CODES, EXIT_INTEGRITY, EXIT_INTERNAL, EXIT_OK, ZfsglacierError
 from .listing import as_json, as_table
-from .rclone import Rclone, find_rclone
+from .rclone import rclone_for
 from .restore import restore
 from .signals import signals_as_exceptions
 from .verify import verify
@@ -90,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
                 confirm=_ask, echo=lambda line: print(line, file=sys.stderr))
         return EXIT_OK
     if args.command == "list":
-        catalog = load_catalog(cfg, Rclone(find_rclone(), cfg.rclone_config))
+        catalog = load_catalog(cfg, rclone_for(cfg))
         print(as_json(catalog) if args.json else as_table(catalog))
         return EXIT_INTEGRITY if catalog.damaged else EXIT_OK
     if args.command == "verify":

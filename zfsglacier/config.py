@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import configparser
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,11 @@ DEFAULT_SNAPSHOT_PREFIX = "glacier-backup-"
 DEFAULT_RETENTION = 7
 # Leaves room for the timestamp and a collision counter within ZFS's 255-character names.
 MAX_PREFIX_LENGTH = 64
+# Long enough for a slow link to drain rclone's buffers, short enough that a hung remote is noticed
+# on the same night.
+DEFAULT_STALL_TIMEOUT = 600.0  # seconds
+_DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h)?")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,7 @@ class BackupConfig:
     compressor: str
     level: Level
     threads: int
+    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT  # seconds; None: wait forever
 
     @property
     def remote_dir(self) -> str:
@@ -112,6 +119,14 @@ def _config_path(where: str, value: str) -> Path | None:
     return path
 
 
+def _stall_timeout(where: str, value: str) -> float | None:
+    match = _DURATION.fullmatch(value)
+    if match is None:
+        raise _bad(where, value, "expected a duration such as 90s, 10m or 1h (0 waits forever)")
+    seconds = float(match["number"]) * _UNIT_SECONDS[match["unit"] or "s"]
+    return None if seconds == 0 else seconds
+
+
 def _compressor(where: str, value: str) -> str:
     if value not in CODECS:
         raise _bad(where, value, f"expected one of {', '.join(sorted(CODECS))}")
@@ -135,6 +150,7 @@ _SCHEMA = (
     _Key("rclone", "remote", _remote),
     _Key("rclone", "bucket_name", _bucket),
     _Key("rclone", "config_path", _config_path, None),
+    _Key("rclone", "stall_timeout", _stall_timeout, DEFAULT_STALL_TIMEOUT),
     _Key("compression", "compressor", _compressor, DEFAULT_CODEC),
     _Key("compression", "level", _level_text, "default"),
     _Key("compression", "threads", _threads, "auto"),
@@ -202,10 +218,14 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
         compressor=values["compressor"],
         level=level,
         threads=values["threads"],
+        stall_timeout=values["stall_timeout"],
     )
 
 
 def load_config(path: Path) -> BackupConfig:
+    if path.exists() and not path.is_file() and not path.is_dir():
+        # Reading a FIFO without a writer blocks forever; /dev/zero never ends.
+        raise ConfigError(f"config file {path}: not a regular file (a FIFO, socket or device): give a file")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -15,6 +15,10 @@ import queue
 import select
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .stall import StallWatch
 
 DEPTH = 4
 _POLL = 0.1  # how often a thread blocked on a full or empty queue checks whether it should stop
@@ -28,8 +32,10 @@ class Prefetch:
     child does not always end the stream.
     """
 
-    def __init__(self, fd: int, chunk: int, name: str, seen: Callable[[bytes], object] = len) -> None:
+    def __init__(self, fd: int, chunk: int, name: str, seen: Callable[[bytes], object] = len,
+                 watch: StallWatch | None = None) -> None:
         self._fd = fd
+        self._watch = watch  # told how long we wait for the other end
         self._chunk = chunk
         self._seen = seen  # called in the thread with every piece read (hashing, counting)
         self._queue: queue.Queue[bytes | BaseException] = queue.Queue(DEPTH)
@@ -45,16 +51,24 @@ class Prefetch:
         poller.register(self._fd, select.POLLIN)
         parts: list[bytes] = []
         size = 0
-        while size < self._chunk:
-            if self._stop.is_set():
-                return None
-            if not poller.poll(_POLL * 1000):
-                continue
-            data = os.read(self._fd, self._chunk - size)
-            if not data:
-                break
-            parts.append(data)
-            size += len(data)
+        if self._watch is not None:
+            self._watch.begin()
+        try:
+            while size < self._chunk:
+                if self._stop.is_set():
+                    return None
+                if not poller.poll(_POLL * 1000):
+                    continue
+                data = os.read(self._fd, self._chunk - size)
+                if not data:
+                    break
+                if self._watch is not None:
+                    self._watch.moved()
+                parts.append(data)
+                size += len(data)
+        finally:
+            if self._watch is not None:
+                self._watch.end()
         return b"".join(parts)
 
     def _put(self, item: bytes | BaseException) -> bool:

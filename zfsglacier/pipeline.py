@@ -25,10 +25,12 @@ from .codecs import Codec, Level, Reader, Writer
 from .errors import IntegrityError, RemoteError, StageError, ZfsError, ZfsglacierError
 from .overlap import Prefetch, WriteBehind
 from .proc import PIPE, Child, child_env
+from .stall import StallWatch
 
 CHUNK = 1 << 20
 HOLD_BACK = 1 << 20
 _STOPPED = "; the stream was stopped before zfs receive could commit it"
+_NO_DATA = "the remote sent no data"
 
 # Called with (raw bytes just moved, stored bytes so far).
 ProgressFn = Callable[[int, int], None]
@@ -99,6 +101,7 @@ def send_to_remote(
     level: Level,
     threads: int,
     progress: ProgressFn,
+    stall_timeout: float | None = None,
 ) -> StreamStats:
     started = time.monotonic()
     send = Child("zfs send", send_argv, error=ZfsError, stdout=PIPE, env=child_env())
@@ -108,10 +111,12 @@ def send_to_remote(
         send.abort()
         raise
     stored = Digest()
+    stall = StallWatch(rcat, stall_timeout, "the remote accepted no data")
 
     def upload(data: bytes) -> None:
         stored.update(data)
-        rcat.stdin.write(data)
+        with stall.waiting():
+            rcat.stdin.write(data)
 
     ahead = Prefetch(send.stdout.fileno(), CHUNK, "read: zfs send")
     behind = WriteBehind(upload, "write: rclone rcat")
@@ -128,11 +133,12 @@ def send_to_remote(
             raise ZfsError("zfs send", "produced no data")
         writer.close()  # the codec's last frame goes to rclone now
         behind.flush()
-        rcat.close_stdin()
-        rcat.check()
+        with stall.waiting():  # rclone uploads what it still buffers, then exits
+            rcat.close_stdin()
+            rcat.check()
     except (BrokenPipeError, ConnectionResetError) as exc:
         # rclone stopped reading, so it cannot see an end of input: its exit status says why.
-        failure = _failure_of(rcat, exc)
+        failure = stall.error() if stall.fired else _failure_of(rcat, exc)
         rcat.abort()
         _close_quietly(writer)
         send.abort()
@@ -141,8 +147,11 @@ def send_to_remote(
         rcat.abort()  # killed before its stdin is closed: it can never finish a truncated upload
         _close_quietly(writer)
         send.abort()
+        if stall.fired:
+            raise stall.error() from None
         raise
     finally:
+        stall.close()
         behind.close()
         ahead.close()
     return StreamStats(raw, stored.bytes, stored.hexdigest(), time.monotonic() - started)
@@ -170,6 +179,7 @@ def receive_from_remote(
     codec: Codec,
     expected: Expected,
     progress: ProgressFn,
+    stall_timeout: float | None = None,
 ) -> StreamStats:
     started = time.monotonic()
     cat = Child("rclone cat", cat_argv, error=RemoteError, stdout=PIPE, env=rclone_mod.env())
@@ -179,7 +189,8 @@ def receive_from_remote(
         cat.abort()
         raise
     stored = Digest()
-    ahead = Prefetch(cat.stdout.fileno(), CHUNK, "read: rclone cat", seen=stored.update)
+    stall = StallWatch(cat, stall_timeout, _NO_DATA)
+    ahead = Prefetch(cat.stdout.fileno(), CHUNK, "read: rclone cat", seen=stored.update, watch=stall)
     behind = WriteBehind(receive.stdin.write, "write: zfs receive")
     raw = 0
     held = HeldBack(HOLD_BACK)
@@ -211,20 +222,25 @@ def receive_from_remote(
     except BaseException:
         receive.abort()  # killed before its stdin closes: an unfinished stream commits nothing
         cat.abort()
+        if stall.fired:
+            raise stall.error() from None
         raise
     finally:
+        stall.close()
         behind.close()
         ahead.close()
     return StreamStats(raw, stored.bytes, stored.hexdigest(), time.monotonic() - started)
 
 
-def check_remote_object(cat_argv: Sequence[str], codec: Codec, expected: Expected, progress: ProgressFn) -> StreamStats:
+def check_remote_object(cat_argv: Sequence[str], codec: Codec, expected: Expected, progress: ProgressFn,
+                        stall_timeout: float | None = None) -> StreamStats:
     """Download an object and decompress it to nowhere: its size, sha256 and decompressed size must match
     its manifest. Proves the object is intact and decodable; only a `zfs receive` proves the stream."""
     started = time.monotonic()
     cat = Child("rclone cat", cat_argv, error=RemoteError, stdout=PIPE, env=rclone_mod.env())
     stored = Digest()
-    ahead = Prefetch(cat.stdout.fileno(), CHUNK, "read: rclone cat", seen=stored.update)
+    stall = StallWatch(cat, stall_timeout, _NO_DATA)
+    ahead = Prefetch(cat.stdout.fileno(), CHUNK, "read: rclone cat", seen=stored.update, watch=stall)
     raw = 0
     try:
         _check_format(ahead, cat, codec, expected)
@@ -241,8 +257,11 @@ def check_remote_object(cat_argv: Sequence[str], codec: Codec, expected: Expecte
         _check_expected(expected, stored, raw, then="")
     except BaseException:
         cat.abort()
+        if stall.fired:
+            raise stall.error() from None
         raise
     finally:
+        stall.close()
         ahead.close()
     return StreamStats(raw, stored.bytes, stored.hexdigest(), time.monotonic() - started)
 

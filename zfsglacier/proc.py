@@ -205,8 +205,10 @@ def run(
     check: bool = True,
     env: dict[str, str] | None = None,
     timeout: float | None = None,
+    timeout_source: str = "",
 ) -> Result:
-    """Run a short command to completion and capture its output."""
+    """Run a short command to completion and capture its output. `timeout_source` names the setting
+    the timeout comes from, for the message."""
     log.debug("run %s: %s", stage, render(argv))
     try:
         done = subprocess.run(  # noqa: S603 - argv list, no shell
@@ -223,7 +225,8 @@ def run(
     except FileNotFoundError:
         raise error(stage, f"program not found: {argv[0]}") from None
     except subprocess.TimeoutExpired:
-        raise error(stage, f"no answer within {timeout:.0f} s") from None
+        where = f" ({timeout_source})" if timeout_source else ""
+        raise error(stage, f"no answer within {timeout:g} s{where}") from None
     stderr = done.stderr.decode("utf-8", "replace").strip()
     if check and done.returncode != 0:
         tail = " | ".join(stderr.splitlines()[-_STDERR_TAIL_LINES:])

@@ -7,15 +7,22 @@ taken by rclone as a flag.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sys
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import proc
 from .errors import RemoteError
+
+if TYPE_CHECKING:
+    from .config import BackupConfig
+
+log = logging.getLogger(__name__)
 
 # Cloud credentials rclone may read from the environment (env_auth); zfs gets none of them.
 _CREDENTIAL_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_", "B2_", "SWIFT_", "OS_")
@@ -55,6 +62,8 @@ class Rclone:
 
     binary: str
     config_path: Path | None
+    # [rclone] stall_timeout: how long a stream may move no data, and a short call may take at most.
+    stall_timeout: float | None = None
 
     def _base(self) -> list[str]:
         argv = [self.binary]
@@ -92,8 +101,18 @@ class Rclone:
     def deletefile_argv(self, path: str) -> list[str]:
         return [*self._base(), "deletefile", path]
 
+    def list_uploads_argv(self, directory: str) -> list[str]:
+        return [*self._base(), "backend", "list-multipart-uploads", directory]
+
+    def abort_uploads_argv(self, directory: str) -> list[str]:
+        return [*self._base(), "backend", "cleanup", "-o", "max-age=0", directory]
+
+    def _run(self, stage: str, argv: list[str], *, check: bool = True, input: bytes | None = None) -> proc.Result:
+        return proc.run(stage, argv, error=RemoteError, check=check, input=input, env=env(),
+                        timeout=self.stall_timeout, timeout_source="[rclone] stall_timeout")
+
     def list_dir(self, path: str) -> list[RemoteObject]:
-        result = proc.run("rclone lsjson", self.lsjson_argv(path), error=RemoteError, check=False, env=env())
+        result = self._run("rclone lsjson", self.lsjson_argv(path), check=False)
         if result.returncode == _EXIT_DIR_NOT_FOUND:
             return []
         if result.returncode != 0:
@@ -102,7 +121,7 @@ class Rclone:
         return parse_lsjson(result.stdout)
 
     def read(self, path: str) -> bytes:
-        return proc.run("rclone cat", self.cat_argv(path), error=RemoteError, env=env()).stdout
+        return self._run("rclone cat", self.cat_argv(path)).stdout
 
     def read_many(self, directory: str, names: Iterable[str], *, pattern: str | None = None) -> dict[str, bytes]:
         """Small objects of one directory, fetched by one rclone process. With `pattern`, every object
@@ -120,7 +139,7 @@ class Rclone:
                 argv = self.copy_listed_argv(directory, names_file, destination)
             else:
                 argv = self.copy_matching_argv(directory, pattern, destination)
-            result = proc.run("rclone copy", argv, error=RemoteError, check=False, env=env())
+            result = self._run("rclone copy", argv, check=False)
             fetched = {name: (destination / name).read_bytes() for name in wanted
                        if (destination / name).is_file()}
             if result.returncode != 0 and not fetched:
@@ -128,11 +147,40 @@ class Rclone:
                                                  f"(exit {result.returncode})", result.stderr)
             return fetched
 
+    def unfinished_uploads(self, directory: str) -> list[str] | None:
+        """Keys of the unfinished multipart uploads under `directory`; None where the backend has no
+        such thing (or cannot tell: this is only ever a cleanup)."""
+        result = self._run("rclone backend", self.list_uploads_argv(directory), check=False)
+        if result.returncode != 0:
+            log.debug("no multipart upload listing for %s: %s", directory, result.stderr)
+            return None
+        return parse_upload_listing(result.stdout)
+
+    def abort_unfinished_uploads(self, directory: str) -> list[str]:
+        """Abort the unfinished multipart uploads directly in `directory` (left by a killed or failed
+        upload; S3 bills their parts while no listing shows them). Returns their keys. Uploads of
+        deeper paths (another dataset's directory) could be running: if there are any, none is touched,
+        since rclone's cleanup takes a whole directory tree."""
+        keys = self.unfinished_uploads(directory) or []
+        if not keys:
+            return []
+        own = directory.partition(":")[2].partition("/")[2].strip("/")
+        deeper = [key for key in keys if key.rpartition("/")[0] != own]
+        if deeper:
+            raise RemoteError("rclone backend cleanup", f"not aborting the unfinished uploads in {directory}: "
+                                                        f"it also holds uploads of deeper paths ({deeper[0]})")
+        self._run("rclone backend cleanup", self.abort_uploads_argv(directory))
+        return keys
+
     def write(self, path: str, data: bytes) -> None:
-        proc.run("rclone rcat", self.rcat_argv(path), error=RemoteError, input=data, env=env())
+        self._run("rclone rcat", self.rcat_argv(path), input=data)
 
     def delete(self, path: str) -> None:
-        proc.run("rclone deletefile", self.deletefile_argv(path), error=RemoteError, env=env())
+        self._run("rclone deletefile", self.deletefile_argv(path))
+
+
+def rclone_for(cfg: BackupConfig) -> Rclone:
+    return Rclone(find_rclone(), cfg.rclone_config, cfg.stall_timeout)
 
 
 def parse_lsjson(output: bytes) -> list[RemoteObject]:
@@ -141,6 +189,15 @@ def parse_lsjson(output: bytes) -> list[RemoteObject]:
         return [RemoteObject(str(e["Name"]), int(e["Size"])) for e in entries if not e.get("IsDir")]
     except (ValueError, KeyError, TypeError) as exc:
         raise RemoteError("rclone lsjson", f"unexpected output: {exc}") from None
+
+
+def parse_upload_listing(output: bytes) -> list[str]:
+    """`rclone backend list-multipart-uploads` output: {bucket: [{"Key": ...}, ...]} -> the keys."""
+    try:
+        buckets = json.loads(output)
+        return sorted(str(upload["Key"]) for uploads in buckets.values() for upload in uploads or [])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise RemoteError("rclone backend", f"unexpected multipart upload listing: {exc}") from None
 
 
 def join(directory: str, name: str) -> str:

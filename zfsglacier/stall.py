@@ -1,0 +1,84 @@
+"""A watchdog for the remote end of a stream: a remote that accepts a connection and then stops
+reading (or sending) must not hang a run forever.
+
+rclone's own `--timeout` (5 min of idle I/O by default) is retried up to `--low-level-retries`
+times, which can keep an unattended run waiting for most of an hour. The watch measures what we
+see instead: how long a write to `rclone rcat` or a read from `rclone cat` has been waiting without
+moving a byte. Past `[rclone] stall_timeout` it kills rclone, which ends the wait, and the pipeline
+then reports the stall rather than the kill.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .errors import RemoteError
+from .proc import Child
+
+
+def describe_seconds(seconds: float) -> str:
+    """600 -> '10m', 90 -> '90s': the way the config writes durations."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
+
+
+class StallWatch:
+    """Kills `child` once a wait marked with `waiting()` has moved no data for `timeout` seconds."""
+
+    def __init__(self, child: Child, timeout: float | None, stalled: str) -> None:
+        self._child = child
+        self.timeout = timeout
+        self._stalled = stalled  # what a stall means, e.g. "the remote accepted no data"
+        self._since: float | None = None
+        self._closed = threading.Event()
+        self.fired = False
+        self._thread: threading.Thread | None = None
+        if timeout is not None:
+            self._thread = threading.Thread(target=self._run, args=(timeout,), name=f"stall:{child.stage}",
+                                            daemon=True)
+            self._thread.start()
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        self._since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._since = None
+
+    def begin(self) -> None:
+        """A wait starts (for code that cannot use `waiting()` as a block)."""
+        self._since = time.monotonic()
+
+    def moved(self) -> None:
+        """Data moved: the current wait, if any, starts over."""
+        if self._since is not None:
+            self._since = time.monotonic()
+
+    def end(self) -> None:
+        self._since = None
+
+    def _run(self, timeout: float) -> None:
+        interval = min(1.0, timeout / 4)
+        while not self._closed.wait(interval):
+            since = self._since
+            if since is not None and time.monotonic() - since > timeout:
+                self.fired = True
+                self._child.kill()
+                return
+
+    def error(self) -> RemoteError:
+        """What to report once the watch has fired."""
+        limit = describe_seconds(self.timeout or 0)
+        return RemoteError(self._child.stage, f"{self._stalled} for {limit} ([rclone] stall_timeout = {limit})")
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._thread is not None:
+            self._thread.join()
