@@ -6,6 +6,7 @@ The kernel drops an flock when its holder dies, so a killed run never leaves a s
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 from pathlib import Path
 from types import TracebackType
@@ -20,11 +21,23 @@ def lock_dir() -> Path:
     return Path(os.environ.get("ZFSGLACIER_LOCK_DIR", str(DEFAULT_LOCK_DIR)))
 
 
+# Quoting can triple a 255-character dataset name; file names may have at most 255 bytes.
+_MAX_QUOTED = 200
+
+
+def lock_file_name(dataset: str) -> str:
+    """The dataset name, quoted; when that is too long for a file name, its start and a hash of all of it."""
+    quoted = quote(dataset, safe="")
+    if len(quoted) > _MAX_QUOTED:
+        quoted = f"{quoted[:_MAX_QUOTED - 65]}-{hashlib.sha256(dataset.encode()).hexdigest()}"
+    return quoted + ".lock"
+
+
 class DatasetLock:
     def __init__(self, dataset: str, purpose: str) -> None:
         self.dataset = dataset
         self.purpose = purpose
-        self.path = lock_dir() / (quote(dataset, safe="") + ".lock")
+        self.path = lock_dir() / lock_file_name(dataset)
         self._fd: int | None = None
 
     def __enter__(self) -> DatasetLock:

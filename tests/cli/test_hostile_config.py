@@ -18,7 +18,8 @@ import rig
 
 from zfsglacier import names
 from zfsglacier.cli import main
-from zfsglacier.errors import EXIT_USAGE
+from zfsglacier.errors import EXIT_LOCK_BUSY, EXIT_USAGE, LockBusyError
+from zfsglacier.lock import DatasetLock
 
 COMMANDS = {
     "backup": ["backup"],
@@ -272,3 +273,21 @@ def test_name_rules_match_zfs(zpool: rig.Pool) -> None:
     at_limit = f"{zpool.dataset('s')}@" + "s" * (names.ZFS_MAX_NAME - len(zpool.dataset("s")) - 1)
     assert names.snapshot_name_problem(at_limit) is None and zfs_accepts(["zfs", "snapshot", at_limit])
     assert names.snapshot_name_problem(at_limit + "s") and not zfs_accepts(["zfs", "snapshot", at_limit + "s"])
+
+
+def test_long_dataset_names_get_lock_files_that_fit_and_do_not_collide(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Quoting a valid name ('/' and ' ' become three characters each) may exceed a file name's 255 bytes."""
+    monkeypatch.setenv("ZFSGLACIER_LOCK_DIR", str(tmp_path / "locks"))
+    spaced = "tank/" + "a b/" * 50
+    long_names = [spaced + "x", spaced + "y", "tank/" + "z" * 250]
+    assert all(names.dataset_problem(name) is None for name in long_names)
+    with contextlib.ExitStack() as held:
+        locks = [held.enter_context(DatasetLock(name, "test")) for name in long_names]
+        assert len({lock.path for lock in locks}) == len(long_names)
+        assert all(len(lock.path.name.encode()) <= 255 for lock in locks)
+        with pytest.raises(LockBusyError) as busy:
+            DatasetLock(long_names[0], "second").__enter__()
+        assert busy.value.exit_code == EXIT_LOCK_BUSY
+        assert str(busy.value).startswith(f"{long_names[0]} is busy: another zfsglacier run holds")
