@@ -209,5 +209,13 @@ def test_clock_set_back(zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Pat
     newest = list_json(config, capsys)[-1]
     assert (newest["snapshot"], newest["base"]) == (f"{PREFIX}20261126T103000Z", names[2])
     assert short_names(dataset) == [names[2], newest["snapshot"]]
-    assert restored_digest(zpool, config, "newest") == digests[3]
+
+    # Back to noon: that name is pruned locally but still a backup on the remote, which must stay intact.
+    clock.now = clock.now.replace(hour=12, minute=0)
+    rig.mutate(files, seed=4)
+    backup_logged(config, capsys)
+    digests.append(rig.tree_digest(files))
+    assert list_json(config, capsys)[-1]["snapshot"] == f"{names[0]}-1"
+    assert restored_digest(zpool, config, "newest") == digests[4]
+    assert restored_digest(zpool, config, "first", names[0]) == digests[0]
     assert restored_digest(zpool, config, "second", names[1]) == digests[1]
