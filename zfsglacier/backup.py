@@ -255,9 +255,14 @@ def _remove_leftovers(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, local
         else:
             log.warning("destroying %s: left uncommitted by an interrupted run", snapshot.name)
             zfs.destroy_snapshot(snapshot.name)
+    kept_data = {name for gone in catalog.lost for name in gone.data_objects}
     for name in catalog.orphans:
         path = catalog.path(name)
-        if dry_run:
+        if name in kept_data:
+            # Its manifest is gone but was committed: deleting the data would lose a backup for good.
+            log.warning("keeping %s: its manifest is missing, but the index shows that backup was committed; "
+                        "run zfsglacier verify, then put the manifest back or delete the data by hand", path)
+        elif dry_run:
             echo(proc.render(rclone.deletefile_argv(path)) + "  # no manifest: not a backup")
         else:
             log.warning("removing %s: a data object without a manifest is not a backup", path)

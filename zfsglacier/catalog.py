@@ -1,7 +1,12 @@
 """What is on the remote for one dataset: committed backups (manifests) and leftovers.
 
 Loading costs one listing, one read of the index (zfsglacier/index.py) and one batched read of
-whatever manifests the index does not hold.
+whatever manifests the index does not hold (verify reads every manifest object itself, and compares
+each with its copy in the index).
+
+The manifest objects are the truth: a backup whose manifest object is damaged or missing is not
+used, even when the index holds a good copy. But a data object whose manifest is missing while the
+index still holds that committed manifest is not an orphan either: it is kept, and reported.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from dataclasses import dataclass, field
 
 from . import index
 from .config import BackupConfig
-from .errors import IntegrityError, RemoteError
+from .errors import ChainError, IntegrityError, RemoteError, ZfsglacierError
 from .manifest import MANIFEST_SUFFIX, Manifest, manifest_name, snapshot_of_data_object, snapshot_of_manifest
 from .rclone import Rclone, RemoteObject, join
 
@@ -19,14 +24,26 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class LostManifest:
+    """A committed manifest that is gone from the remote while its data object is still there."""
+
+    manifest: str  # the missing manifest object's name
+    data_objects: list[str]
+    copy: bytes  # its committed bytes, from the index
+
+
+@dataclass(frozen=True)
 class Catalog:
     directory: str  # rclone path of the dataset's directory
     manifests: list[Manifest]  # committed backups, oldest first
     objects: dict[str, RemoteObject]  # every object in the directory, by name
-    orphans: list[str]  # data objects without a manifest: not backups
+    orphans: list[str]  # data objects without a manifest, committed or not: not backups
     damaged: list[str]  # manifests that cannot be read or trusted, with the reason
     # manifest object name -> its bytes, for the good manifests (what the index copies)
     manifest_bytes: dict[str, bytes] = field(default_factory=dict)
+    # snapshot -> why its backup cannot be used (a damaged or missing manifest)
+    unusable: dict[str, ZfsglacierError] = field(default_factory=dict)
+    lost: list[LostManifest] = field(default_factory=list)
 
     def path(self, name: str) -> str:
         return join(self.directory, name)
@@ -39,58 +56,113 @@ class Catalog:
         return {m.guid for m in self.manifests}
 
 
-def load_catalog(cfg: BackupConfig, rclone: Rclone) -> Catalog:
+def load_catalog(cfg: BackupConfig, rclone: Rclone, *, read_manifests: bool = False) -> Catalog:
+    """`read_manifests`: read every manifest object instead of trusting the index's copies (verify)."""
     directory = cfg.remote_dir
     objects = {o.name: o for o in rclone.list_dir(directory)}
     manifest_names = sorted(name for name in objects if snapshot_of_manifest(name) is not None)
-    texts = _manifest_texts(rclone, directory, objects, manifest_names)
+    copies = _read_index(rclone, directory, objects)
+    if read_manifests:
+        texts = _read_manifests(rclone, directory, manifest_names)
+    else:
+        texts = _manifest_texts(rclone, directory, objects, manifest_names, copies)
 
     manifests: list[Manifest] = []
     manifest_bytes: dict[str, bytes] = {}
+    unusable: dict[str, ZfsglacierError] = {}
     damaged: list[str] = []
     for name in manifest_names:
-        snapshot = snapshot_of_manifest(name)
-        path = join(directory, name)
+        snapshot = snapshot_of_manifest(name) or name
         try:
-            manifest = Manifest.from_json(texts[name], where=path)
-            if manifest.dataset != cfg.dataset or manifest.snapshot != snapshot:
-                raise IntegrityError(
-                    f"manifest {path}: describes {manifest.dataset}@{manifest.snapshot}, not "
-                    f"{cfg.dataset}@{snapshot}"
-                )
+            manifest = _parse(cfg, join(directory, name), snapshot, texts[name])
         except IntegrityError as exc:
             log.warning("%s (ignored: that backup cannot be used)", exc)
             damaged.append(str(exc))
+            unusable[snapshot] = exc
             continue
         manifests.append(manifest)
         manifest_bytes[name] = texts[name]
+    if read_manifests:  # otherwise the copies were used only where they match
+        damaged += _differences_from_index(directory, manifest_bytes, copies)
+    lost = _lost_manifests(objects, copies)
+    for gone in lost:
+        error = ChainError(_lost_message(directory, gone))
+        log.warning("%s", error)
+        damaged.append(str(error))
+        unusable[snapshot_of_manifest(gone.manifest) or gone.manifest] = error
     # An object is an orphan only when no manifest file names its snapshot at all: a damaged
     # manifest must never turn its data into something a cleanup deletes.
     manifest_snapshots = {snapshot_of_manifest(name) for name in manifest_names}
     orphans = [
         name for name in sorted(objects)
-        if (snapshot := snapshot_of_data_object(name)) is not None and snapshot not in manifest_snapshots
+        if (of := snapshot_of_data_object(name)) is not None and of not in manifest_snapshots
     ]
     manifests.sort(key=lambda m: (m.createtxg, m.created))
-    return Catalog(directory, manifests, objects, orphans, damaged, manifest_bytes)
+    return Catalog(directory, manifests, objects, orphans, damaged, manifest_bytes, unusable, lost)
+
+
+def _parse(cfg: BackupConfig, path: str, snapshot: str, text: bytes) -> Manifest:
+    manifest = Manifest.from_json(text, where=path)
+    if manifest.dataset != cfg.dataset or manifest.snapshot != snapshot:
+        raise IntegrityError(
+            f"manifest {path}: describes {manifest.dataset}@{manifest.snapshot}, not {cfg.dataset}@{snapshot}"
+        )
+    return manifest
+
+
+def _lost_manifests(objects: dict[str, RemoteObject], copies: dict[str, bytes]) -> list[LostManifest]:
+    """Manifests the index holds (so they were committed) that are gone while their data is not."""
+    lost = []
+    for name, copy in sorted(copies.items()):
+        if name in objects or (snapshot := snapshot_of_manifest(name)) is None:
+            continue
+        data = sorted(o for o in objects if snapshot_of_data_object(o) == snapshot)
+        if data:
+            lost.append(LostManifest(name, data, copy))
+    return lost
+
+
+def _lost_message(directory: str, gone: LostManifest) -> str:
+    return (f"manifest {join(directory, gone.manifest)}: missing, though its backup was committed (the index "
+            f"{index.INDEX_NAME} holds a copy) and its data {', '.join(gone.data_objects)} is still on the "
+            "remote; put the manifest back from the index's copy, or delete the data if that backup is unwanted")
+
+
+def _read_manifests(rclone: Rclone, directory: str, names: list[str]) -> dict[str, bytes]:
+    texts = rclone.read_many(directory, names, pattern=f"*{MANIFEST_SUFFIX}")
+    _require_all(directory, names, texts)
+    return texts
+
+
+def _differences_from_index(directory: str, texts: dict[str, bytes], copies: dict[str, bytes]) -> list[str]:
+    """Manifest objects that differ from the committed copy in the index: one of the two was changed."""
+    return [
+        f"manifest {join(directory, name)}: differs from its committed copy in {index.INDEX_NAME} "
+        f"({len(texts[name])} bytes, the copy {len(copy)}): the stored manifest was changed after the commit"
+        for name, copy in sorted(copies.items()) if name in texts and texts[name] != copy
+    ]
 
 
 def _manifest_texts(rclone: Rclone, directory: str, objects: dict[str, RemoteObject],
-                    names: list[str]) -> dict[str, bytes]:
+                    names: list[str], copies: dict[str, bytes]) -> dict[str, bytes]:
     """The bytes of every listed manifest: from the index where it is current, the rest read."""
     sizes = {name: objects[name].size for name in names}
-    texts = index.usable_entries(_read_index(rclone, directory, objects), sizes)
+    texts = index.usable_entries(copies, sizes)
     missing = [name for name in names if name not in texts]
     if missing:
         log.debug("reading %d manifest(s) the index does not hold", len(missing))
         # Most of them missing (no index yet): fetch every manifest by pattern, one listing.
         pattern = f"*{MANIFEST_SUFFIX}" if len(missing) > len(names) // 4 else None
         texts |= rclone.read_many(directory, missing, pattern=pattern)
-        unread = [name for name in missing if name not in texts]
-        if unread:
-            raise RemoteError("rclone copy", f"could not read {len(unread)} manifest(s) in {directory}: "
-                                             f"{', '.join(unread[:5])}{' ...' if len(unread) > 5 else ''}")
+        _require_all(directory, missing, texts)
     return texts
+
+
+def _require_all(directory: str, names: list[str], texts: dict[str, bytes]) -> None:
+    unread = [name for name in names if name not in texts]
+    if unread:
+        raise RemoteError("rclone copy", f"could not read {len(unread)} manifest(s) in {directory}: "
+                                         f"{', '.join(unread[:5])}{' ...' if len(unread) > 5 else ''}")
 
 
 def _read_index(rclone: Rclone, directory: str, objects: dict[str, RemoteObject]) -> dict[str, bytes]:
@@ -105,8 +177,11 @@ def _read_index(rclone: Rclone, directory: str, objects: dict[str, RemoteObject]
 
 
 def write_index(rclone: Rclone, catalog: Catalog, committed: Manifest) -> None:
-    """Rewrite the index after a commit. Its failure costs the next run time, not correctness."""
-    entries = {**catalog.manifest_bytes, manifest_name(committed.snapshot): committed.to_json()}
+    """Rewrite the index after a commit. Its failure costs the next run time, not correctness.
+
+    The copies of lost manifests are kept: they are what keeps their data from being taken for orphans."""
+    lost = {gone.manifest: gone.copy for gone in catalog.lost}
+    entries = {**lost, **catalog.manifest_bytes, manifest_name(committed.snapshot): committed.to_json()}
     path = catalog.path(index.INDEX_NAME)
     try:
         rclone.write(path, index.encode(entries))

@@ -6,10 +6,16 @@ Layout under `<remote>:<bucket>/<dataset>/`:
     <snapshot>.manifest.json       the commit: written last, only after the data object is complete
     zfsglacier.index.json          a copy of every committed manifest, rewritten after each commit
 A data object without its manifest is not a backup.
+
+A manifest carries its own checksum (format version 2): `manifest_sha256`, the sha256 of its other
+keys as canonical JSON, so a flipped byte that still parses (a digit of a size or of `sha256`) is
+reported as a damaged manifest, not as a damaged data object. Version 1 manifests, without it, are
+still read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -19,7 +25,9 @@ from .codecs import CODECS
 from .errors import ChainError, IntegrityError
 
 FORMAT = "zfsglacier-manifest"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+SELF_CHECK = "manifest_sha256"
 MANIFEST_SUFFIX = ".manifest.json"
 KINDS = {"full": "full", "incremental": "incr"}
 _DATA_NAME = re.compile(r"(?P<snapshot>.+)\.(?P<kind>full|incr)\.zfs(?P<suffix>\.[a-z0-9]+)?")
@@ -62,7 +70,8 @@ class Manifest:
     tool_version: str
 
     def to_json(self) -> bytes:
-        doc = {"format": FORMAT, "version": FORMAT_VERSION, **asdict(self)}
+        doc: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, **asdict(self)}
+        doc[SELF_CHECK] = content_sha256(doc)
         return (json.dumps(doc, indent=2) + "\n").encode()
 
     @classmethod
@@ -74,11 +83,12 @@ class Manifest:
             raise IntegrityError(f"manifest {where}: not valid JSON ({exc})") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise IntegrityError(f"manifest {where}: not a zfsglacier manifest")
-        if doc.get("version") != FORMAT_VERSION:
+        if doc.get("version") not in READABLE_VERSIONS:
             raise IntegrityError(
                 f"manifest {where}: format version {doc.get('version')!r} is not supported by this "
-                f"version of zfsglacier (supports {FORMAT_VERSION})"
+                f"version of zfsglacier (supports {', '.join(map(str, READABLE_VERSIONS))})"
             )
+        _check_self(doc, where)
         fields = {name: doc.get(name) for name in cls.__dataclass_fields__}
         problems = [p for p in _field_problems(fields) if p]
         if problems:
@@ -88,6 +98,21 @@ class Manifest:
     @property
     def full_snapshot(self) -> str:
         return f"{self.dataset}@{self.snapshot}"
+
+
+def content_sha256(doc: dict[str, Any]) -> str:
+    """sha256 of a manifest's keys other than its self-check, as canonical JSON."""
+    content = {key: value for key, value in doc.items() if key != SELF_CHECK}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_self(doc: dict[str, Any], where: str) -> None:
+    if doc["version"] == 1:
+        return  # written before manifests checked themselves
+    if doc.get(SELF_CHECK) != content_sha256(doc):
+        problem = "is missing" if SELF_CHECK not in doc else "does not match its content"
+        raise IntegrityError(f"manifest {where}: damaged: its {SELF_CHECK} {problem}")
 
 
 def _field_problems(f: dict[str, Any]) -> list[str | None]:
@@ -113,6 +138,14 @@ def _field_problems(f: dict[str, Any]) -> list[str | None]:
     return problems
 
 
+class ChainGap(ChainError):
+    """The chain needs a backup that has no usable manifest on the remote."""
+
+    def __init__(self, message: str, missing_snapshot: str | None) -> None:
+        super().__init__(message)
+        self.missing_snapshot = missing_snapshot
+
+
 def build_chain(manifests: list[Manifest], snapshot: str | None = None) -> list[Manifest]:
     """The backups to restore, full first, ending at `snapshot` (the newest when None).
 
@@ -135,9 +168,10 @@ def build_chain(manifests: list[Manifest], snapshot: str | None = None) -> list[
         current = chain[-1]
         base = by_guid.get(current.base_guid or "")
         if base is None:
-            raise ChainError(
+            raise ChainGap(
                 f"chain broken: {current.snapshot} is an incremental from {current.base} "
-                f"(guid {current.base_guid}), which has no committed backup on the remote"
+                f"(guid {current.base_guid}), which has no committed backup on the remote",
+                current.base,
             )
         if base.guid in seen:
             raise IntegrityError(f"manifests form a loop at {base.snapshot}")

@@ -1,35 +1,66 @@
 """`zfsglacier restore`: chain the committed backups by guid, confirm, then stream each one
-`rclone cat` -> verify + decompress -> `zfs receive`, and check every received snapshot's guid."""
+`rclone cat` -> verify + decompress -> `zfs receive`, and check every received snapshot's guid.
+
+A chain is received backup by backup, so a damaged incremental is found after the backups before it
+were committed. Such a target must not look complete: once the full is received, the target carries
+the user property `org.zfsglacier:restore=incomplete` and stays unmounted until the last backup is
+received. What was received is kept; the same restore run again continues after it.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 
-from . import names, zfs
+from . import names, proc, zfs
 from .catalog import Catalog, load_catalog
 from .codecs import get_codec
 from .config import BackupConfig
-from .errors import ChainError, IntegrityError, RefusedError, UsageError
+from .errors import ChainError, IntegrityError, RefusedError, UsageError, ZfsError, ZfsglacierError
 from .lock import DatasetLock
-from .manifest import Manifest, build_chain
+from .manifest import ChainGap, Manifest, build_chain
 from .pipeline import Expected, receive_from_remote
 from .progress import Progress, human_bytes
 from .rclone import Rclone, find_rclone
 
 log = logging.getLogger(__name__)
+RESTORE_PROPERTY = "org.zfsglacier:restore"
+INCOMPLETE = "incomplete"
 
 # Asked with a prompt, returns what the user typed; None when there is no terminal to ask on.
 Confirm = Callable[[str], str | None]
 
 
-def plan_lines(chain: list[Manifest], catalog: Catalog, target: str) -> list[str]:
+def plan_lines(chain: list[Manifest], catalog: Catalog, target: str, received: int = 0) -> list[str]:
     lines = [f"restore into {target}, {len(chain)} object(s) in order:"]
-    for m in chain:
+    if received:
+        lines[0] = (f"continue the unfinished restore into {target}: {received} of {len(chain)} object(s) "
+                    "already received:")
+    for position, m in enumerate(chain):
         source = "full" if m.base is None else f"incremental from {m.base}"
+        done = "  (already received)" if position < received else ""
         lines.append(f"  {m.snapshot}  {source}  {human_bytes(m.stored_bytes)} stored, "
-                     f"{human_bytes(m.raw_bytes)} raw  {catalog.path(m.object)}")
+                     f"{human_bytes(m.raw_bytes)} raw  {catalog.path(m.object)}{done}")
     return lines
+
+
+def resolve_chain(catalog: Catalog, snapshot: str | None) -> list[Manifest]:
+    """The chain to restore. A backup whose manifest is damaged or missing is named, never skipped:
+    without --snapshot it might be the newest, so a restore of "the newest" is refused."""
+    if snapshot is None and catalog.unusable:
+        name, error = sorted(catalog.unusable.items())[0]
+        raise type(error)(f"{error}; so the newest backup is unknown: give --snapshot NAME to restore a backup "
+                          f"whose chain does not need {name}")
+    wanted = snapshot.partition("@")[2] if snapshot and "@" in snapshot else snapshot
+    if wanted in catalog.unusable:
+        raise catalog.unusable[wanted]
+    try:
+        return build_chain(catalog.manifests, snapshot)
+    except ChainGap as gap:
+        cause = catalog.unusable.get(gap.missing_snapshot or "")
+        if cause is None:
+            raise
+        raise type(cause)(f"{cause} (needed: {gap})") from None
 
 
 def check_objects(chain: list[Manifest], catalog: Catalog) -> None:
@@ -53,12 +84,14 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
     rclone = Rclone(find_rclone(), cfg.rclone_config)
     with DatasetLock(target, "restore"):
         catalog = load_catalog(cfg, rclone)
-        chain = build_chain(catalog.manifests, snapshot)
+        chain = resolve_chain(catalog, snapshot)
         check_objects(chain, catalog)
-        if zfs.dataset_exists(target) and not force:
+        exists = zfs.dataset_exists(target)
+        received = already_received(target, chain) if exists else 0
+        if exists and not force and not received:
             raise RefusedError(f"{target} already exists: choose a new --target-dataset, or give --force "
                                "to overwrite it (zfs receive -F)")
-        for line in plan_lines(chain, catalog, target):
+        for line in plan_lines(chain, catalog, target, received):
             echo(line)
         if not yes:
             answer = confirm(f"Type the target dataset name ({target}) to start the restore: ")
@@ -66,15 +99,63 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
                 raise RefusedError("no terminal to confirm on: give --yes to restore without asking")
             if answer.strip() != target:
                 raise RefusedError("not confirmed (the name typed does not match): nothing was changed")
-        if force and zfs.dataset_exists(target):
+        if exists:
             # Received over while mounted, zfs-fuse at times fails the receive with an I/O error
             # after writing the snapshot; unmounted, it does not. OpenZFS would unmount it itself.
             zfs.unmount_if_mounted(target)
-        for position, manifest in enumerate(chain):
-            receive_backup(rclone, catalog, manifest, target, force=force or position > 0)
-            log.info("restored %s@%s (%d of %d)", target, manifest.snapshot, position + 1, len(chain))
+        for position in range(received, len(chain)):
+            receive_in_chain(rclone, catalog, chain, position, target, force=force)
+        _set_restore_state(target, None)
         zfs.mount_if_mountable(target)
     return chain
+
+
+def receive_in_chain(rclone: Rclone, catalog: Catalog, chain: list[Manifest], position: int, target: str, *,
+                     force: bool) -> None:
+    """Receive chain[position]; after the full, mark the target unfinished until the end of the chain."""
+    manifest = chain[position]
+    try:
+        receive_backup(rclone, catalog, manifest, target, force=force or position > 0)
+    except ZfsglacierError as exc:
+        if position > 0:
+            exc.args = (f"{exc}; {unfinished_note(target, chain, position)}",)
+        raise
+    if position == 0 and len(chain) > 1:
+        _set_restore_state(target, INCOMPLETE)
+        zfs.unmount_if_mounted(target)
+    log.info("restored %s@%s (%d of %d)", target, manifest.snapshot, position + 1, len(chain))
+
+
+def unfinished_note(target: str, chain: list[Manifest], failed: int) -> str:
+    return (f"{target} is unfinished: it holds {target}@{chain[failed - 1].snapshot} ({failed} of {len(chain)} "
+            f"backups), is marked {RESTORE_PROPERTY}={INCOMPLETE} and not mounted; run the same restore again "
+            f"to continue once {chain[failed].object} is fixed, or zfs destroy -r {target}")
+
+
+def already_received(target: str, chain: list[Manifest]) -> int:
+    """How much of `chain` an unfinished restore left in `target` (0 when it holds none)."""
+    if _restore_state(target) != INCOMPLETE:
+        return 0
+    guids = [s.guid for s in zfs.list_snapshots(target)]
+    if not guids or guids != [m.guid for m in chain[: len(guids)]]:
+        raise RefusedError(
+            f"{target} holds an unfinished restore ({RESTORE_PROPERTY}={INCOMPLETE}) of other backups than "
+            f"this chain: choose another --target-dataset, or zfs destroy -r {target} first"
+        )
+    return len(guids)
+
+
+def _restore_state(dataset: str) -> str:
+    argv = [zfs.ZFS, "get", "-H", "-o", "value", RESTORE_PROPERTY, dataset]
+    return proc.run("zfs get", argv, error=ZfsError).stdout.decode("utf-8", "replace").strip()
+
+
+def _set_restore_state(dataset: str, state: str | None) -> None:
+    if state is None:
+        argv = [zfs.ZFS, "inherit", RESTORE_PROPERTY, dataset]
+    else:
+        argv = [zfs.ZFS, "set", f"{RESTORE_PROPERTY}={state}", dataset]
+    proc.run(f"zfs {argv[1]}", argv, error=ZfsError)
 
 
 def receive_backup(rclone: Rclone, catalog: Catalog, manifest: Manifest, target: str, *, force: bool) -> None:

@@ -1,6 +1,8 @@
 """`zfsglacier verify`: download stored backups and check them against their manifests.
 
-Each object's size, sha256 and decompressed size must match its manifest. With --deep, the chain is
+Each object's size, sha256 and decompressed size must match its manifest. Every manifest object is read
+itself (restore may use the index's copy instead) and must pass its self-check and equal its copy in
+the index; a committed manifest that is missing while its data is not fails too. With --deep, the chain is
 also received into a throwaway dataset beside the configured one (and destroyed after), since only a
 `zfs receive` proves a stream. One line per backup; any failure makes the exit code non-zero.
 """
@@ -18,11 +20,11 @@ from .codecs import get_codec
 from .config import BackupConfig
 from .errors import EXIT_INTEGRITY, EXIT_OK, ZfsglacierError
 from .lock import DatasetLock
-from .manifest import Manifest, build_chain
+from .manifest import Manifest
 from .pipeline import Expected, check_remote_object
 from .progress import Progress, human_bytes
 from .rclone import Rclone, find_rclone
-from .restore import check_objects, receive_backup
+from .restore import check_objects, receive_backup, resolve_chain
 
 log = logging.getLogger(__name__)
 SCRATCH_PREFIX = "zfsglacier-verify-"
@@ -41,22 +43,23 @@ class Outcome:
 
 
 def to_verify(catalog: Catalog, snapshot: str | None, every: bool) -> list[Manifest]:
-    """--all: every committed backup; else the chain a restore of `snapshot` (default the newest) needs."""
+    """--all: every committed backup; else the chain a restore of `snapshot` (default the newest) needs,
+    refused for the same reasons a restore would be (a damaged or missing manifest it may need)."""
     if every and catalog.manifests:
         return list(catalog.manifests)
-    return build_chain(catalog.manifests, snapshot)  # with no backups at all: a ChainError that says so
+    return resolve_chain(catalog, snapshot)  # with no backups at all: a ChainError that says so
 
 
 def verify(cfg: BackupConfig, *, snapshot: str | None = None, every: bool = False, deep: bool = False,
            echo: Callable[[str], None] = print) -> int:
     rclone = Rclone(find_rclone(), cfg.rclone_config)
-    catalog = load_catalog(cfg, rclone)
+    catalog = load_catalog(cfg, rclone, read_manifests=True)
     outcomes = [_check(rclone, catalog, m) for m in to_verify(catalog, snapshot, every)]
     for outcome in outcomes:
         echo(outcome.line())
     errors = [o.error for o in outcomes if o.error is not None]
     if deep and not errors:
-        chain = build_chain(catalog.manifests, snapshot)
+        chain = resolve_chain(catalog, snapshot)
         scratch = _receive_into_scratch(cfg, rclone, catalog, chain)
         echo(f"OK      chain of {len(chain)} backup(s) up to {chain[-1].snapshot} received into {scratch} "
              "(destroyed again), every snapshot's guid matches")
@@ -65,6 +68,8 @@ def verify(cfg: BackupConfig, *, snapshot: str | None = None, every: bool = Fals
     if errors:
         echo(f"{len(errors)} of {len(outcomes)} backup(s) failed verification")
         return errors[0].exit_code
+    if catalog.unusable:  # a damaged manifest (5) or a committed one gone missing (8)
+        return min(error.exit_code for error in catalog.unusable.values())
     return EXIT_INTEGRITY if catalog.damaged else EXIT_OK
 
 

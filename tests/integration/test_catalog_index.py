@@ -14,7 +14,7 @@ from zfsglacier import proc
 from zfsglacier.index import INDEX_NAME
 from zfsglacier.index import decode as index_decode
 from zfsglacier.index import encode as index_encode
-from zfsglacier.manifest import Manifest, manifest_name
+from zfsglacier.manifest import SELF_CHECK, Manifest, content_sha256, manifest_name
 from zfsglacier.rclone import Rclone, RemoteObject
 
 pytestmark = pytest.mark.integration
@@ -139,10 +139,12 @@ def test_a_stale_index_never_outranks_the_manifests_on_the_remote(
     first_path = folder / manifest_name(first)
     doc = json.loads(first_path.read_bytes())
     doc.update(host=doc["host"] + "-renamed-host", created="2001-02-03T04:05:06.789000+00:00")
+    doc[SELF_CHECK] = content_sha256(doc)
     first_path.write_bytes((json.dumps(doc, indent=2) + "\n").encode())
     Manifest.from_json(first_path.read_bytes(), "edited")  # still a good manifest
-    # The newest manifest is gone (its data object stays, a leftover, not a backup).
+    # The newest backup is gone, manifest and data (a manifest gone while its data stays: test_corruption.py).
     (folder / manifest_name(third)).unlink()
+    next(folder.glob(f"{third}.incr.zfs.*")).unlink()
     assert (folder / INDEX_NAME).read_bytes() == stale_index
     assert manifest_name(third) in index_decode(stale_index)
 

@@ -5,9 +5,12 @@ import pytest
 
 from zfsglacier.errors import ChainError, IntegrityError
 from zfsglacier.manifest import (
+    SELF_CHECK,
+    ChainGap,
     Manifest,
     build_chain,
     chain_is_complete,
+    content_sha256,
     data_object_name,
     manifest_name,
     snapshot_of_data_object,
@@ -35,8 +38,48 @@ INC4 = make("s4", "104", 4, INC3)
 def test_json_round_trip() -> None:
     assert Manifest.from_json(INC2.to_json(), "x") == INC2
     doc = json.loads(INC2.to_json())
-    assert doc["format"] == "zfsglacier-manifest" and doc["version"] == 1
+    assert doc["format"] == "zfsglacier-manifest" and doc["version"] == 2
     assert isinstance(doc["guid"], str)
+    assert len(doc[SELF_CHECK]) == 64
+
+
+def resealed(doc: dict[str, object]) -> bytes:
+    """A manifest changed on purpose: its self-check recomputed, so the change itself is what is tested."""
+    doc[SELF_CHECK] = content_sha256(doc)
+    return json.dumps(doc).encode()
+
+
+def test_a_version_1_manifest_without_a_self_check_is_still_read() -> None:
+    doc = json.loads(INC2.to_json())
+    doc["version"] = 1
+    del doc[SELF_CHECK]
+    assert Manifest.from_json(json.dumps(doc).encode(), "x") == INC2
+
+
+def test_any_flipped_bit_is_a_damaged_manifest_never_a_changed_backup() -> None:
+    original = INC2.to_json()
+    for position in range(len(original)):
+        for bit in (0x01, 0x10):
+            data = bytearray(original)
+            data[position] ^= bit
+            with pytest.raises(IntegrityError, match=r"^manifest remote:b/s2\.manifest\.json: "):
+                Manifest.from_json(bytes(data), "remote:b/s2.manifest.json")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda d: d.update(sha256="b" * 64), "manifest_sha256 does not match its content"),
+        (lambda d: d.update(stored_bytes=101), "manifest_sha256 does not match its content"),
+        (lambda d: d.update(extra="x"), "manifest_sha256 does not match its content"),
+        (lambda d: d.pop(SELF_CHECK), "manifest_sha256 is missing"),
+    ],
+)
+def test_a_version_2_manifest_that_parses_but_was_changed_is_damaged(change, expected: str) -> None:  # type: ignore[no-untyped-def]
+    doc = json.loads(INC2.to_json())
+    change(doc)
+    with pytest.raises(IntegrityError, match=f"manifest m: damaged: its {expected}"):
+        Manifest.from_json(json.dumps(doc).encode(), "m")
 
 
 @pytest.mark.parametrize(
@@ -56,7 +99,7 @@ def test_bad_manifests_are_rejected_with_the_object_named(mutate, expected: str)
     doc = json.loads(INC2.to_json())
     mutate(doc)
     with pytest.raises(IntegrityError, match=expected) as info:
-        Manifest.from_json(json.dumps(doc).encode(), "remote:b/x.manifest.json")
+        Manifest.from_json(resealed(doc), "remote:b/x.manifest.json")
     assert "remote:b/x.manifest.json" in str(info.value)
 
 
@@ -89,8 +132,9 @@ def test_chain_follows_guids_not_names() -> None:
 
 
 def test_gap_is_named() -> None:
-    with pytest.raises(ChainError, match="s4 is an incremental from s3"):
+    with pytest.raises(ChainGap, match="s4 is an incremental from s3") as info:
         build_chain([FULL, INC2, INC4])
+    assert info.value.missing_snapshot == "s3"
     assert build_chain([FULL, INC2, INC4], "s2") == [FULL, INC2]
     assert not chain_is_complete([FULL, INC2, INC4], INC4)
     assert chain_is_complete([FULL, INC2, INC4], INC2)
