@@ -5,6 +5,9 @@ resolution and restore planning cost one listing and one read. The manifests sta
 index entry is used only for a manifest object the listing shows, with exactly the entry's size,
 and the index is rewritten after each commit (never before: it only ever copies committed
 manifests). A missing, stale or unreadable index only makes loading slower.
+
+One thing the index decides: a data object whose manifest object is gone is kept (and reported)
+while the index holds that manifest, since it was committed; the rewrite keeps such entries.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import rig
 from helpers import cli, list_json, write_config
 
 from zfsglacier.errors import EXIT_CHAIN, EXIT_INTEGRITY, EXIT_OK
+from zfsglacier.manifest import SELF_CHECK, content_sha256
 from zfsglacier.verify import SCRATCH_PREFIX
 
 pytestmark = pytest.mark.integration
@@ -113,3 +115,22 @@ def test_nothing_to_verify_is_an_error_not_a_pass(zpool: rig.Pool, local_remote:
     for flags in ([], ["--all"]):
         assert cli("verify", "--config", config, *flags) == EXIT_CHAIN
         assert "no committed backups" in capsys.readouterr().err
+
+
+def test_a_rewritten_manifest_that_still_checks_out_differs_from_the_index(three_backups, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Same size as the index's copy, so list and restore use the copy; verify reads the object itself."""
+    remote, config, records = three_backups
+    path = stored(remote, records[1]).parent / f"{records[1]['snapshot']}.manifest.json"
+    doc = json.loads(path.read_bytes())
+    doc["created"] = "1999" + doc["created"][4:]  # a change of the same length, sealed again
+    doc[SELF_CHECK] = content_sha256(doc)
+    size = path.stat().st_size
+    path.write_bytes((json.dumps(doc, indent=2) + "\n").encode())
+    assert path.stat().st_size == size
+    assert cli("verify", "--config", config, "--all") == EXIT_INTEGRITY
+    lines = verify_lines(capsys)
+    assert [line for line in lines if line.startswith("FAILED")] == [
+        f"FAILED  manifest {remote.path(f'{path.parent.relative_to(remote.root)}/{path.name}')}: differs from its "
+        f"committed copy in zfsglacier.index.json ({size} bytes, the copy {size}): the stored manifest was changed "
+        "after the commit"
+    ]
