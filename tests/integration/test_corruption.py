@@ -263,6 +263,12 @@ def test_damaged_manifest(case: Case, target: str, capsys: pytest.CaptureFixture
         assert "damaged" in line if how == "flip" else "not valid JSON" in line
     assert "the newest backup is unknown: give --snapshot" in line
     assert not dataset_exists(target)
+    # list shows the other backups, warns about this one, and fails.
+    assert cli("list", "--config", case.config, "--json") == EXIT_INTEGRITY
+    listed = capsys.readouterr()
+    assert [r["snapshot"] for r in json.loads(listed.out)] == [s for i, s in enumerate(case.chain.snapshots)
+                                                               if i != position]
+    assert f"manifest {manifest_path}: " in listed.err
     if position == 2:
         return
     # The chain of the newest backup needs the damaged one: the gap is named, nothing is received.

@@ -104,8 +104,11 @@ def test_damaged_object_is_named_and_nothing_of_it_is_committed(  # type: ignore
         # Damage to the full, or a size that differs from the manifest (seen before anything starts).
         assert not dataset_exists(target)
     else:
-        # The earlier snapshots are complete and verified; the damaged one is not there.
+        # The earlier snapshots are complete and verified; the damaged one is not there, and the target
+        # says it is unfinished.
         assert [s.partition("@")[2] for s in snapshots(target)] == [r["snapshot"] for r in records[:which]]
+        state = rig.out(["zfs", "get", "-H", "-o", "value", "org.zfsglacier:restore,mounted", target])
+        assert state.split() == ["incomplete", "no"]
 
 
 def test_damaged_payload_with_a_valid_compressed_stream_is_caught_by_the_hash(  # type: ignore[no-untyped-def]
