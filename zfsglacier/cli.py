@@ -92,7 +92,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "list":
         catalog = load_catalog(cfg, rclone_for(cfg))
         print(as_json(catalog) if args.json else as_table(catalog))
-        return EXIT_INTEGRITY if catalog.damaged else EXIT_OK
+        # The same code verify gives: 5 for a damaged manifest, 8 for a committed one gone missing.
+        codes = [error.exit_code for error in catalog.unusable.values()]
+        return min(codes) if codes else EXIT_INTEGRITY if catalog.damaged else EXIT_OK
     if args.command == "verify":
         return verify(cfg, snapshot=args.snapshot, every=args.all, deep=args.deep)
     raise AssertionError(f"unhandled command {args.command}")
