@@ -24,7 +24,7 @@ from .lock import DatasetLock
 from .manifest import Manifest, chain_is_complete, data_object_name, manifest_name
 from .pipeline import send_to_remote
 from .progress import Progress, human_bytes
-from .rclone import Rclone, find_rclone
+from .rclone import Rclone, rclone_for
 from .zfs import Snapshot
 
 log = logging.getLogger(__name__)
@@ -117,12 +117,13 @@ def _why_full(catalog: Catalog, local: list[Snapshot]) -> str:
 def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
            echo: Callable[[str], None] = print) -> Manifest | None:
     check_snapshot_names_fit(cfg)
-    rclone = Rclone(find_rclone(), cfg.rclone_config)
+    rclone = rclone_for(cfg)
     codec = get_codec(cfg.compressor)
     with DatasetLock(cfg.dataset, "backup"):
         local = zfs.list_snapshots(cfg.dataset)
         catalog = load_catalog(cfg, rclone)
         local = _remove_leftovers(cfg, rclone, catalog, local, dry_run, echo)
+        _abort_unfinished_uploads(rclone, catalog, dry_run, echo)
 
         base, why = (None, "full: --full given") if full else choose_base(catalog, local)
         taken = {s.short_name for s in local} | {m.snapshot for m in catalog.manifests}
@@ -170,7 +171,8 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
     manifest_tried = False
     progress = Progress(f"backup {plan.snapshot}")
     try:
-        stats = send_to_remote(send_argv, rcat_argv, codec, cfg.level, cfg.threads, progress.update)
+        stats = send_to_remote(send_argv, rcat_argv, codec, cfg.level, cfg.threads, progress.update,
+                               rclone.stall_timeout)
         stored = {o.name: o.size for o in rclone.list_dir(catalog.directory)}.get(plan.object_name)
         if stored != stats.stored_bytes:
             raise RemoteError("rclone rcat", f"{object_path} holds {stored} bytes after upload, "
@@ -228,11 +230,29 @@ def _undo(snapshot: str, rclone: Rclone, catalog: Catalog, names: list[str], cau
             log.info("removed partial object %s", catalog.path(name))
         except ZfsglacierError as exc:
             log.warning("could not remove %s (the next backup removes it): %s", catalog.path(name), exc)
+    _abort_unfinished_uploads(rclone, catalog, dry_run=False, echo=print)
     try:
         zfs.destroy_snapshot(snapshot)
         log.info("destroyed snapshot %s made by this run", snapshot)
     except ZfsglacierError as exc:
         log.warning("could not destroy %s (the next backup destroys it): %s", snapshot, exc)
+
+
+def _abort_unfinished_uploads(rclone: Rclone, catalog: Catalog, dry_run: bool,
+                              echo: Callable[[str], None]) -> None:
+    """A killed upload leaves an unfinished multipart upload on S3: invisible in listings, billed.
+    Only uploads of this dataset's directory are touched, and we hold its lock: none is running.
+    Failing to abort one is a warning: the backup itself does not depend on it."""
+    try:
+        if dry_run:
+            if rclone.unfinished_uploads(catalog.directory):
+                echo(proc.render(rclone.abort_uploads_argv(catalog.directory)) + "  # left by an interrupted upload")
+            return
+        for key in rclone.abort_unfinished_uploads(catalog.directory):
+            log.warning("aborted the unfinished multipart upload of %s left by a failed or interrupted upload", key)
+    except ZfsglacierError as exc:
+        log.warning("unfinished multipart uploads in %s not aborted (the next backup tries again): %s",
+                    catalog.directory, exc)
 
 
 def _remove_leftovers(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, local: list[Snapshot],

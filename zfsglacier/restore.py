@@ -21,7 +21,7 @@ from .lock import DatasetLock
 from .manifest import ChainGap, Manifest, build_chain
 from .pipeline import Expected, receive_from_remote
 from .progress import Progress, human_bytes
-from .rclone import Rclone, find_rclone
+from .rclone import Rclone, rclone_for
 
 log = logging.getLogger(__name__)
 RESTORE_PROPERTY = "org.zfsglacier:restore"
@@ -81,7 +81,7 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
     problem = names.dataset_problem(target)
     if problem:
         raise UsageError(f"--target-dataset {target!r}: dataset name {problem}")
-    rclone = Rclone(find_rclone(), cfg.rclone_config)
+    rclone = rclone_for(cfg)
     with DatasetLock(target, "restore"):
         catalog = load_catalog(cfg, rclone)
         chain = resolve_chain(catalog, snapshot)
@@ -172,6 +172,7 @@ def receive_backup(rclone: Rclone, catalog: Catalog, manifest: Manifest, target:
             codec,
             Expected(path, manifest.stored_bytes, manifest.sha256, manifest.raw_bytes),
             progress.update,
+            rclone.stall_timeout,
         )
     finally:
         progress.close()

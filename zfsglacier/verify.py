@@ -23,7 +23,7 @@ from .lock import DatasetLock
 from .manifest import Manifest
 from .pipeline import Expected, check_remote_object
 from .progress import Progress, human_bytes
-from .rclone import Rclone, find_rclone
+from .rclone import Rclone, rclone_for
 from .restore import check_objects, receive_backup, resolve_chain
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def to_verify(catalog: Catalog, snapshot: str | None, every: bool) -> list[Manif
 
 def verify(cfg: BackupConfig, *, snapshot: str | None = None, every: bool = False, deep: bool = False,
            echo: Callable[[str], None] = print) -> int:
-    rclone = Rclone(find_rclone(), cfg.rclone_config)
+    rclone = rclone_for(cfg)
     catalog = load_catalog(cfg, rclone, read_manifests=True)
     outcomes = [_check(rclone, catalog, m) for m in to_verify(catalog, snapshot, every)]
     for outcome in outcomes:
@@ -80,7 +80,7 @@ def _check(rclone: Rclone, catalog: Catalog, manifest: Manifest) -> Outcome:
         check_objects([manifest], catalog)
         check_remote_object(rclone.cat_argv(path), get_codec(manifest.compressor),
                             Expected(path, manifest.stored_bytes, manifest.sha256, manifest.raw_bytes),
-                            progress.update)
+                            progress.update, rclone.stall_timeout)
     except ZfsglacierError as exc:
         log.debug("verify %s: %r", manifest.snapshot, exc)
         return Outcome(manifest, exc)
