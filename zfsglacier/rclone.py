@@ -2,12 +2,18 @@
 
 Every remote path starts with the remote name and a colon, so no value from the config can be
 taken by rclone as a flag.
+
+Secrets: rclone's output may quote them (a config line it cannot parse is echoed whole), so every
+message built from it passes through `redact` first. A mistake in the rclone config (unparsable file,
+missing remote, unknown backend) is a configuration error, told apart from a remote failure.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import shutil
 import sys
 import tempfile
@@ -17,19 +23,74 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import proc
-from .errors import RemoteError
+from .errors import ConfigError, RemoteError, ZfsglacierError
 
 if TYPE_CHECKING:
     from .config import BackupConfig
 
 log = logging.getLogger(__name__)
 
-# Cloud credentials rclone may read from the environment (env_auth); zfs gets none of them.
-_CREDENTIAL_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_", "B2_", "SWIFT_", "OS_")
+# rclone's own settings and the cloud credentials it may read from the environment (env_auth);
+# only rclone gets them.
+_RCLONE_ENV_PREFIXES = ("RCLONE_", "AWS_", "GOOGLE_", "AZURE_", "B2_", "SWIFT_", "OS_")
+
+# Metadata calls (listings, manifests, the index, deletes) retry each request this often instead of
+# rclone's 10. rclone retries twice over (its pacer, and the cloud SDK inside it, each that many times,
+# with backoff), so with 10 an S3 endpoint that refuses connections fails a listing after about 11
+# minutes; with 3, after about 20 s, still riding out a short outage. The data streams keep rclone's
+# default: a multipart upload of hours should survive a flaky link. RCLONE_LOW_LEVEL_RETRIES, when
+# set, wins.
+SHORT_CALL_LOW_LEVEL_RETRIES = "3"
 
 
 def env() -> dict[str, str]:
-    return proc.child_env(_CREDENTIAL_PREFIXES)
+    """The environment of an rclone child: the basics, RCLONE_* and cloud credentials, nothing else."""
+    return proc.child_env(_RCLONE_ENV_PREFIXES)
+
+
+def short_call_env() -> dict[str, str]:
+    variables = env()
+    variables.setdefault("RCLONE_LOW_LEVEL_RETRIES", SHORT_CALL_LOW_LEVEL_RETRIES)
+    return variables
+
+
+# --- secrets in rclone's output --------------------------------------------------------------------
+
+# Names of environment variables and rclone config keys whose values are secrets (or identify one).
+_SECRET_NAME = re.compile(r"pass|secret|token|key|credential|session|sas_url|connection_string", re.IGNORECASE)
+_NOT_SECRETS = {"true", "false"}
+_MIN_SECRET_LENGTH = 4
+# rclone echoes a config line it cannot parse, which may be `secret_access_key SECRET`.
+_UNPARSABLE_LINE = re.compile(r"(could not parse line:).*")
+_CONFIG_ENTRY = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*=\s*(.*?)\s*$")
+REDACTED = "[redacted]"
+
+
+def default_config_path() -> Path:
+    if os.environ.get("RCLONE_CONFIG"):
+        return Path(os.environ["RCLONE_CONFIG"])
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "rclone" / "rclone.conf"
+
+
+def _secret_values(config_path: Path | None) -> set[str]:
+    values = {value for name, value in os.environ.items() if _SECRET_NAME.search(name)}
+    try:
+        text = (config_path or default_config_path()).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        entry = _CONFIG_ENTRY.match(line)
+        if entry and _SECRET_NAME.search(entry.group(1)):
+            values.add(entry.group(2))
+    return {v for v in values if len(v) >= _MIN_SECRET_LENGTH and v.lower() not in _NOT_SECRETS}
+
+
+def redact(text: str, config_path: Path | None) -> str:
+    """`text` without any secret of the environment or the rclone config file."""
+    text = _UNPARSABLE_LINE.sub(rf"\1 {REDACTED} (the line is not shown: it may hold a secret)", text)
+    for secret in sorted(_secret_values(config_path), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
 
 
 # Parallel requests when fetching many small objects (manifests) in one rclone process.
@@ -37,6 +98,8 @@ FETCH_PARALLEL = 32
 
 # rclone's exit code for "directory not found": an empty listing for us.
 _EXIT_DIR_NOT_FOUND = 3
+_STDERR_TAIL_LINES = 20
+_LOG_TIMESTAMP = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ")
 
 
 @dataclass(frozen=True)
@@ -107,21 +170,69 @@ class Rclone:
     def abort_uploads_argv(self, directory: str) -> list[str]:
         return [*self._base(), "backend", "cleanup", "-o", "max-age=0", directory]
 
-    def _run(self, stage: str, argv: list[str], *, check: bool = True, input: bytes | None = None) -> proc.Result:
-        return proc.run(stage, argv, error=RemoteError, check=check, input=input, env=env(),
-                        timeout=self.stall_timeout, timeout_source="[rclone] stall_timeout")
+    def listremotes_argv(self) -> list[str]:
+        return [*self._base(), "listremotes"]
+
+    def _run(self, stage: str, argv: list[str], *, check: bool = True, input: bytes | None = None,
+             what: str = "") -> proc.Result:
+        """A short call. With `check`, its failure names `what` it was doing, with rclone's stderr redacted."""
+        result = proc.run(stage, argv, error=RemoteError, check=False, input=input, env=short_call_env(),
+                          timeout=self.stall_timeout, timeout_source="[rclone] stall_timeout")
+        if check and result.returncode != 0:
+            raise self.failure(stage, f"{what or argv[-1]} failed (exit {result.returncode})", result.stderr)
+        return result
+
+    def failure(self, stage: str, detail: str, stderr: str) -> ZfsglacierError:
+        """The error for an rclone call that failed: a ConfigError when the rclone config is at fault."""
+        config_problem = self.config_problem(stderr)
+        if config_problem is not None:
+            return ConfigError(config_problem)
+        lines = [_LOG_TIMESTAMP.sub("", line) for line in stderr.splitlines()]
+        return RemoteError(stage, detail, redact(" | ".join(lines[-_STDERR_TAIL_LINES:]), self.config_path))
+
+    @property
+    def config_name(self) -> str:
+        if self.config_path is not None:
+            return f"rclone config file {self.config_path} ([rclone] config_path)"
+        return f"rclone's default config file {default_config_path()}"
+
+    def config_problem(self, stderr: str) -> str | None:
+        """What is wrong with the rclone config, going by rclone's complaint; None if it is not that."""
+        if "Failed to load config file" in stderr:
+            return (f"{self.config_name}: rclone cannot parse it (fix it, or recreate the remote with "
+                    "`rclone config`; its lines are not shown, they may hold secrets)")
+        missing = re.search(r"didn't find section in config file \(\"([^\"]*)\"\)", stderr)
+        if missing:
+            known = self._remote_names()
+            listed = "remotes " + ", ".join(known) if known else "no remotes"
+            return (f"[rclone] remote = {missing.group(1)!r}: no such remote in {self.config_name}, "
+                    f"which has {listed} (create it with `rclone config`, or fix [rclone] remote)")
+        unknown = re.search(r"didn't find backend called \"([^\"]*)\"", stderr)
+        if unknown:
+            return (f"[rclone] remote: its type {unknown.group(1)!r} in {self.config_name} is not a backend "
+                    "this rclone knows (`rclone help backends` lists them; fix it with `rclone config`)")
+        return None
+
+    def _remote_names(self) -> list[str]:
+        try:
+            result = self._run("rclone listremotes", self.listremotes_argv(), check=False)
+        except RemoteError:  # only a detail of another error's message
+            return []
+        if result.returncode != 0:
+            return []
+        lines = result.stdout.decode("utf-8", "replace").splitlines()
+        return [line.strip().removesuffix(":") for line in lines if line.strip()]
 
     def list_dir(self, path: str) -> list[RemoteObject]:
         result = self._run("rclone lsjson", self.lsjson_argv(path), check=False)
         if result.returncode == _EXIT_DIR_NOT_FOUND:
             return []
         if result.returncode != 0:
-            raise RemoteError("rclone lsjson", f"listing {path} failed (exit {result.returncode})",
-                              result.stderr)
+            raise self.failure("rclone lsjson", f"listing {path} failed (exit {result.returncode})", result.stderr)
         return parse_lsjson(result.stdout)
 
     def read(self, path: str) -> bytes:
-        return self._run("rclone cat", self.cat_argv(path)).stdout
+        return self._run("rclone cat", self.cat_argv(path), what=f"reading {path}").stdout
 
     def read_many(self, directory: str, names: Iterable[str], *, pattern: str | None = None) -> dict[str, bytes]:
         """Small objects of one directory, fetched by one rclone process. With `pattern`, every object
@@ -143,8 +254,8 @@ class Rclone:
             fetched = {name: (destination / name).read_bytes() for name in wanted
                        if (destination / name).is_file()}
             if result.returncode != 0 and not fetched:
-                raise RemoteError("rclone copy", f"reading {len(wanted)} object(s) from {directory} failed "
-                                                 f"(exit {result.returncode})", result.stderr)
+                raise self.failure("rclone copy", f"reading {len(wanted)} object(s) from {directory} failed "
+                                                  f"(exit {result.returncode})", result.stderr)
             return fetched
 
     def unfinished_uploads(self, directory: str) -> list[str] | None:
@@ -152,7 +263,7 @@ class Rclone:
         such thing (or cannot tell: this is only ever a cleanup)."""
         result = self._run("rclone backend", self.list_uploads_argv(directory), check=False)
         if result.returncode != 0:
-            log.debug("no multipart upload listing for %s: %s", directory, result.stderr)
+            log.debug("no multipart upload listing for %s: %s", directory, redact(result.stderr, self.config_path))
             return None
         return parse_upload_listing(result.stdout)
 
@@ -169,14 +280,15 @@ class Rclone:
         if deeper:
             raise RemoteError("rclone backend cleanup", f"not aborting the unfinished uploads in {directory}: "
                                                         f"it also holds uploads of deeper paths ({deeper[0]})")
-        self._run("rclone backend cleanup", self.abort_uploads_argv(directory))
+        self._run("rclone backend cleanup", self.abort_uploads_argv(directory),
+                  what=f"aborting the unfinished uploads in {directory}")
         return keys
 
     def write(self, path: str, data: bytes) -> None:
-        self._run("rclone rcat", self.rcat_argv(path), input=data)
+        self._run("rclone rcat", self.rcat_argv(path), input=data, what=f"writing {path}")
 
     def delete(self, path: str) -> None:
-        self._run("rclone deletefile", self.deletefile_argv(path))
+        self._run("rclone deletefile", self.deletefile_argv(path), what=f"deleting {path}")
 
 
 def rclone_for(cfg: BackupConfig) -> Rclone:

@@ -72,3 +72,64 @@ def test_render_is_copy_pastable() -> None:
     argv = ["zfs", "send", "tank/my data@s;$(rm -rf /)"]
     assert render(argv) == "zfs send 'tank/my data@s;$(rm -rf /)'"
     assert render_pipeline([["a", "b c"], ["d"]]) == "a 'b c' | d"
+
+
+def test_rclone_gets_its_settings_and_cloud_credentials_and_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zfsglacier import rclone
+
+    passed = [("AWS_SECRET_ACCESS_KEY", "aws-marker"), ("RCLONE_S3_SECRET_ACCESS_KEY", "rclone-marker")]
+    for name, value in [*passed, ("MY_DB_PASSWORD", "db-marker")]:
+        monkeypatch.setenv(name, value)
+    variables = rclone.env()
+    assert [(name, variables.get(name)) for name, _ in passed] == passed
+    assert "MY_DB_PASSWORD" not in variables
+
+
+def test_short_rclone_calls_retry_less_unless_the_user_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zfsglacier import rclone
+
+    monkeypatch.delenv("RCLONE_LOW_LEVEL_RETRIES", raising=False)
+    assert rclone.short_call_env()["RCLONE_LOW_LEVEL_RETRIES"] == rclone.SHORT_CALL_LOW_LEVEL_RETRIES
+    assert "RCLONE_LOW_LEVEL_RETRIES" not in rclone.env()  # the data streams keep rclone's default
+    monkeypatch.setenv("RCLONE_LOW_LEVEL_RETRIES", "10")
+    assert rclone.short_call_env()["RCLONE_LOW_LEVEL_RETRIES"] == "10"
+
+
+def test_redact_hides_secrets_of_the_environment_and_the_rclone_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zfsglacier.rclone import REDACTED, redact
+
+    conf = tmp_path / "rclone.conf"
+    conf.write_text("[r]\ntype = s3\nenv_auth = false\naccess_key_id = AKIDCONF\nsecret_access_key = conf-secret\n")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+    monkeypatch.setenv("HARMLESS", "conf")
+    text = "AKIDCONF said conf-secret and env-secret; env_auth is false"
+    assert redact(text, conf) == f"{REDACTED} said {REDACTED} and {REDACTED}; env_auth is false"
+    garbled = 'CRITICAL: Failed to load config file "x": could not parse line: secret_access_key hunter22'
+    assert "hunter22" not in redact(garbled, None)
+    assert "could not parse line:" in redact(garbled, None)
+
+
+@pytest.mark.parametrize(("stderr", "says"), [
+    ('CRITICAL: Failed to load config file "/c": could not parse line: [r', "/c.conf ([rclone] config_path): rclone "
+                                                                            "cannot parse it"),
+    ('CRITICAL: Failed to create file system for "r:b": didn\'t find section in config file ("r")',
+     "[rclone] remote = 'r': no such remote in rclone config file /c.conf"),
+    ('CRITICAL: Failed to create file system for "r:b": didn\'t find backend called "nope"',
+     "[rclone] remote: its type 'nope' in rclone config file /c.conf"),
+])
+def test_rclone_config_mistakes_are_config_errors(stderr: str, says: str) -> None:
+    from zfsglacier.errors import ConfigError
+
+    failure = Rclone("/nonexistent/rclone", Path("/c.conf")).failure("rclone lsjson", "listing failed", stderr)
+    assert isinstance(failure, ConfigError)
+    assert says in str(failure)
+
+
+def test_other_rclone_failures_are_remote_errors_without_timestamps() -> None:
+    stderr = "2026/11/26 12:38:55 ERROR : error listing: connection refused\n2026/11/26 12:38:55 NOTICE: gave up"
+    failure = Rclone("rclone", None).failure("rclone lsjson", "listing r:b failed (exit 5)", stderr)
+    assert isinstance(failure, RemoteError)
+    assert str(failure) == "rclone lsjson: listing r:b failed (exit 5): ERROR : error listing: connection refused | " \
+                           "NOTICE: gave up"
