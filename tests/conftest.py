@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import rig
 
-_REAL_TOOL_FIXTURES = {"zpool", "rclone_remote", "local_remote", "s3_server"}
+_REAL_TOOL_FIXTURES = {"zpool", "rclone_remote", "local_remote", "s3_server", "killable_s3_server"}
 
 
 @pytest.fixture
@@ -28,6 +28,14 @@ def zpool() -> Iterator[rig.Pool]:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[rig.S3Server]:
     """One `rclone serve s3` on 127.0.0.1 for the whole session."""
+    rclone = rig.need_tool("rclone")
+    with rig.s3_server(rclone) as server:
+        yield server
+
+
+@pytest.fixture
+def killable_s3_server() -> Iterator[rig.S3Server]:
+    """An `rclone serve s3` of the test's own, which it may kill and restart (the session's must live)."""
     rclone = rig.need_tool("rclone")
     with rig.s3_server(rclone) as server:
         yield server

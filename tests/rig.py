@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
@@ -248,13 +248,19 @@ def _answers_http(port: int) -> bool:
 
 @dataclass
 class S3Server:
-    """`rclone serve s3` on 127.0.0.1 serving a temp directory; each bucket is a subdirectory of it."""
+    """`rclone serve s3` on 127.0.0.1 serving a temp directory; each bucket is a subdirectory of it.
+
+    A test may `kill` it and `restart` it: the same port, credentials and served directory.
+    """
 
     port: int
     access_key: str
     secret_key: str
     served: Path
     pid: int = 0
+    argv: list[str] = field(default_factory=list)
+    log_path: Path | None = None
+    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def endpoint(self) -> str:
@@ -281,6 +287,46 @@ class S3Server:
             shutil.rmtree(workdir, ignore_errors=True)
             shutil.rmtree(root, ignore_errors=True)
 
+    def start(self, timeout: float = 20) -> None:
+        """Start the server and wait until it answers HTTP."""
+        assert self.log_path is not None
+        with open(self.log_path, "ab") as log:
+            process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                       preexec_fn=_die_with_parent)
+        self._process, self.pid = process, process.pid
+        deadline = time.monotonic() + timeout
+        while not _answers_http(self.port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"rclone serve s3 did not come up on port {self.port} "
+                                   f"(exit {process.poll()}): {self.log_path.read_text(errors='replace')}")
+            time.sleep(0.1)
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def kill(self, sig: int, timeout: float = 30) -> int:
+        """Send `sig` and wait until the server has exited; returns its exit status (-N: killed by N)."""
+        assert self._process is not None
+        self._process.send_signal(sig)
+        return self._process.wait(timeout=timeout)
+
+    def restart(self, timeout: float = 20) -> None:
+        """Start it again after a kill: same port, credentials and served directory."""
+        if self.running():
+            raise RuntimeError("rclone serve s3 is still running: kill it before restarting it")
+        self.start(timeout)
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
 
 @contextlib.contextmanager
 def s3_server(rclone: str, timeout: float = 20) -> Iterator[S3Server]:
@@ -288,34 +334,20 @@ def s3_server(rclone: str, timeout: float = 20) -> Iterator[S3Server]:
     served = workdir / "served"
     served.mkdir()
     (workdir / "server.conf").touch()  # an empty config: keeps the user's rclone.conf out of it
-    log_path = workdir / "server.log"
-    server = S3Server(free_port(), "zgt" + secrets.token_hex(8), secrets.token_hex(16), served)
-    argv = [rclone, "--config", str(workdir / "server.conf"), "serve", "s3",
-            "--addr", f"127.0.0.1:{server.port}",
-            "--auth-key", f"{server.access_key},{server.secret_key}",
-            # Tests change objects behind the server's back: no stale listings (the default caches
-            # 5 min). Not 0s: with 0s the server spins a core forever after a multipart upload.
-            "--dir-cache-time", "1ms",
-            str(served)]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   preexec_fn=_die_with_parent)
-    server.pid = process.pid
+    server = S3Server(free_port(), "zgt" + secrets.token_hex(8), secrets.token_hex(16), served,
+                      log_path=workdir / "server.log")
+    server.argv = [rclone, "--config", str(workdir / "server.conf"), "serve", "s3",
+                   "--addr", f"127.0.0.1:{server.port}",
+                   "--auth-key", f"{server.access_key},{server.secret_key}",
+                   # Tests change objects behind the server's back: no stale listings (the default caches
+                   # 5 min). Not 0s: with 0s the server spins a core forever after a multipart upload.
+                   "--dir-cache-time", "1ms",
+                   str(served)]
     try:
-        deadline = time.monotonic() + timeout
-        while not _answers_http(server.port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"rclone serve s3 did not come up on port {server.port} "
-                                   f"(exit {process.poll()}): {log_path.read_text(errors='replace')}")
-            time.sleep(0.1)
+        server.start(timeout)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
