@@ -63,6 +63,14 @@ def resolve_chain(catalog: Catalog, snapshot: str | None) -> list[Manifest]:
         raise type(cause)(f"{cause} (needed: {gap})") from None
 
 
+def check_target_names(target: str, chain: list[Manifest]) -> None:
+    """A long target plus a long snapshot name may exceed ZFS's limit: say so before anything runs."""
+    for m in chain:
+        problem = names.snapshot_name_problem(f"{target}@{m.snapshot}")
+        if problem:
+            raise UsageError(f"--target-dataset {target!r}: the restored snapshot {target}@{m.snapshot} {problem}")
+
+
 def check_objects(chain: list[Manifest], catalog: Catalog) -> None:
     """Every object of the chain is present with the size its manifest promises, before anything starts."""
     for m in chain:
@@ -85,6 +93,7 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
     with DatasetLock(target, "restore"):
         catalog = load_catalog(cfg, rclone)
         chain = resolve_chain(catalog, snapshot)
+        check_target_names(target, chain)
         check_objects(chain, catalog)
         exists = zfs.dataset_exists(target)
         received = already_received(target, chain) if exists else 0

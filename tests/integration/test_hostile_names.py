@@ -78,3 +78,23 @@ def test_shell_code_in_restore_arguments_is_only_a_name(
     assert "--target-dataset" in capsys.readouterr().err
     assert not canary.exists()
     assert not rig.pool_exists("x")  # nothing created from the hostile name
+
+
+def test_a_target_too_long_for_the_restored_snapshot_names_is_refused_before_anything_runs(
+    zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    dataset = zpool.dataset("data")
+    rig.run(["zfs", "create", dataset])
+    rig.populate(zpool.path("data"), seed="long", n_files=4)
+    config = tmp_path / "c.ini"
+    config.write_text(f"[zfs]\ndataset = {dataset}\n[rclone]\nremote = {local_remote.name}\n"
+                      f"bucket_name = {local_remote.bucket}\nconfig_path = {local_remote.config_path}\n")
+    assert cli("backup", "--config", config) == EXIT_OK
+    snapshot = str(list_json(config, capsys)[0]["snapshot"])
+    # A valid dataset name (under 256 characters) that leaves no room for "@" + the snapshot name.
+    target = f"{zpool.name}/" + "t" * (250 - len(zpool.name))
+    capsys.readouterr()
+    assert cli("restore", "--config", config, "--target-dataset", target, "--yes") == EXIT_USAGE
+    lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and f"{target}@{snapshot} is longer than 255 characters" in lines[0], lines
+    assert rig.run(["zfs", "list", "-H", "-o", "name", target], check=False).returncode != 0
