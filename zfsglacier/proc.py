@@ -33,13 +33,13 @@ _F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
 _STDERR_TAIL_LINES = 20
 
-# Variables a child may need: where programs are, and the credential/config variables rclone reads.
+# Variables every child may need: where programs are, and who and where it runs. Credentials
+# (RCLONE_*, AWS_*, ...) only for rclone: rclone.env() asks for them by prefix.
 _ENV_KEEP = ("PATH", "HOME", "TMPDIR", "TZ", "USER", "LOGNAME")
-_ENV_KEEP_PREFIXES = ("RCLONE_",)
 
 
 def child_env(extra_prefixes: Iterable[str] = ()) -> dict[str, str]:
-    prefixes = _ENV_KEEP_PREFIXES + tuple(extra_prefixes)
+    prefixes = tuple(extra_prefixes)
     env = {k: v for k, v in os.environ.items() if k in _ENV_KEEP or k.startswith(prefixes)}
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     env["LC_ALL"] = "C"  # parsable, untranslated output and messages
