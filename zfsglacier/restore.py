@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from . import names, proc, zfs
+from . import names, zfs
 from .catalog import Catalog, load_catalog
 from .codecs import get_codec
 from .config import BackupConfig
-from .errors import ChainError, IntegrityError, RefusedError, UsageError, ZfsError, ZfsglacierError
+from .errors import ChainError, IntegrityError, RefusedError, UsageError, ZfsglacierError
 from .lock import DatasetLock
 from .manifest import ChainGap, Manifest, build_chain
 from .pipeline import Expected, receive_from_remote
@@ -155,16 +155,11 @@ def already_received(target: str, chain: list[Manifest]) -> int:
 
 
 def _restore_state(dataset: str) -> str:
-    argv = [zfs.ZFS, "get", "-H", "-o", "value", RESTORE_PROPERTY, dataset]
-    return proc.run("zfs get", argv, error=ZfsError).stdout.decode("utf-8", "replace").strip()
+    return zfs.get_property(dataset, RESTORE_PROPERTY)
 
 
 def _set_restore_state(dataset: str, state: str | None) -> None:
-    if state is None:
-        argv = [zfs.ZFS, "inherit", RESTORE_PROPERTY, dataset]
-    else:
-        argv = [zfs.ZFS, "set", f"{RESTORE_PROPERTY}={state}", dataset]
-    proc.run(f"zfs {argv[1]}", argv, error=ZfsError)
+    zfs.set_property(dataset, RESTORE_PROPERTY, state)
 
 
 def receive_backup(rclone: Rclone, catalog: Catalog, manifest: Manifest, target: str, *, force: bool) -> None:

@@ -39,6 +39,18 @@ def clear_pending_argv(snapshot: str) -> list[str]:
     return [ZFS, "inherit", PENDING_PROPERTY, snapshot]
 
 
+def get_property_argv(dataset: str, prop: str) -> list[str]:
+    return [ZFS, "get", "-H", "-o", "value", prop, dataset]
+
+
+def set_property_argv(dataset: str, prop: str, value: str) -> list[str]:
+    return [ZFS, "set", f"{prop}={value}", dataset]
+
+
+def inherit_property_argv(dataset: str, prop: str) -> list[str]:
+    return [ZFS, "inherit", prop, dataset]
+
+
 def destroy_snapshot_argv(snapshot: str) -> list[str]:
     if "@" not in snapshot:  # never hand a dataset name to a destroy
         raise ValueError(f"not a snapshot name: {snapshot!r}")
@@ -133,6 +145,20 @@ def create_snapshot(name: str, pending_run: str) -> None:
 
 def clear_pending(snapshot: str) -> None:
     proc.run("zfs inherit", clear_pending_argv(snapshot), error=ZfsError)
+
+
+def get_property(dataset: str, prop: str) -> str:
+    """A property's value ("-" when a user property is not set)."""
+    result = proc.run("zfs get", get_property_argv(dataset, prop), error=ZfsError)
+    return result.stdout.decode("utf-8", "replace").strip()
+
+
+def set_property(dataset: str, prop: str, value: str | None) -> None:
+    """Set a (user) property, or clear it with None."""
+    if value is None:
+        proc.run("zfs inherit", inherit_property_argv(dataset, prop), error=ZfsError)
+    else:
+        proc.run("zfs set", set_property_argv(dataset, prop, value), error=ZfsError)
 
 
 def destroy_snapshot(snapshot: str) -> None:
