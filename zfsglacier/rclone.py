@@ -66,16 +66,10 @@ _CONFIG_ENTRY = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*=\s*(.*?)\s*$")
 REDACTED = "[redacted]"
 
 
-def default_config_path() -> Path:
-    if os.environ.get("RCLONE_CONFIG"):
-        return Path(os.environ["RCLONE_CONFIG"])
-    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "rclone" / "rclone.conf"
-
-
 def _secret_values(config_path: Path | None) -> set[str]:
     values = {value for name, value in os.environ.items() if _SECRET_NAME.search(name)}
     try:
-        text = (config_path or default_config_path()).read_text(encoding="utf-8", errors="replace")
+        text = config_path.read_text(encoding="utf-8", errors="replace") if config_path else ""
     except OSError:
         text = ""
     for line in text.splitlines():
@@ -184,33 +178,49 @@ class Rclone:
 
     def failure(self, stage: str, detail: str, stderr: str) -> ZfsglacierError:
         """The error for an rclone call that failed: a ConfigError when the rclone config is at fault."""
-        config_problem = self.config_problem(stderr)
+        config_file = self.config_file()
+        config_problem = self.config_problem(stderr, config_file)
         if config_problem is not None:
             return ConfigError(config_problem)
         lines = [_LOG_TIMESTAMP.sub("", line) for line in stderr.splitlines()]
-        return RemoteError(stage, detail, redact(" | ".join(lines[-_STDERR_TAIL_LINES:]), self.config_path))
+        return RemoteError(stage, detail, redact(" | ".join(lines[-_STDERR_TAIL_LINES:]), config_file))
 
-    @property
-    def config_name(self) -> str:
+    def config_file(self) -> Path | None:
+        """The rclone config file in use: [rclone] config_path, else the one rclone finds by itself."""
+        if self.config_path is not None:
+            return self.config_path
+        try:
+            result = self._run("rclone config file", self.config_file_argv(), check=False)
+        except RemoteError:
+            return None
+        lines = result.stdout.decode("utf-8", "replace").strip().splitlines()
+        return Path(lines[-1]) if result.returncode == 0 and lines else None
+
+    def config_file_argv(self) -> list[str]:
+        return [*self._base(), "config", "file"]
+
+    def _config_name(self, config_file: Path | None) -> str:
         if self.config_path is not None:
             return f"rclone config file {self.config_path} ([rclone] config_path)"
-        return f"rclone's default config file {default_config_path()}"
+        where = config_file or "(rclone's default)"
+        return f"rclone config file {where} (the one rclone picks: [rclone] config_path is not set)"
 
-    def config_problem(self, stderr: str) -> str | None:
+    def config_problem(self, stderr: str, config_file: Path | None) -> str | None:
         """What is wrong with the rclone config, going by rclone's complaint; None if it is not that."""
+        name = self._config_name(config_file)
         if "Failed to load config file" in stderr:
-            return (f"{self.config_name}: rclone cannot parse it (fix it, or recreate the remote with "
-                    "`rclone config`; its lines are not shown, they may hold secrets)")
+            return (f"{name}: rclone cannot parse it (fix it, or recreate the remote with `rclone config`; "
+                    "its lines are not shown, they may hold secrets)")
         missing = re.search(r"didn't find section in config file \(\"([^\"]*)\"\)", stderr)
         if missing:
             known = self._remote_names()
             listed = "remotes " + ", ".join(known) if known else "no remotes"
-            return (f"[rclone] remote = {missing.group(1)!r}: no such remote in {self.config_name}, "
-                    f"which has {listed} (create it with `rclone config`, or fix [rclone] remote)")
+            return (f"[rclone] remote = {missing.group(1)!r}: no such remote in {name}, which has {listed} "
+                    "(create it with `rclone config`, or fix [rclone] remote)")
         unknown = re.search(r"didn't find backend called \"([^\"]*)\"", stderr)
         if unknown:
-            return (f"[rclone] remote: its type {unknown.group(1)!r} in {self.config_name} is not a backend "
-                    "this rclone knows (`rclone help backends` lists them; fix it with `rclone config`)")
+            return (f"[rclone] remote: its type {unknown.group(1)!r} in {name} is not a backend this rclone "
+                    "knows (`rclone help backends` lists them; fix it with `rclone config`)")
         return None
 
     def _remote_names(self) -> list[str]:
@@ -263,7 +273,7 @@ class Rclone:
         such thing (or cannot tell: this is only ever a cleanup)."""
         result = self._run("rclone backend", self.list_uploads_argv(directory), check=False)
         if result.returncode != 0:
-            log.debug("no multipart upload listing for %s: %s", directory, redact(result.stderr, self.config_path))
+            log.debug("no multipart upload listing for %s: %s", directory, redact(result.stderr, self.config_file()))
             return None
         return parse_upload_listing(result.stdout)
 

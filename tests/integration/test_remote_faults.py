@@ -225,3 +225,20 @@ def test_a_wrong_rclone_config_is_a_config_error_before_any_snapshot(
     assert snapshots(dataset) == []
     assert remote_files(local_remote) == []
     assert not dataset_exists(zpool.dataset("r"))
+
+
+def test_without_config_path_the_rclone_config_rclone_picks_is_named(
+    zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    dataset = zpool.dataset("data")
+    rig.run(["zfs", "create", dataset])
+    rclone_picks = rclone_config(tmp_path / "picked.conf", "someoneelse", {"type": "alias", "remote": "/nowhere"})
+    monkeypatch.setenv("RCLONE_CONFIG", str(rclone_picks))
+    config = tmp_path / "config.ini"
+    config.write_text(f"[zfs]\ndataset = {dataset}\n[rclone]\nremote = zgtmissing\nbucket_name = bucket\n")
+    assert cli("backup", "--config", config) == EXIT_USAGE
+    line = error_line(capsys)
+    assert f"[rclone] remote = 'zgtmissing': no such remote in rclone config file {rclone_picks} (the one rclone " \
+           "picks: [rclone] config_path is not set), which has remotes someoneelse" in line, line
+    assert snapshots(dataset) == []

@@ -129,7 +129,7 @@ def test_rclone_config_mistakes_are_config_errors(stderr: str, says: str) -> Non
 
 def test_other_rclone_failures_are_remote_errors_without_timestamps() -> None:
     stderr = "2026/11/26 12:38:55 ERROR : error listing: connection refused\n2026/11/26 12:38:55 NOTICE: gave up"
-    failure = Rclone("rclone", None).failure("rclone lsjson", "listing r:b failed (exit 5)", stderr)
+    failure = Rclone("/nonexistent/rclone", None).failure("rclone lsjson", "listing r:b failed (exit 5)", stderr)
     assert isinstance(failure, RemoteError)
     assert str(failure) == "rclone lsjson: listing r:b failed (exit 5): ERROR : error listing: connection refused | " \
                            "NOTICE: gave up"
