@@ -57,7 +57,7 @@ def short_call_env() -> dict[str, str]:
 # --- secrets in rclone's output --------------------------------------------------------------------
 
 # Names of environment variables and rclone config keys whose values are secrets (or identify one).
-_SECRET_NAME = re.compile(r"pass|secret|token|key|credential|session|sas_url|connection_string", re.IGNORECASE)
+_SECRET_NAME = re.compile(r"pass|secret|token|credential|sas_url|connection_string|(^|_)key(_|$)", re.IGNORECASE)
 _NOT_SECRETS = {"true", "false"}
 _MIN_SECRET_LENGTH = 4
 # rclone echoes a config line it cannot parse, which may be `secret_access_key SECRET`.

@@ -104,6 +104,7 @@ def test_redact_hides_secrets_of_the_environment_and_the_rclone_config(
     conf.write_text("[r]\ntype = s3\nenv_auth = false\naccess_key_id = AKIDCONF\nsecret_access_key = conf-secret\n")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
     monkeypatch.setenv("HARMLESS", "conf")
+    monkeypatch.setenv("XKB_KEYMAP", "said")  # not a key
     text = "AKIDCONF said conf-secret and env-secret; env_auth is false"
     assert redact(text, conf) == f"{REDACTED} said {REDACTED} and {REDACTED}; env_auth is false"
     garbled = 'CRITICAL: Failed to load config file "x": could not parse line: secret_access_key hunter22'
