@@ -85,8 +85,8 @@ def test_no_secret_in_the_output_of_backup_list_restore_and_failures(
     rig.populate(zpool.path("data"), seed="secrets")
     config = write_config(tmp_path, dataset, s3_remote)
 
-    for argv in (["backup"], ["list"], ["list", "--json"], ["restore", "--target-dataset", zpool.dataset("r"), "--yes"],
-                 ["verify"]):
+    for argv in (["backup", "--dry-run"], ["backup"], ["list"], ["list", "--json"],
+                 ["restore", "--target-dataset", zpool.dataset("r"), "--yes"], ["verify"]):
         code, output = run_cli(capsys, *argv, "--config", config)
         assert code == 0, output
         assert "run rclone lsjson" in output  # --debug shows every command run

@@ -134,3 +134,13 @@ def test_other_rclone_failures_are_remote_errors_without_timestamps() -> None:
     assert isinstance(failure, RemoteError)
     assert str(failure) == "rclone lsjson: listing r:b failed (exit 5): ERROR : error listing: connection refused | " \
                            "NOTICE: gave up"
+
+
+def test_rclone_failures_are_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "rclone.conf"
+    conf.write_text("[r]\ntype = webdav\npass = obscured-password\n")
+    monkeypatch.setenv("RCLONE_WEBDAV_BEARER_TOKEN", "bearer-marker")
+    stderr = "ERROR : 401 for obscured-password with bearer-marker"
+    failure = Rclone("/nonexistent/rclone", conf).failure("rclone cat", "reading r:b/x failed (exit 1)", stderr)
+    assert "obscured-password" not in str(failure) and "bearer-marker" not in str(failure)
+    assert "ERROR : 401 for" in str(failure)
