@@ -34,6 +34,12 @@ _NO_DATA = "the remote sent no data"
 
 # Called with (raw bytes just moved, stored bytes so far).
 ProgressFn = Callable[[int, int], None]
+# Takes secrets out of what rclone says (see rclone.Rclone.redact).
+Redact = Callable[[str], str]
+
+
+def _as_is(text: str) -> str:
+    return text
 
 
 @dataclass(frozen=True)
@@ -102,11 +108,12 @@ def send_to_remote(
     threads: int,
     progress: ProgressFn,
     stall_timeout: float | None = None,
+    redact: Redact = _as_is,
 ) -> StreamStats:
     started = time.monotonic()
     send = Child("zfs send", send_argv, error=ZfsError, stdout=PIPE, env=child_env())
     try:
-        rcat = Child("rclone rcat", rcat_argv, error=RemoteError, stdin=PIPE, env=rclone_mod.env())
+        rcat = Child("rclone rcat", rcat_argv, error=RemoteError, stdin=PIPE, env=rclone_mod.env(), redact=redact)
     except BaseException:
         send.abort()
         raise
@@ -180,9 +187,10 @@ def receive_from_remote(
     expected: Expected,
     progress: ProgressFn,
     stall_timeout: float | None = None,
+    redact: Redact = _as_is,
 ) -> StreamStats:
     started = time.monotonic()
-    cat = Child("rclone cat", cat_argv, error=RemoteError, stdout=PIPE, env=rclone_mod.env())
+    cat = Child("rclone cat", cat_argv, error=RemoteError, stdout=PIPE, env=rclone_mod.env(), redact=redact)
     try:
         receive = Child("zfs receive", receive_argv, error=ZfsError, stdin=PIPE, env=child_env())
     except BaseException:
@@ -233,11 +241,11 @@ def receive_from_remote(
 
 
 def check_remote_object(cat_argv: Sequence[str], codec: Codec, expected: Expected, progress: ProgressFn,
-                        stall_timeout: float | None = None) -> StreamStats:
+                        stall_timeout: float | None = None, redact: Redact = _as_is) -> StreamStats:
     """Download an object and decompress it to nowhere: its size, sha256 and decompressed size must match
     its manifest. Proves the object is intact and decodable; only a `zfs receive` proves the stream."""
     started = time.monotonic()
-    cat = Child("rclone cat", cat_argv, error=RemoteError, stdout=PIPE, env=rclone_mod.env())
+    cat = Child("rclone cat", cat_argv, error=RemoteError, stdout=PIPE, env=rclone_mod.env(), redact=redact)
     stored = Digest()
     stall = StallWatch(cat, stall_timeout, _NO_DATA)
     ahead = Prefetch(cat.stdout.fileno(), CHUNK, "read: rclone cat", seen=stored.update, watch=stall)

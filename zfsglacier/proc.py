@@ -87,10 +87,12 @@ class Child:
         stdin: int | IO[bytes] | None = None,
         stdout: int | IO[bytes] | None = None,
         env: dict[str, str] | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.stage = stage
         self.argv = list(argv)
         self.error = error
+        self._redact = redact  # applied to what the child says before it is logged or shown
         self._tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)
         log.debug("start %s: %s", stage, render(self.argv))
         try:
@@ -133,11 +135,15 @@ class Child:
             line = raw.decode("utf-8", "replace").rstrip()
             if line:
                 self._tail.append(line)
-                log.debug("%s: %s", self.stage, line)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s: %s", self.stage, self._clean(line))
+
+    def _clean(self, text: str) -> str:
+        return self._redact(text) if self._redact is not None else text
 
     def stderr_tail(self) -> str:
         self._drain.join(timeout=5)
-        return " | ".join(self._tail)
+        return self._clean(" | ".join(self._tail))
 
     def running(self) -> bool:
         return self.popen.poll() is None

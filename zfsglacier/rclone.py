@@ -10,6 +10,7 @@ missing remote, unknown backend) is a configuration error, told apart from a rem
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -195,6 +196,14 @@ class Rclone:
             return None
         lines = result.stdout.decode("utf-8", "replace").strip().splitlines()
         return Path(lines[-1]) if result.returncode == 0 and lines else None
+
+    def redact(self, text: str) -> str:
+        """`text` (what an rclone stream said) without the secrets of the environment or the config."""
+        return redact(text, self._config_file_once)
+
+    @functools.cached_property
+    def _config_file_once(self) -> Path | None:
+        return self.config_file()
 
     def config_file_argv(self) -> list[str]:
         return [*self._base(), "config", "file"]

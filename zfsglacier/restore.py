@@ -177,6 +177,7 @@ def receive_backup(rclone: Rclone, catalog: Catalog, manifest: Manifest, target:
             Expected(path, manifest.stored_bytes, manifest.sha256, manifest.raw_bytes),
             progress.update,
             rclone.stall_timeout,
+            rclone.redact,
         )
     finally:
         progress.close()

@@ -80,7 +80,8 @@ def _check(rclone: Rclone, catalog: Catalog, manifest: Manifest) -> Outcome:
         check_objects([manifest], catalog)
         check_remote_object(rclone.cat_argv(path), get_codec(manifest.compressor),
                             Expected(path, manifest.stored_bytes, manifest.sha256, manifest.raw_bytes),
-                            progress.update, rclone.stall_timeout)
+                            progress.update, rclone.stall_timeout,
+                            rclone.redact)
     except ZfsglacierError as exc:
         log.debug("verify %s: %r", manifest.snapshot, exc)
         return Outcome(manifest, exc)

@@ -72,6 +72,25 @@ def test_a_failing_sink_is_reported_with_its_stderr(tmp_path: Path) -> None:
     assert str(info.value) == "rclone rcat: exited with status 4: Failed to rcat: access denied"
 
 
+def hide(text: str) -> str:
+    return text.replace("s3cr3t", "[redacted]")
+
+
+def test_what_a_failing_upload_or_download_says_is_redacted(tmp_path: Path) -> None:
+    source = tmp_path / "raw"
+    source.write_bytes(RAW)
+    sink = ["sh", "-c", "head -c 1000 >/dev/null; echo 'Failed: bad key s3cr3t' >&2; exit 4"]
+    with pytest.raises(RemoteError) as upload:
+        send_to_remote(["cat", str(source)], sink, get_codec("zstd"), 3, 2, no_progress, redact=hide)
+    assert str(upload.value) == "rclone rcat: exited with status 4: Failed: bad key [redacted]"
+
+    path, expected = stored_object(tmp_path)
+    download = ["sh", "-c", f'head -c 100 "{path}"; echo "ERROR : key s3cr3t refused" >&2; exit 1']
+    with pytest.raises(RemoteError) as download_error:
+        receive_from_remote(download, sink_argv(tmp_path), get_codec("zstd"), expected, no_progress, redact=hide)
+    assert str(download_error.value) == "rclone cat: exited with status 1: ERROR : key [redacted] refused"
+
+
 def test_an_empty_stream_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ZfsError, match="produced no data"):
         send_to_remote(["true"], sink_argv(tmp_path), get_codec("zstd"), 3, 2, no_progress)
