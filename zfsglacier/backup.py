@@ -7,6 +7,7 @@ made is destroyed and its partial object deleted, so nothing that looks like a b
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import socket
@@ -141,7 +142,7 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
         # A full that was not asked for costs a whole upload (and storage) more: make it stand out.
         log.log(logging.WARNING if base is None and catalog.manifests and not full else logging.INFO,
                 "%s: %s", plan.snapshot, plan.why)
-        zfs.create_snapshot(plan.snapshot, f"{socket.gethostname()}:{uuid.uuid4()}")
+        _create_snapshot(cfg.dataset, plan.snapshot)
         manifest = _stream_and_commit(cfg, rclone, catalog, plan, send_argv, rcat_argv)
         zfs.clear_pending(plan.snapshot)
         write_index(rclone, catalog, manifest)
@@ -213,6 +214,19 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
         stats.seconds, human_bytes(stats.raw_bytes / seconds), object_path,
     )
     return committed
+
+
+def _create_snapshot(dataset: str, snapshot: str) -> None:
+    """`zfs snapshot`. Stopped by a signal while it runs, it may have made the snapshot all the same
+    (the kernel, or zfs-fuse's daemon, finishes the work of a killed `zfs`): destroy it then."""
+    try:
+        zfs.create_snapshot(snapshot, f"{socket.gethostname()}:{uuid.uuid4()}")
+    except BaseException:
+        with contextlib.suppress(ZfsglacierError):  # the next backup destroys it (it is marked pending)
+            if snapshot in {s.name for s in zfs.list_snapshots(dataset)}:
+                zfs.destroy_snapshot(snapshot)
+                log.info("destroyed snapshot %s made by this run", snapshot)
+        raise
 
 
 def _undo(snapshot: str, rclone: Rclone, catalog: Catalog, names: list[str], cause: BaseException) -> None:
