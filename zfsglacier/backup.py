@@ -7,7 +7,6 @@ made is destroyed and its partial object deleted, so nothing that looks like a b
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import socket
@@ -142,7 +141,6 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
         # A full that was not asked for costs a whole upload (and storage) more: make it stand out.
         log.log(logging.WARNING if base is None and catalog.manifests and not full else logging.INFO,
                 "%s: %s", plan.snapshot, plan.why)
-        _create_snapshot(cfg.dataset, plan.snapshot)
         manifest = _stream_and_commit(cfg, rclone, catalog, plan, send_argv, rcat_argv)
         zfs.clear_pending(plan.snapshot)
         write_index(rclone, catalog, manifest)
@@ -170,8 +168,12 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
     object_path = catalog.path(plan.object_name)
     manifest_object = manifest_name(plan.snapshot.partition("@")[2])
     manifest_tried = False
-    progress = Progress(f"backup {plan.snapshot}")
+    progress: Progress | None = None
     try:
+        # Inside the try: a signal that stops `zfs snapshot`, or comes just after it, still gets the
+        # snapshot destroyed (the kernel, or zfs-fuse's daemon, finishes the work of a killed `zfs`).
+        zfs.create_snapshot(plan.snapshot, f"{socket.gethostname()}:{uuid.uuid4()}")
+        progress = Progress(f"backup {plan.snapshot}")
         stats = send_to_remote(send_argv, rcat_argv, codec, cfg.level, cfg.threads, progress.update,
                                rclone.stall_timeout)
         stored = {o.name: o.size for o in rclone.list_dir(catalog.directory)}.get(plan.object_name)
@@ -200,7 +202,8 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
         manifest_tried = True
         rclone.write(catalog.path(manifest_object), committed.to_json())
     except BaseException as exc:
-        progress.close()
+        if progress is not None:
+            progress.close()
         # A manifest upload that failed may still have landed: remove it first, then the data.
         _undo(plan.snapshot, rclone, catalog, [manifest_object, plan.object_name] if manifest_tried else
               [plan.object_name], exc)
@@ -214,19 +217,6 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
         stats.seconds, human_bytes(stats.raw_bytes / seconds), object_path,
     )
     return committed
-
-
-def _create_snapshot(dataset: str, snapshot: str) -> None:
-    """`zfs snapshot`. Stopped by a signal while it runs, it may have made the snapshot all the same
-    (the kernel, or zfs-fuse's daemon, finishes the work of a killed `zfs`): destroy it then."""
-    try:
-        zfs.create_snapshot(snapshot, f"{socket.gethostname()}:{uuid.uuid4()}")
-    except BaseException:
-        with contextlib.suppress(ZfsglacierError):  # the next backup destroys it (it is marked pending)
-            if snapshot in {s.name for s in zfs.list_snapshots(dataset)}:
-                zfs.destroy_snapshot(snapshot)
-                log.info("destroyed snapshot %s made by this run", snapshot)
-        raise
 
 
 def _undo(snapshot: str, rclone: Rclone, catalog: Catalog, names: list[str], cause: BaseException) -> None:
@@ -246,8 +236,9 @@ def _undo(snapshot: str, rclone: Rclone, catalog: Catalog, names: list[str], cau
             log.warning("could not remove %s (the next backup removes it): %s", catalog.path(name), exc)
     _abort_unfinished_uploads(rclone, catalog, dry_run=False, echo=print)
     try:
-        zfs.destroy_snapshot(snapshot)
-        log.info("destroyed snapshot %s made by this run", snapshot)
+        if snapshot in {s.name for s in zfs.list_snapshots(snapshot.partition("@")[0])}:  # made before the failure?
+            zfs.destroy_snapshot(snapshot)
+            log.info("destroyed snapshot %s made by this run", snapshot)
     except ZfsglacierError as exc:
         log.warning("could not destroy %s (the next backup destroys it): %s", snapshot, exc)
 
