@@ -1,26 +1,52 @@
 """SIGINT, SIGTERM and SIGHUP become a SignalReceived exception in the main thread, so the
 cleanup in `except`/`finally` blocks runs (systemd stops a unit with SIGTERM). A second signal
-during that cleanup is noted, not raised, so the cleanup can finish."""
+during that cleanup is noted, not raised, so the cleanup can finish.
+
+An exception raised inside the logging module (or tqdm) can leave one of its module-wide locks
+held: every other thread that logs then blocks forever, and so does the cleanup that waits for
+those threads. A signal that arrives there is delivered again a moment later instead.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+import tqdm.std
+
 from .errors import SignalReceived
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_REDELIVER_AFTER = 0.01  # seconds
+_LOCK_HOLDING_FILES = frozenset({logging.__file__, tqdm.std.__file__})
+
+
+def _in_lock_holding_code(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename in _LOCK_HOLDING_FILES:
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextmanager
 def signals_as_exceptions() -> Iterator[None]:
     raised = False
+    redeliveries: list[threading.Timer] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
         nonlocal raised
         if raised:
+            return
+        if _in_lock_holding_code(frame):
+            timer = threading.Timer(_REDELIVER_AFTER, os.kill, (os.getpid(), signum))
+            redeliveries.append(timer)
+            timer.start()
             return
         raised = True
         raise SignalReceived(signum, signal.Signals(signum).name)
@@ -29,5 +55,7 @@ def signals_as_exceptions() -> Iterator[None]:
     try:
         yield
     finally:
+        for timer in redeliveries:
+            timer.cancel()
         for sig, old in previous.items():
             signal.signal(sig, old)

@@ -1,0 +1,64 @@
+"""Signals become exceptions in the main thread, but never inside logging, where an exception can
+leave a module-wide lock held (every other thread that logs would then hang, and the cleanup with it)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from types import FrameType
+
+import pytest
+
+from zfsglacier.errors import SignalReceived
+from zfsglacier.signals import _in_lock_holding_code, signals_as_exceptions
+
+
+class SignalsItself(logging.Handler):
+    """Sends SIGTERM to this process from inside logging, and waits there long enough for it to arrive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finished = False
+        self.frame: FrameType | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.frame = sys._getframe()
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 0.2
+        while time.monotonic() < deadline:  # bytecodes run here: the handler gets its chance
+            pass
+        self.finished = True
+
+
+def test_code_inside_logging_is_recognised() -> None:
+    handler = SignalsItself()
+    logger = logging.getLogger("zfsglacier.test.signals.frames")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        handler.emit = lambda record: setattr(handler, "frame", sys._getframe())  # type: ignore[method-assign]
+        logger.warning("x")
+    finally:
+        logger.removeHandler(handler)
+    assert _in_lock_holding_code(handler.frame)
+    assert not _in_lock_holding_code(sys._getframe())
+
+
+def test_a_signal_inside_logging_is_raised_after_it_not_in_it() -> None:
+    handler = SignalsItself()
+    logger = logging.getLogger("zfsglacier.test.signals.deferred")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with pytest.raises(SignalReceived) as info, signals_as_exceptions():
+            logger.warning("a line, while SIGTERM arrives")
+            assert handler.finished, "the signal must not interrupt logging"
+            time.sleep(5)  # the signal is delivered again here, outside logging
+            pytest.fail("SIGTERM was never raised")
+    finally:
+        logger.removeHandler(handler)
+    assert info.value.exit_code == 128 + signal.SIGTERM
+    assert handler.finished
