@@ -175,7 +175,7 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
         zfs.create_snapshot(plan.snapshot, f"{socket.gethostname()}:{uuid.uuid4()}")
         progress = Progress(f"backup {plan.snapshot}")
         stats = send_to_remote(send_argv, rcat_argv, codec, cfg.level, cfg.threads, progress.update,
-                               rclone.stall_timeout)
+                               rclone.stall_timeout, rclone.redact)
         stored = {o.name: o.size for o in rclone.list_dir(catalog.directory)}.get(plan.object_name)
         if stored != stats.stored_bytes:
             raise RemoteError("rclone rcat", f"{object_path} holds {stored} bytes after upload, "
