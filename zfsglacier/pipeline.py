@@ -19,12 +19,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from . import rclone as rclone_mod
 from .codecs import Codec, Level, Reader, Writer
 from .errors import IntegrityError, RemoteError, StageError, ZfsError, ZfsglacierError
 from .overlap import Prefetch, WriteBehind
 from .proc import PIPE, Child, child_env
+from .signals import held_back
 from .stall import StallWatch
 
 CHUNK = 1 << 20
@@ -89,6 +91,34 @@ class HeldBack:
         return chunks
 
 
+class _Stages:
+    """What a stream started: its children (stopped together, the last started first) and its helper
+    threads (closed at the end). Start them inside `held_back()`: a signal must not fall between
+    starting a child and taking charge of it, or the child would run on, unseen."""
+
+    def __init__(self) -> None:
+        self._children: list[Child] = []
+        self._closers: list[Callable[[], object]] = []
+
+    def start(self, stage: str, argv: Sequence[str], **options: Any) -> Child:
+        child = Child(stage, argv, **options)
+        self._children.append(child)
+        return child
+
+    def helper(self, close: Callable[[], object]) -> None:
+        self._closers.append(close)
+
+    def kill(self) -> None:
+        """SIGKILL each child before its stdin is closed, the last started first: the consumer (rclone
+        rcat, zfs receive) dies before its producer, so it never sees a clean end of a cut stream."""
+        for child in reversed(self._children):
+            child.abort()
+
+    def close_helpers(self) -> None:
+        for close in reversed(self._closers):
+            close()
+
+
 def _failure_of(child: Child, cause: BaseException) -> StageError:
     """A write to `child` failed or its output ended early: its exit status says why."""
     if child.exit_status_within(10) is None:
@@ -111,25 +141,28 @@ def send_to_remote(
     redact: Redact = _as_is,
 ) -> StreamStats:
     started = time.monotonic()
-    send = Child("zfs send", send_argv, error=ZfsError, stdout=PIPE, env=child_env())
-    try:
-        rcat = Child("rclone rcat", rcat_argv, error=RemoteError, stdin=PIPE, env=rclone_mod.env(), redact=redact)
-    except BaseException:
-        send.abort()
-        raise
+    stages = _Stages()
     stored = Digest()
-    stall = StallWatch(rcat, stall_timeout, "the remote accepted no data")
-
-    def upload(data: bytes) -> None:
-        stored.update(data)
-        with stall.waiting():
-            rcat.stdin.write(data)
-
-    ahead = Prefetch(send.stdout.fileno(), CHUNK, "read: zfs send")
-    behind = WriteBehind(upload, "write: rclone rcat")
+    stall: StallWatch | None = None
     raw = 0
     writer: Writer | None = None
     try:
+        with held_back():
+            send = stages.start("zfs send", send_argv, error=ZfsError, stdout=PIPE, env=child_env())
+            rcat = stages.start("rclone rcat", rcat_argv, error=RemoteError, stdin=PIPE, env=rclone_mod.env(),
+                                redact=redact)
+            stall = watch = StallWatch(rcat, stall_timeout, "the remote accepted no data")
+            stages.helper(watch.close)
+
+            def upload(data: bytes) -> None:
+                stored.update(data)
+                with watch.waiting():
+                    rcat.stdin.write(data)
+
+            ahead = Prefetch(send.stdout.fileno(), CHUNK, "read: zfs send")
+            stages.helper(ahead.close)
+            behind = WriteBehind(upload, "write: rclone rcat")
+            stages.helper(behind.close)
         writer = codec.open_writer(behind, level, threads)
         while chunk := ahead.read():
             writer.write(chunk)
@@ -140,27 +173,23 @@ def send_to_remote(
             raise ZfsError("zfs send", "produced no data")
         writer.close()  # the codec's last frame goes to rclone now
         behind.flush()
-        with stall.waiting():  # rclone uploads what it still buffers, then exits
+        with watch.waiting():  # rclone uploads what it still buffers, then exits
             rcat.close_stdin()
             rcat.check()
     except (BrokenPipeError, ConnectionResetError) as exc:
         # rclone stopped reading, so it cannot see an end of input: its exit status says why.
-        failure = stall.error() if stall.fired else _failure_of(rcat, exc)
-        rcat.abort()
+        failure = watch.error() if watch.fired else _failure_of(rcat, exc)
+        stages.kill()
         _close_quietly(writer)
-        send.abort()
         raise failure from None
     except BaseException:
-        rcat.abort()  # killed before its stdin is closed: it can never finish a truncated upload
+        stages.kill()  # rclone killed before its stdin is closed: it can never finish a truncated upload
         _close_quietly(writer)
-        send.abort()
-        if stall.fired:
+        if stall is not None and stall.fired:
             raise stall.error() from None
         raise
     finally:
-        stall.close()
-        behind.close()
-        ahead.close()
+        stages.close_helpers()
     return StreamStats(raw, stored.bytes, stored.hexdigest(), time.monotonic() - started)
 
 
@@ -190,19 +219,22 @@ def receive_from_remote(
     redact: Redact = _as_is,
 ) -> StreamStats:
     started = time.monotonic()
-    cat = Child("rclone cat", cat_argv, error=RemoteError, stdout=PIPE, env=rclone_mod.env(), redact=redact)
-    try:
-        receive = Child("zfs receive", receive_argv, error=ZfsError, stdin=PIPE, env=child_env())
-    except BaseException:
-        cat.abort()
-        raise
+    stages = _Stages()
     stored = Digest()
-    stall = StallWatch(cat, stall_timeout, _NO_DATA)
-    ahead = Prefetch(cat.stdout.fileno(), CHUNK, "read: rclone cat", seen=stored.update, watch=stall)
-    behind = WriteBehind(receive.stdin.write, "write: zfs receive")
+    stall: StallWatch | None = None
     raw = 0
     held = HeldBack(HOLD_BACK)
     try:
+        with held_back():
+            cat = stages.start("rclone cat", cat_argv, error=RemoteError, stdout=PIPE, env=rclone_mod.env(),
+                               redact=redact)
+            receive = stages.start("zfs receive", receive_argv, error=ZfsError, stdin=PIPE, env=child_env())
+            stall = StallWatch(cat, stall_timeout, _NO_DATA)
+            stages.helper(stall.close)
+            ahead = Prefetch(cat.stdout.fileno(), CHUNK, "read: rclone cat", seen=stored.update, watch=stall)
+            stages.helper(ahead.close)
+            behind = WriteBehind(receive.stdin.write, "write: zfs receive")
+            stages.helper(behind.close)
         _check_format(ahead, cat, codec, expected)
         reader = codec.open_reader(ahead)
         try:
@@ -224,19 +256,15 @@ def receive_from_remote(
         receive.check()
     except (BrokenPipeError, ConnectionResetError) as exc:
         failure = _failure_of(receive, exc)
-        receive.abort()
-        cat.abort()
+        stages.kill()
         raise failure from None
     except BaseException:
-        receive.abort()  # killed before its stdin closes: an unfinished stream commits nothing
-        cat.abort()
-        if stall.fired:
+        stages.kill()  # zfs receive killed before its stdin closes: an unfinished stream commits nothing
+        if stall is not None and stall.fired:
             raise stall.error() from None
         raise
     finally:
-        stall.close()
-        behind.close()
-        ahead.close()
+        stages.close_helpers()
     return StreamStats(raw, stored.bytes, stored.hexdigest(), time.monotonic() - started)
 
 
@@ -245,12 +273,18 @@ def check_remote_object(cat_argv: Sequence[str], codec: Codec, expected: Expecte
     """Download an object and decompress it to nowhere: its size, sha256 and decompressed size must match
     its manifest. Proves the object is intact and decodable; only a `zfs receive` proves the stream."""
     started = time.monotonic()
-    cat = Child("rclone cat", cat_argv, error=RemoteError, stdout=PIPE, env=rclone_mod.env(), redact=redact)
+    stages = _Stages()
     stored = Digest()
-    stall = StallWatch(cat, stall_timeout, _NO_DATA)
-    ahead = Prefetch(cat.stdout.fileno(), CHUNK, "read: rclone cat", seen=stored.update, watch=stall)
+    stall: StallWatch | None = None
     raw = 0
     try:
+        with held_back():
+            cat = stages.start("rclone cat", cat_argv, error=RemoteError, stdout=PIPE, env=rclone_mod.env(),
+                               redact=redact)
+            stall = StallWatch(cat, stall_timeout, _NO_DATA)
+            stages.helper(stall.close)
+            ahead = Prefetch(cat.stdout.fileno(), CHUNK, "read: rclone cat", seen=stored.update, watch=stall)
+            stages.helper(ahead.close)
         _check_format(ahead, cat, codec, expected)
         reader = codec.open_reader(ahead)
         try:
@@ -264,13 +298,12 @@ def check_remote_object(cat_argv: Sequence[str], codec: Codec, expected: Expecte
         cat.check()
         _check_expected(expected, stored, raw, then="")
     except BaseException:
-        cat.abort()
-        if stall.fired:
+        stages.kill()
+        if stall is not None and stall.fired:
             raise stall.error() from None
         raise
     finally:
-        stall.close()
-        ahead.close()
+        stages.close_helpers()
     return StreamStats(raw, stored.bytes, stored.hexdigest(), time.monotonic() - started)
 
 

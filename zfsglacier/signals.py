@@ -2,6 +2,9 @@
 cleanup in `except`/`finally` blocks runs (systemd stops a unit with SIGTERM). A second signal
 during that cleanup is noted, not raised, so the cleanup can finish.
 
+Inside `held_back()` a signal is kept and raised when the block ends: for steps that must not be
+cut in two, such as starting a child process and taking charge of it.
+
 An exception raised inside the logging module (or tqdm) can leave one of its module-wide locks
 held: every other thread that logs then blocks forever, and so does the cleanup that waits for
 those threads. A signal that arrives there is delivered again a moment later instead.
@@ -24,6 +27,20 @@ from .errors import SignalReceived
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _REDELIVER_AFTER = 0.01  # seconds
 _LOCK_HOLDING_FILES = frozenset({logging.__file__, tqdm.std.__file__})
+_held: list[SignalReceived] = []
+_holding = 0
+
+
+@contextmanager
+def held_back() -> Iterator[None]:
+    global _holding
+    _holding += 1
+    try:
+        yield
+    finally:
+        _holding -= 1
+        if not _holding and _held:
+            raise _held.pop()
 
 
 def _in_lock_holding_code(frame: FrameType | None) -> bool:
@@ -49,7 +66,11 @@ def signals_as_exceptions() -> Iterator[None]:
             timer.start()
             return
         raised = True
-        raise SignalReceived(signum, signal.Signals(signum).name)
+        received = SignalReceived(signum, signal.Signals(signum).name)
+        if _holding:
+            _held.append(received)
+            return
+        raise received
 
     previous = {sig: signal.signal(sig, handler) for sig in HANDLED}
     try:

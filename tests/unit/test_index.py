@@ -97,6 +97,8 @@ def _fake_rclone_copy(monkeypatch: pytest.MonkeyPatch, returncode: int, objects:
     calls: list[tuple[list[str], str]] = []
 
     def fake_run(stage: str, argv: list[str], **kwargs: object) -> proc.Result:
+        if "copy" not in argv:  # e.g. `rclone config file`, asked for on a failure: no config found
+            return proc.Result(1, b"", "")
         names_file = argv[argv.index("--files-from-raw") + 1] if "--files-from-raw" in argv else ""
         calls.append((list(argv), Path(names_file).read_text() if names_file else ""))
         destination = Path(argv[-1])

@@ -13,7 +13,7 @@ from types import FrameType
 import pytest
 
 from zfsglacier.errors import SignalReceived
-from zfsglacier.signals import _in_lock_holding_code, signals_as_exceptions
+from zfsglacier.signals import _in_lock_holding_code, held_back, signals_as_exceptions
 
 
 class SignalsItself(logging.Handler):
@@ -62,3 +62,15 @@ def test_a_signal_inside_logging_is_raised_after_it_not_in_it() -> None:
         logger.removeHandler(handler)
     assert info.value.exit_code == 128 + signal.SIGTERM
     assert handler.finished
+
+
+def test_a_signal_inside_held_back_is_raised_when_the_block_ends() -> None:
+    steps: list[str] = []
+    with pytest.raises(SignalReceived) as info, signals_as_exceptions():
+        with held_back():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)  # the handler runs here, and keeps the signal
+            steps.append("the whole block ran")
+        steps.append("after the block")  # never: the kept signal is raised as the block ends
+    assert steps == ["the whole block ran"]
+    assert info.value.exit_code == 128 + signal.SIGTERM
