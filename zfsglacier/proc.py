@@ -171,11 +171,7 @@ class Child:
 
     def failure(self, returncode: int | None = None) -> StageError:
         code = self.popen.returncode if returncode is None else returncode
-        if code is not None and code < 0:
-            detail = f"killed by signal {signal.Signals(-code).name}"
-        else:
-            detail = f"exited with status {code}"
-        return self.error(self.stage, detail, self.stderr_tail())
+        return self.error(self.stage, how_it_ended(code), self.stderr_tail())
 
     def check(self) -> None:
         """Wait for the child and raise its stage error unless it exited 0."""
@@ -193,6 +189,20 @@ class Child:
             self.popen.wait(timeout=30)
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not take this long
             log.warning("%s did not exit after SIGKILL", self.stage)
+
+
+def how_it_ended(returncode: int | None) -> str:
+    """"killed by signal SIGKILL", "exited with status 4", or for a child that caught a signal and
+    exited with 128+N as programs do (rclone on SIGTERM): "exited with status 143 (after SIGTERM)"."""
+    if returncode is not None and returncode < 0:
+        return f"killed by signal {signal.Signals(-returncode).name}"
+    detail = f"exited with status {returncode}"
+    if returncode is not None and returncode > 128 and returncode - 128 in _CAUGHT_SIGNALS:
+        detail += f" (after {signal.Signals(returncode - 128).name})"
+    return detail
+
+
+_CAUGHT_SIGNALS = {int(s) for s in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE)}
 
 
 @dataclass(frozen=True)
@@ -236,9 +246,5 @@ def run(
     stderr = done.stderr.decode("utf-8", "replace").strip()
     if check and done.returncode != 0:
         tail = " | ".join(stderr.splitlines()[-_STDERR_TAIL_LINES:])
-        if done.returncode < 0:
-            detail = f"killed by signal {signal.Signals(-done.returncode).name}"
-        else:
-            detail = f"exited with status {done.returncode}"
-        raise error(stage, detail, tail)
+        raise error(stage, how_it_ended(done.returncode), tail)
     return Result(done.returncode, done.stdout, stderr)

@@ -235,7 +235,8 @@ def check_outcome(case: Case, code: int, err: str) -> None:
     elif case.victim == RCAT:
         assert code == EXIT_REMOTE, err
         # rclone handles SIGTERM itself and exits with 128+N; unless it is not yet set up to.
-        how = {f"killed by signal {case.sig.name}", f"exited with status {EXIT_SIGNAL_BASE + case.sig}"}
+        how = {f"killed by signal {case.sig.name}",
+               f"exited with status {EXIT_SIGNAL_BASE + case.sig} (after {case.sig.name})"}
         assert any(f"error: rclone rcat: {detail}" in line for detail in how), line
     elif case.victim == SERVER:
         assert code == EXIT_REMOTE, err

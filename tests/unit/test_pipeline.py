@@ -13,7 +13,7 @@ import pytest
 from zfsglacier.codecs import CODECS, get_codec
 from zfsglacier.errors import IntegrityError, RemoteError, ZfsError
 from zfsglacier.pipeline import Expected, HeldBack, receive_from_remote, send_to_remote
-from zfsglacier.proc import Child, run
+from zfsglacier.proc import Child, how_it_ended, run
 
 RAW = os.urandom(3 << 20) + b"compressible " * 300_000
 
@@ -184,3 +184,14 @@ def test_held_back_releases_only_what_the_newest_bytes_do_not_need_and_keeps_the
     rest = held.release()
     assert all(a is b for a, b in zip(released + rest, stream, strict=True)), "the chunks themselves: no copies"
     assert held.release() == []
+
+
+@pytest.mark.parametrize(("returncode", "text"), [
+    (-9, "killed by signal SIGKILL"),
+    (4, "exited with status 4"),
+    (143, "exited with status 143 (after SIGTERM)"),  # rclone's own exit on SIGTERM
+    (130, "exited with status 130 (after SIGINT)"),
+    (137, "exited with status 137"),  # no program exits itself after SIGKILL: not read as one
+])
+def test_how_a_child_ended(returncode: int, text: str) -> None:
+    assert how_it_ended(returncode) == text
