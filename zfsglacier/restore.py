@@ -10,6 +10,7 @@ received. What was received is kept; the same restore run again continues after 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from . import names, zfs
@@ -112,11 +113,33 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
             # Received over while mounted, zfs-fuse at times fails the receive with an I/O error
             # after writing the snapshot; unmounted, it does not. OpenZFS would unmount it itself.
             zfs.unmount_if_mounted(target)
-        for position in range(received, len(chain)):
-            receive_in_chain(rclone, catalog, chain, position, target, force=force)
+        try:
+            for position in range(received, len(chain)):
+                receive_in_chain(rclone, catalog, chain, position, target, force=force)
+        except BaseException:
+            if not exists and received == 0:
+                _remove_failed_new_target(target)
+            raise
         _set_restore_state(target, None)
         zfs.mount_if_mountable(target)
     return chain
+
+
+def _remove_failed_new_target(target: str, settle: float = 10.0) -> None:
+    """A target this run created, whose full was never received, must not stay behind. OpenZFS has
+    already removed it when `zfs receive` exits; zfs-fuse's daemon takes a moment more, and may leave
+    an empty dataset. Anything holding a snapshot is never destroyed here."""
+    deadline = time.monotonic() + settle
+    try:
+        while zfs.dataset_exists(target):
+            if time.monotonic() > deadline:
+                if not zfs.list_snapshots(target):
+                    log.info("destroying %s: created by this restore, its full was not received", target)
+                    zfs.destroy_dataset(target)
+                return
+            time.sleep(0.2)
+    except ZfsglacierError as exc:  # the error being raised is the one that matters
+        log.warning("could not remove the unfinished target %s: %s", target, exc)
 
 
 def receive_in_chain(rclone: Rclone, catalog: Catalog, chain: list[Manifest], position: int, target: str, *,
