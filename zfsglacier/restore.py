@@ -113,11 +113,12 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
             # Received over while mounted, zfs-fuse at times fails the receive with an I/O error
             # after writing the snapshot; unmounted, it does not. OpenZFS would unmount it itself.
             zfs.unmount_if_mounted(target)
+        position = received
         try:
             for position in range(received, len(chain)):
                 receive_in_chain(rclone, catalog, chain, position, target, force=force)
         except BaseException:
-            if not exists and received == 0:
+            if not exists and position == 0:  # the full itself failed: nothing was received
                 _remove_failed_new_target(target)
             raise
         _set_restore_state(target, None)
