@@ -67,6 +67,16 @@ def _tool_problem(name: str) -> str | None:
     return None
 
 
+@functools.cache
+def kernel_openzfs() -> bool:
+    """True when ZFS here is the OpenZFS kernel module (/dev/zfs, `zfs version` shows a zfs-kmod), not zfs-fuse."""
+    zfs = find_tool("zfs")
+    if zfs is None or not Path("/dev/zfs").exists():
+        return False
+    probe = subprocess.run([zfs, "version"], capture_output=True, text=True, check=False, timeout=60)
+    return probe.returncode == 0 and "zfs-kmod-" in probe.stdout
+
+
 def unavailable(reason: str) -> NoReturn:
     """Skip the test, except in CI (CI=true), where a missing real tool is a failure."""
     if in_ci():
