@@ -78,3 +78,19 @@ def wait_for_child(pid: int, needle: str, timeout: float = 60) -> int:
                 return child
         time.sleep(0.01)
     raise AssertionError(f"no child of {pid} matching {needle!r} within {timeout} s")
+
+
+def back_up_a_chain(pool: rig.Pool, remote: rig.Remote, workdir: Path, seed: str, n_files: int,
+                    backups: int = 3) -> tuple[str, Path]:
+    """Dataset `data` of `pool` with a full and `backups - 1` incrementals (files changed between them)
+    on `remote`; returns the dataset and its config."""
+    dataset = pool.dataset("data")
+    rig.run(["zfs", "create", dataset])
+    rig.populate(pool.path("data"), seed=seed, n_files=n_files)
+    config = write_config(workdir, dataset, remote, "zstd")
+    for round_number in range(backups):
+        if round_number:
+            rig.mutate(pool.path("data"), seed=round_number)
+        if cli("backup", "--config", config) != 0:
+            raise AssertionError(f"backup {round_number + 1} of {backups} failed")
+    return dataset, config

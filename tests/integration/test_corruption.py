@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import rig
-from helpers import cli, snapshots, write_config
+from helpers import back_up_a_chain, cli, snapshots, write_config
 
 from zfsglacier import zfs
 from zfsglacier.errors import EXIT_CHAIN, EXIT_INTEGRITY, EXIT_OK
@@ -74,14 +74,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     workdir = tmp_path_factory.mktemp("corruption")
     with pytest.MonkeyPatch.context() as patch, rig.file_pool() as pool, rig.local_remote() as remote:
         patch.setenv("ZFSGLACIER_LOCK_DIR", str(workdir / "locks"))
-        dataset = pool.dataset("data")
-        rig.run(["zfs", "create", dataset])
-        rig.populate(pool.path("data"), seed="corruption", n_files=30)
-        config = write_config(workdir, dataset, remote, "zstd")
-        for round_number in range(3):
-            if round_number:
-                rig.mutate(pool.path("data"), seed=round_number)
-            assert cli("backup", "--config", config) == EXIT_OK
+        dataset, _ = back_up_a_chain(pool, remote, workdir, seed="corruption", n_files=30)
         stored = workdir / "stored"
         shutil.copytree(remote.root / dataset, stored)
         manifests = [json.loads(p.read_bytes()) for p in stored.glob("*.manifest.json")]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import rig
-from helpers import cli, list_json
+from helpers import back_up_a_chain, cli, list_json
 
 from zfsglacier.errors import EXIT_CHAIN, EXIT_OK, EXIT_USAGE
 
@@ -59,13 +59,7 @@ def test_shell_code_in_restore_arguments_is_only_a_name(
     snapshot: str, zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    dataset = zpool.dataset("data")
-    rig.run(["zfs", "create", dataset])
-    rig.populate(zpool.path("data"), seed="shell", n_files=4)
-    config = tmp_path / "c.ini"
-    config.write_text(f"[zfs]\ndataset = {dataset}\n[rclone]\nremote = {local_remote.name}\n"
-                      f"bucket_name = {local_remote.bucket}\nconfig_path = {local_remote.config_path}\n")
-    assert cli("backup", "--config", config) == EXIT_OK
+    _, config = back_up_a_chain(zpool, local_remote, tmp_path, seed="shell", n_files=4, backups=1)
     canary = tmp_path / "canary"
     capsys.readouterr()
     code = cli("restore", "--config", config, "--target-dataset", zpool.dataset("r"), "--yes",
@@ -83,13 +77,7 @@ def test_shell_code_in_restore_arguments_is_only_a_name(
 def test_a_target_too_long_for_the_restored_snapshot_names_is_refused_before_anything_runs(
     zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    dataset = zpool.dataset("data")
-    rig.run(["zfs", "create", dataset])
-    rig.populate(zpool.path("data"), seed="long", n_files=4)
-    config = tmp_path / "c.ini"
-    config.write_text(f"[zfs]\ndataset = {dataset}\n[rclone]\nremote = {local_remote.name}\n"
-                      f"bucket_name = {local_remote.bucket}\nconfig_path = {local_remote.config_path}\n")
-    assert cli("backup", "--config", config) == EXIT_OK
+    _, config = back_up_a_chain(zpool, local_remote, tmp_path, seed="long", n_files=4, backups=1)
     snapshot = str(list_json(config, capsys)[0]["snapshot"])
     # A valid dataset name (under 256 characters) that leaves no room for "@" + the snapshot name.
     target = f"{zpool.name}/" + "t" * (250 - len(zpool.name))

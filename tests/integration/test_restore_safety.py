@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import rig
-from helpers import cli, dataset_exists, list_json, snapshots, write_config
+from helpers import back_up_a_chain, cli, dataset_exists, list_json, snapshots
 
 from zfsglacier.errors import EXIT_CHAIN, EXIT_INTEGRITY, EXIT_REFUSED
 from zfsglacier.lock import DatasetLock
@@ -23,14 +23,7 @@ def _lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def backed_up(zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path) -> tuple[rig.Pool, rig.Remote, Path]:
     """A dataset with a full and two incrementals on a local remote (about 1 MiB of mixed data)."""
-    dataset = zpool.dataset("data")
-    rig.run(["zfs", "create", dataset])
-    rig.populate(zpool.path("data"), seed="safety", n_files=40)
-    config = write_config(tmp_path, dataset, local_remote, "zstd")
-    for round_number in range(3):
-        if round_number:
-            rig.mutate(zpool.path("data"), seed=round_number)
-        assert cli("backup", "--config", config) == 0
+    _, config = back_up_a_chain(zpool, local_remote, tmp_path, seed="safety", n_files=40)
     return zpool, local_remote, config
 
 

@@ -56,10 +56,21 @@ def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if "error:" in line]
 
 
-def timed_cli(*argv: str | Path) -> tuple[int, float]:
-    started = time.monotonic()
-    code = cli(*argv)
-    return code, time.monotonic() - started
+def run_with_a_silent_remote(command: str, config_dir: Path, dataset: str, server: rig.S3Server,
+                             remote: rig.Remote, capsys: pytest.CaptureFixture[str], *args: str,
+                             **stall: int) -> tuple[int, str, str]:
+    """Run `command` against `remote` through a proxy that goes silent as `stall` says; the run must
+    have met the silence, and must end well before rclone's own timeouts would."""
+    with stalling_proxy(server.port, **stall) as proxy:
+        config = stall_config(config_dir, dataset, through(proxy, remote, server))
+        capsys.readouterr()
+        started = time.monotonic()
+        code = cli(command, "--config", config, *args)
+        seconds = time.monotonic() - started
+        out, err = capsys.readouterr()
+        assert proxy.stalled.is_set(), err
+    assert seconds < HANG_BOUND
+    return code, out, err
 
 
 @pytest.fixture
@@ -79,17 +90,12 @@ def test_a_silent_remote_mid_upload_stops_the_backup_and_cleans_up(
     (zpool.path("data") / "big.bin").write_bytes(os.urandom(STREAM_BYTES))
     before = (snapshots(dataset), remote_files(s3_remote), list_json(direct, capsys))
 
-    with stalling_proxy(s3_server.port, stall_upload_after=1 << 20) as proxy:
-        config = stall_config(tmp_path / "proxied", dataset, through(proxy, s3_remote, s3_server))
-        capsys.readouterr()
-        code, seconds = timed_cli("backup", "--config", config)
-        err = capsys.readouterr().err
-        assert proxy.stalled.is_set(), err
+    code, _, err = run_with_a_silent_remote("backup", tmp_path / "proxied", dataset, s3_server, s3_remote, capsys,
+                                            stall_upload_after=1 << 20)
     assert code == EXIT_REMOTE
     assert error_lines(err) == [
         "zfsglacier: error: rclone rcat: the remote accepted no data for 2s ([rclone] stall_timeout = 2s)"
     ], err
-    assert seconds < HANG_BOUND
     assert "destroyed snapshot" in err
     assert (snapshots(dataset), remote_files(s3_remote), list_json(direct, capsys)) == before
 
@@ -102,17 +108,12 @@ def test_a_silent_remote_mid_download_stops_the_restore_before_anything_is_commi
     assert cli("backup", "--config", write_config(tmp_path, dataset, s3_remote)) == 0
     target = zpool.dataset("restored")
 
-    with stalling_proxy(s3_server.port, stall_download_after=2 << 20) as proxy:
-        config = stall_config(tmp_path / "proxied", dataset, through(proxy, s3_remote, s3_server))
-        capsys.readouterr()
-        code, seconds = timed_cli("restore", "--config", config, "--target-dataset", target, "--yes")
-        err = capsys.readouterr().err
-        assert proxy.stalled.is_set(), err
+    code, _, err = run_with_a_silent_remote("restore", tmp_path / "proxied", dataset, s3_server, s3_remote, capsys,
+                                            "--target-dataset", target, "--yes", stall_download_after=2 << 20)
     assert code == EXIT_REMOTE
     assert error_lines(err) == [
         "zfsglacier: error: rclone cat: the remote sent no data for 2s ([rclone] stall_timeout = 2s)"
     ], err
-    assert seconds < HANG_BOUND
     assert not dataset_exists(target)
 
 
@@ -123,29 +124,20 @@ def test_a_silent_remote_stops_verify(
     (zpool.path("data") / "big.bin").write_bytes(os.urandom(8 << 20))
     assert cli("backup", "--config", write_config(tmp_path, dataset, s3_remote)) == 0
 
-    with stalling_proxy(s3_server.port, stall_download_after=2 << 20) as proxy:
-        config = stall_config(tmp_path / "proxied", dataset, through(proxy, s3_remote, s3_server))
-        capsys.readouterr()
-        code, seconds = timed_cli("verify", "--config", config)
-        out = capsys.readouterr().out
+    code, out, _ = run_with_a_silent_remote("verify", tmp_path / "proxied", dataset, s3_server, s3_remote, capsys,
+                                            stall_download_after=2 << 20)
     assert code == EXIT_REMOTE
     assert "rclone cat: the remote sent no data for 2s ([rclone] stall_timeout = 2s)" in out
-    assert seconds < HANG_BOUND
 
 
 def test_a_remote_silent_from_the_first_byte_stops_the_backup_before_any_snapshot(
     dataset: str, s3_server: rig.S3Server, s3_remote: rig.Remote, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with stalling_proxy(s3_server.port, stall_upload_after=0) as proxy:
-        config = stall_config(tmp_path / "proxied", dataset, through(proxy, s3_remote, s3_server))
-        capsys.readouterr()
-        code, seconds = timed_cli("backup", "--config", config)
-        err = capsys.readouterr().err
-        assert proxy.stalled.is_set(), err
+    code, _, err = run_with_a_silent_remote("backup", tmp_path / "proxied", dataset, s3_server, s3_remote, capsys,
+                                            stall_upload_after=0)
     assert code == EXIT_REMOTE
     lines = error_lines(err)
     assert len(lines) == 1 and "rclone lsjson: no answer within 2 s ([rclone] stall_timeout)" in lines[0], err
-    assert seconds < HANG_BOUND
     assert snapshots(dataset) == []
     assert remote_files(s3_remote) == []

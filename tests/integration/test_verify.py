@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import rig
-from helpers import cli, list_json, write_config
+from helpers import back_up_a_chain, cli, list_json, write_config
 
 from zfsglacier.errors import EXIT_CHAIN, EXIT_INTEGRITY, EXIT_OK
 from zfsglacier.manifest import SELF_CHECK, content_sha256
@@ -25,14 +25,7 @@ def _lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def three_backups(zpool: rig.Pool, rclone_remote: rig.Remote, tmp_path: Path,
                   capsys: pytest.CaptureFixture[str]) -> tuple[rig.Remote, Path, list[dict[str, object]]]:
     """A full and two incrementals."""
-    dataset = zpool.dataset("data")
-    rig.run(["zfs", "create", dataset])
-    rig.populate(zpool.path("data"), seed="verify", n_files=20)
-    config = write_config(tmp_path, dataset, rclone_remote, "zstd")
-    for round_number in range(3):
-        if round_number:
-            rig.mutate(zpool.path("data"), seed=round_number)
-        assert cli("backup", "--config", config) == 0
+    _, config = back_up_a_chain(zpool, rclone_remote, tmp_path, seed="verify", n_files=20)
     records = list_json(config, capsys)
     assert [r["kind"] for r in records] == ["full", "incremental", "incremental"]
     capsys.readouterr()
