@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import rig
+from config_text import MINIMAL, render, with_value
 
 from zfsglacier import names
 from zfsglacier.cli import main
@@ -28,17 +29,7 @@ COMMANDS = {
     "restore": ["restore", "--target-dataset", "tank/restored", "--yes", "--force"],
     "verify": ["verify", "--all", "--deep"],
 }
-GOOD = {"zfs": {"dataset": "tank/data"}, "rclone": {"remote": "r", "bucket_name": "b"}}
-
-
-def render(sections: dict[str, dict[str, str]]) -> str:
-    return "".join(f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items()) for s, keys in sections.items())
-
-
-def with_value(section: str, key: str, value: str) -> str:
-    sections = {s: dict(keys) for s, keys in GOOD.items()}
-    sections.setdefault(section, {})[key] = value
-    return render(sections)
+GOOD = MINIMAL
 
 
 @pytest.fixture

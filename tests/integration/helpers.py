@@ -94,3 +94,12 @@ def back_up_a_chain(pool: rig.Pool, remote: rig.Remote, workdir: Path, seed: str
         if cli("backup", "--config", config) != 0:
             raise AssertionError(f"backup {round_number + 1} of {backups} failed")
     return dataset, config
+
+
+def error_line(capsys) -> str:  # type: ignore[no-untyped-def]
+    """The one `zfsglacier: error:` line of what was printed since the last read (no traceback)."""
+    err: str = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("zfsglacier: error:")]
+    assert len(errors) == 1, err
+    return errors[0]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import rig
-from helpers import back_up_a_chain, cli, snapshots, write_config
+from helpers import back_up_a_chain, cli, error_line, snapshots, write_config
 
 from zfsglacier import zfs
 from zfsglacier.errors import EXIT_CHAIN, EXIT_INTEGRITY, EXIT_OK
@@ -115,14 +115,6 @@ def target(chain: Chain) -> Iterator[str]:
 
 
 # --- what a test looks at ---------------------------------------------------------------------------
-
-
-def error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("zfsglacier: error:")]
-    assert len(errors) == 1, err
-    return errors[0]
 
 
 def restore(case: Case, target: str, *flags: str) -> int:

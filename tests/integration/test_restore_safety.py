@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import rig
-from helpers import back_up_a_chain, cli, dataset_exists, list_json, snapshots
+from helpers import back_up_a_chain, cli, dataset_exists, error_line, list_json, snapshots
 
 from zfsglacier.errors import EXIT_CHAIN, EXIT_INTEGRITY, EXIT_REFUSED
 from zfsglacier.lock import DatasetLock
@@ -25,14 +25,6 @@ def backed_up(zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path) -> tupl
     """A dataset with a full and two incrementals on a local remote (about 1 MiB of mixed data)."""
     _, config = back_up_a_chain(zpool, local_remote, tmp_path, seed="safety", n_files=40)
     return zpool, local_remote, config
-
-
-def error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("zfsglacier: error:")]
-    assert len(errors) == 1, err
-    return errors[0]
 
 
 def object_path(remote: rig.Remote, record: dict[str, object]) -> Path:

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from config_text import render, with_value
 
 from zfsglacier.codecs import CODECS, default_threads
 from zfsglacier.config import BackupConfig, load_config, parse_config
@@ -81,14 +82,8 @@ def test_remote_with_trailing_colon_is_accepted() -> None:
 BASE = {"zfs": {"dataset": "tank/a"}, "rclone": {"remote": "r", "bucket_name": "b"}}
 
 
-def render(sections: dict[str, dict[str, str]]) -> str:
-    return "".join(f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items()) for s, keys in sections.items())
-
-
 def with_key(section: str, key: str, value: str) -> str:
-    sections = {s: dict(keys) for s, keys in BASE.items()}
-    sections.setdefault(section, {})[key] = value
-    return render(sections)
+    return with_value(section, key, value, BASE)
 
 
 @pytest.mark.parametrize(
