@@ -1,0 +1,45 @@
+"""What capabilities.py says the installed zfs can do is what it does: each claim is tried for real.
+Runs on whatever ZFS the rig has (zfs-fuse here, OpenZFS in the VM of `make test-openzfs`)."""
+
+from __future__ import annotations
+
+import pytest
+import rig
+
+from zfsglacier import capabilities
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def snapshot(zpool: rig.Pool) -> str:
+    dataset = zpool.dataset("caps")
+    rig.run(["zfs", "create", dataset])
+    rig.populate(zpool.path("caps"), seed="caps", n_files=4)
+    rig.run(["zfs", "snapshot", f"{dataset}@one"])
+    return f"{dataset}@one"
+
+
+def works(argv: list[str]) -> bool:
+    return rig.run(argv, check=False).returncode == 0
+
+
+def test_each_detected_feature_matches_the_real_zfs(snapshot: str, zpool: rig.Pool) -> None:
+    tools = capabilities.zfs_tools()
+    dataset = snapshot.partition("@")[0]
+    assert works(["zfs", "list", "-H", "-p", "-o", "name,used", dataset]) == tools.parsable_list
+    assert works(["zfs", "hold", "zgt-test", snapshot]) == tools.holds
+    if tools.holds:  # a held snapshot cannot be destroyed (zfs-fuse's `zfs holds` cannot list them)
+        assert not works(["zfs", "destroy", snapshot])
+        rig.run(["zfs", "release", "zgt-test", snapshot])
+    bookmark = works(["zfs", "bookmark", snapshot, f"{dataset}#one"])
+    assert bookmark == (tools.bookmarks and capabilities.pool_has_feature(zpool.name, "bookmarks"))
+    estimate = rig.run(["zfs", "send", "-n", "-P", snapshot], check=False)
+    assert (estimate.returncode == 0 and b"size" in estimate.stdout + estimate.stderr) == tools.send_estimate
+    # A flag zfs send does not list is refused (before any stream is written).
+    assert works(["zfs", "send", "-L", "-e", "-n", "-P", snapshot]) == (
+        tools.large_blocks and tools.embedded_data and tools.send_estimate)
+
+
+def test_a_dataset_without_encryption_is_not_encrypted(snapshot: str) -> None:
+    assert capabilities.dataset_is_encrypted(snapshot.partition("@")[0]) is False
