@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import __version__, index, names, proc, zfs
+from . import __version__, capabilities, estimate, index, names, proc, zfs
 from .catalog import Catalog, load_catalog, write_index
 from .codecs import get_codec
 from .config import BackupConfig
@@ -45,6 +45,11 @@ class Plan:
     base: Snapshot | None
     object_name: str
     why: str  # why full or incremental
+    send_flags: tuple[str, ...] = ()  # stream flags zfs send gets (capabilities.send_options)
+
+    @property
+    def base_name(self) -> str | None:
+        return self.base.name if self.base else None
 
     @property
     def kind(self) -> str:
@@ -129,9 +134,10 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
         taken = {s.short_name for s in local} | {m.snapshot for m in catalog.manifests}
         short = new_snapshot_name(cfg.snapshot_prefix, _now(), taken)
         kind = "full" if base is None else "incremental"
-        plan = Plan(f"{cfg.dataset}@{short}", base, data_object_name(short, kind, codec.suffix), why)
+        plan = Plan(f"{cfg.dataset}@{short}", base, data_object_name(short, kind, codec.suffix), why,
+                    tuple(capabilities.send_options(capabilities.zfs_tools())))
 
-        send_argv = zfs.send_argv(plan.snapshot, base.name if base else None)
+        send_argv = zfs.send_argv(plan.snapshot, plan.base_name, plan.send_flags)
         rcat_argv = rclone.rcat_argv(catalog.path(plan.object_name))
         if dry_run:
             _print_plan(cfg, rclone, catalog, plan, local, [send_argv, codec.compress_argv(cfg.level, cfg.threads),
@@ -173,7 +179,10 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
         # Inside the try: a signal that stops `zfs snapshot`, or comes just after it, still gets the
         # snapshot destroyed (the kernel, or zfs-fuse's daemon, finishes the work of a killed `zfs`).
         zfs.create_snapshot(plan.snapshot, f"{socket.gethostname()}:{uuid.uuid4()}")
-        progress = Progress(f"backup {plan.snapshot}")
+        expected = estimate.stream_bytes(plan.snapshot, plan.base_name, plan.send_flags, capabilities.zfs_tools())
+        if expected is not None:
+            log.info("%s: the stream will be about %s", plan.snapshot, human_bytes(expected))
+        progress = Progress(f"backup {plan.snapshot}", expected)
         stats = send_to_remote(send_argv, rcat_argv, codec, cfg.level, cfg.threads, progress.update,
                                rclone.stall_timeout, rclone.redact)
         stored = {o.name: o.size for o in rclone.list_dir(catalog.directory)}.get(plan.object_name)
@@ -198,6 +207,7 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
             created=_now().isoformat(timespec="seconds"),
             host=socket.gethostname(),
             tool_version=__version__,
+            send_flags=plan.send_flags,
         )
         manifest_tried = True
         rclone.write(catalog.path(manifest_object), committed.to_json())

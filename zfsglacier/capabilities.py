@@ -97,6 +97,12 @@ class ZfsTools:
         return ", ".join(found) or "none of the optional features"
 
 
+def send_options(tools: ZfsTools) -> list[str]:
+    """Stream flags every backup uses where zfs has them: -L keeps records over 128 KiB whole instead
+    of splitting them, -e sends blocks embedded in their block pointers as they are (smaller)."""
+    return [flag for flag, supported in (("-L", tools.large_blocks), ("-e", tools.embedded_data)) if supported]
+
+
 @functools.cache
 def zfs_tools() -> ZfsTools:
     """Asked of the installed zfs once per process."""

@@ -20,6 +20,7 @@ def as_records(catalog: Catalog) -> list[dict[str, object]]:
             "stored_bytes": m.stored_bytes,
             "compressor": m.compressor,
             "level": m.level,
+            "send_flags": list(m.send_flags),
             "sha256": m.sha256,
             "created": m.created,
             "object": catalog.path(m.object),

@@ -68,6 +68,7 @@ class Manifest:
     created: str  # ISO 8601, UTC
     host: str
     tool_version: str
+    send_flags: tuple[str, ...] = ()  # zfs send's stream flags (-L, -e...); none in older manifests
 
     def to_json(self) -> bytes:
         doc: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, **asdict(self)}
@@ -90,9 +91,11 @@ class Manifest:
             )
         _check_self(doc, where)
         fields = {name: doc.get(name) for name in cls.__dataclass_fields__}
+        fields["send_flags"] = doc.get("send_flags", [])
         problems = [p for p in _field_problems(fields) if p]
         if problems:
             raise IntegrityError(f"manifest {where}: {'; '.join(problems)}")
+        fields["send_flags"] = tuple(fields["send_flags"] or ())
         return cls(**fields)  # type: ignore[arg-type]  # each field's type was checked above
 
     @property
@@ -135,6 +138,9 @@ def _field_problems(f: dict[str, Any]) -> list[str | None]:
         problems.append(f"unknown compressor {f['compressor']!r}")
     if isinstance(f["sha256"], str) and not re.fullmatch(r"[0-9a-f]{64}", f["sha256"]):
         problems.append("sha256 is not 64 hex digits")
+    flags = f["send_flags"]
+    if not isinstance(flags, list) or not all(isinstance(x, str) and re.fullmatch(r"-[A-Za-z]", x) for x in flags):
+        problems.append("send_flags must be a list of one-letter flags such as -L")
     return problems
 
 

@@ -7,6 +7,7 @@ Only commands and flags that both OpenZFS and zfs-fuse (pool version 23) accept 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import proc
@@ -57,8 +58,9 @@ def destroy_snapshot_argv(snapshot: str) -> list[str]:
     return [ZFS, "destroy", snapshot]
 
 
-def send_argv(snapshot: str, base: str | None = None) -> list[str]:
-    argv = [ZFS, "send"]
+def send_argv(snapshot: str, base: str | None = None, options: Sequence[str] = ()) -> list[str]:
+    """`options`: stream flags such as -L -e (see capabilities.send_options)."""
+    argv = [ZFS, "send", *options]
     if base is not None:
         argv += ["-i", base]
     return [*argv, snapshot]

@@ -3,8 +3,12 @@ Runs on whatever ZFS the rig has (zfs-fuse here, OpenZFS in the VM of `make test
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import rig
+from helpers import cli, list_json, write_config
 
 from zfsglacier import capabilities
 
@@ -43,3 +47,22 @@ def test_each_detected_feature_matches_the_real_zfs(snapshot: str, zpool: rig.Po
 
 def test_a_dataset_without_encryption_is_not_encrypted(snapshot: str) -> None:
     assert capabilities.dataset_is_encrypted(snapshot.partition("@")[0]) is False
+
+
+def test_a_backup_uses_the_detected_stream_flags_and_estimates_its_size(
+    zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("ZFSGLACIER_LOCK_DIR", str(tmp_path / "locks"))
+    dataset = zpool.dataset("data")
+    rig.run(["zfs", "create", dataset])
+    (zpool.path("data") / "random.bin").write_bytes(os.urandom(4 << 20))
+    config = write_config(tmp_path, dataset, local_remote)
+    assert cli("backup", "--config", config) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "the stream will be about" in line]
+    [record] = list_json(config, capsys)
+    assert record["send_flags"] == capabilities.send_options(capabilities.zfs_tools())
+    assert len(said) == 1, said
+    estimate_mib = float(said[0].rsplit("about ", 1)[1].split()[0])  # "... about 4.1 MiB"
+    raw_mib = int(str(record["raw_bytes"])) / (1 << 20)
+    assert 0.5 < raw_mib / estimate_mib < 2, (said, record["raw_bytes"])

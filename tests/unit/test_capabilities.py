@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from zfsglacier.capabilities import ZfsTools, parse_usage
+from zfsglacier.capabilities import ZfsTools, parse_usage, send_options
+from zfsglacier.estimate import estimate_argv, parse_estimate
 
 # As zfs-fuse (pool version 23) prints it, abridged.
 ZFS_FUSE = """missing command
@@ -70,3 +71,21 @@ def test_nothing_recognised_means_nothing_supported() -> None:
     tools = ZfsTools(parse_usage("zfs: command not found\n"))
     assert tools.commands == {}
     assert tools.describe() == "none of the optional features"
+
+
+def test_send_options_are_the_stream_flags_zfs_lists() -> None:
+    assert send_options(ZfsTools(parse_usage(OPENZFS))) == ["-L", "-e"]
+    assert send_options(ZfsTools(parse_usage(ZFS_FUSE))) == []
+
+
+def test_the_estimate_is_a_dry_run_of_the_same_send() -> None:
+    assert estimate_argv("p/d@b", "p/d@a", ["-L", "-e"]) == ["zfs", "send", "-n", "-P", "-L", "-e", "-i", "p/d@a",
+                                                             "p/d@b"]
+    assert estimate_argv("p/d@a", None, []) == ["zfs", "send", "-n", "-P", "p/d@a"]
+
+
+def test_the_size_line_of_a_dry_run_is_read() -> None:
+    assert parse_estimate("full\tp/d@a\t1234\nsize\t1234\n") == 1234
+    assert parse_estimate("incremental\ta\tp/d@b\t99\nsize\t99\n") == 99
+    assert parse_estimate("nothing useful\n") is None
+    assert parse_estimate("size\tunknown\n") is None
