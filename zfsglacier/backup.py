@@ -29,6 +29,7 @@ from .zfs import Snapshot
 
 log = logging.getLogger(__name__)
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+HOLD_TAG = "zfsglacier"  # on the base of the next incremental
 _TIMESTAMP = r"\d{8}T\d{6}Z(-\d+)?"
 # The timestamp and room for a collision counter ("-99").
 _SUFFIX_ROOM = len("20261126T031500Z-99")
@@ -150,7 +151,9 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
         manifest = _stream_and_commit(cfg, rclone, catalog, plan, send_argv, rcat_argv)
         zfs.clear_pending(plan.snapshot)
         write_index(rclone, catalog, manifest)
-        _prune(cfg, zfs.list_snapshots(cfg.dataset), catalog.guids | {manifest.guid})
+        committed = catalog.guids | {manifest.guid}
+        _hold_base(zfs.list_snapshots(cfg.dataset), manifest.full_snapshot, committed)
+        _prune(cfg, zfs.list_snapshots(cfg.dataset), committed)
         return manifest
 
 
@@ -164,6 +167,10 @@ def _print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,
          + "  < manifest.json")
     echo(proc.render(zfs.clear_pending_argv(plan.snapshot)))
     echo(proc.render(rclone.rcat_argv(catalog.path(index.INDEX_NAME))) + "  < index.json  # a copy of every manifest")
+    if capabilities.zfs_tools().holds:
+        echo(proc.render(zfs.hold_argv(HOLD_TAG, plan.snapshot)) + "  # the next incremental's base")
+        if plan.base is not None:
+            echo(proc.render(zfs.release_argv(HOLD_TAG, plan.base.name)))
     for old in _to_prune(cfg, local, catalog.guids, about_to_add=1):
         echo(proc.render(zfs.destroy_snapshot_argv(old.name)))
 
@@ -318,9 +325,27 @@ def _to_prune(cfg: BackupConfig, local: list[Snapshot], committed_guids: set[str
     return own[: max(len(own) + about_to_add - cfg.snapshot_retention, 0)]
 
 
+def _hold_base(local: list[Snapshot], base: str, committed_guids: set[str]) -> None:
+    """The newest committed snapshot, the next incremental's base, carries the hold HOLD_TAG, so that
+    another tool (sanoid, zfs-auto-snapshot, a person) cannot destroy it; the bases it replaces are
+    released, so that pruning can take them. A failure here is a warning: the backup is committed."""
+    if not capabilities.zfs_tools().holds:
+        return
+    try:
+        zfs.hold(HOLD_TAG, base)
+        for snapshot in local:
+            if snapshot.name != base and snapshot.holds and snapshot.guid in committed_guids:
+                zfs.release(HOLD_TAG, snapshot.name)
+    except ZfsError as exc:
+        log.warning("the backup is committed, but moving the hold %r to %s failed: %s", HOLD_TAG, base, exc)
+
+
 def _prune(cfg: BackupConfig, local: list[Snapshot], committed_guids: set[str]) -> None:
     failed: list[str] = []
     for snapshot in _to_prune(cfg, local, committed_guids):
+        if snapshot.holds:  # ours is only ever on the base, which is never pruned: another tool's
+            log.warning("not pruning %s: another tool holds it (zfs holds %s)", snapshot.name, snapshot.name)
+            continue
         log.info("pruning %s (snapshot_retention = %d)", snapshot.name, cfg.snapshot_retention)
         try:
             zfs.destroy_snapshot(snapshot.name)

@@ -26,6 +26,7 @@ class Snapshot:
     createtxg: int
     creation: int  # seconds since the epoch
     pending: bool
+    holds: int = 0  # user holds on it (zfs hold), by any tool
 
     @property
     def short_name(self) -> str:
@@ -34,6 +35,14 @@ class Snapshot:
 
 def snapshot_argv(name: str, pending_run: str) -> list[str]:
     return [ZFS, "snapshot", "-o", f"{PENDING_PROPERTY}={pending_run}", name]
+
+
+def hold_argv(tag: str, snapshot: str) -> list[str]:
+    return [ZFS, "hold", tag, snapshot]
+
+
+def release_argv(tag: str, snapshot: str) -> list[str]:
+    return [ZFS, "release", tag, snapshot]
 
 
 def clear_pending_argv(snapshot: str) -> list[str]:
@@ -73,7 +82,7 @@ def receive_argv(target: str, *, force: bool) -> list[str]:
 def snapshot_props_argv(dataset: str) -> list[str]:
     # -d 1 lists the dataset, its snapshots and its direct children; the parser keeps the snapshots.
     return [ZFS, "get", "-Hp", "-d", "1", "-o", "name,property,value",
-            f"guid,createtxg,creation,{PENDING_PROPERTY}", dataset]
+            f"guid,createtxg,creation,userrefs,{PENDING_PROPERTY}", dataset]
 
 
 def destroy_dataset_argv(dataset: str) -> list[str]:
@@ -113,6 +122,7 @@ def parse_snapshots(dataset: str, output: str) -> list[Snapshot]:
             createtxg=int(p["createtxg"]),
             creation=int(p["creation"]),
             pending=p.get(PENDING_PROPERTY, "-") not in ("-", ""),
+            holds=int(p["userrefs"]) if p.get("userrefs", "").isdigit() else 0,
         )
         for name, p in props.items()
     ]
@@ -161,6 +171,20 @@ def set_property(dataset: str, prop: str, value: str | None) -> None:
         proc.run("zfs inherit", inherit_property_argv(dataset, prop), error=ZfsError)
     else:
         proc.run("zfs set", set_property_argv(dataset, prop, value), error=ZfsError)
+
+
+def hold(tag: str, snapshot: str) -> None:
+    """Place hold `tag` on a snapshot (already there is fine): it cannot be destroyed while held."""
+    result = proc.run("zfs hold", hold_argv(tag, snapshot), error=ZfsError, check=False)
+    if result.returncode != 0 and "tag already exists" not in result.stderr:
+        raise ZfsError("zfs hold", f"exited with status {result.returncode}", result.stderr)
+
+
+def release(tag: str, snapshot: str) -> None:
+    """Release hold `tag` (not there is fine)."""
+    result = proc.run("zfs release", release_argv(tag, snapshot), error=ZfsError, check=False)
+    if result.returncode != 0 and "no such tag" not in result.stderr:
+        raise ZfsError("zfs release", f"exited with status {result.returncode}", result.stderr)
 
 
 def destroy_snapshot(snapshot: str) -> None:

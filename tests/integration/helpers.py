@@ -103,3 +103,18 @@ def error_line(capsys) -> str:  # type: ignore[no-untyped-def]
     errors = [line for line in err.splitlines() if line.startswith("zfsglacier: error:")]
     assert len(errors) == 1, err
     return errors[0]
+
+
+def destroy_snapshot_on_purpose(name: str, timeout: float = 30) -> None:
+    """What an admin does to drop a snapshot zfsglacier uses as its base: release zfsglacier's hold,
+    then destroy. zfs-fuse often answers the first destroy with "busy": retry until it is gone."""
+    assert "@" in name
+    rig.run(["zfs", "release", "zfsglacier", name], check=False)  # only the base carries it
+    deadline = time.monotonic() + timeout
+    while True:
+        result = rig.run(["zfs", "destroy", name], check=False)
+        if result.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise rig.CommandFailed(["zfs", "destroy", name], result)
+        time.sleep(0.2)

@@ -4,13 +4,12 @@ compared file by file with what was backed up."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import rig
-from helpers import cli, list_json, snapshots, write_config
+from helpers import cli, destroy_snapshot_on_purpose, list_json, snapshots, write_config
 
 from zfsglacier.errors import EXIT_CHAIN
 
@@ -28,19 +27,6 @@ def make_dataset(pool: rig.Pool, seed: str) -> tuple[str, Path]:
     rig.run(["zfs", "create", dataset])
     rig.populate(pool.path("data"), seed=seed, n_files=16)
     return dataset, pool.path("data")
-
-
-def destroy_snapshot(name: str, timeout: float = 30) -> None:
-    """zfs-fuse often answers the first destroy with "busy": retry until it is gone."""
-    assert "@" in name
-    deadline = time.monotonic() + timeout
-    while True:
-        result = rig.run(["zfs", "destroy", name], check=False)
-        if result.returncode == 0:
-            return
-        if time.monotonic() > deadline:
-            raise rig.CommandFailed(["zfs", "destroy", name], result)
-        time.sleep(0.2)
 
 
 def short_names(dataset: str) -> list[str]:
@@ -95,7 +81,7 @@ def test_base_destroyed_locally(zpool: rig.Pool, local_remote: rig.Remote, tmp_p
     s1, s2 = (str(r["snapshot"]) for r in list_json(config, capsys))
 
     # The newest base is gone: an older committed snapshot still serves as base, and the log says why.
-    destroy_snapshot(f"{dataset}@{s2}")
+    destroy_snapshot_on_purpose(f"{dataset}@{s2}")
     rig.mutate(files, seed=2)
     err = backup_logged(config, capsys)
     assert f"incremental from {s1} ({s2}, the newest backed-up snapshot, no longer exists locally)" in err
@@ -105,7 +91,7 @@ def test_base_destroyed_locally(zpool: rig.Pool, local_remote: rig.Remote, tmp_p
 
     # Every committed snapshot is gone: the next backup is a full, and says so as a warning.
     for name in short_names(dataset):
-        destroy_snapshot(f"{dataset}@{name}")
+        destroy_snapshot_on_purpose(f"{dataset}@{name}")
     rig.mutate(files, seed=3)
     err = backup_logged(config, capsys)
     assert f"full: the snapshot of the newest committed backup, {third['snapshot']}, no longer exists " \

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import rig
-from helpers import cli, dataset_exists, list_json, remote_files, snapshots, write_config
+from helpers import cli, dataset_exists, destroy_snapshot_on_purpose, list_json, remote_files, snapshots, write_config
 
 from zfsglacier.codecs import CODECS
 from zfsglacier.errors import EXIT_LOCK_BUSY
@@ -107,13 +107,13 @@ def test_full_flag_and_a_lost_base_start_a_new_chain(
     first, second = list_json(config, capsys)
     assert (first["kind"], second["kind"]) == ("full", "full")
     # The base snapshot disappears locally: the next backup cannot be an incremental on it.
-    rig.run(["zfs", "destroy", f"{dataset}@{second['snapshot']}"])
+    destroy_snapshot_on_purpose(f"{dataset}@{second['snapshot']}")
     rig.mutate(zpool.path("data"), seed="after-loss")
     assert cli("backup", "--config", config) == 0
     third = list_json(config, capsys)[-1]
     assert third["kind"] == "incremental" and third["base"] == first["snapshot"]
-    rig.run(["zfs", "destroy", f"{dataset}@{first['snapshot']}"])
-    rig.run(["zfs", "destroy", f"{dataset}@{third['snapshot']}"])
+    destroy_snapshot_on_purpose(f"{dataset}@{first['snapshot']}")
+    destroy_snapshot_on_purpose(f"{dataset}@{third['snapshot']}")
     assert cli("backup", "--config", config) == 0
     assert list_json(config, capsys)[-1]["kind"] == "full"
 
