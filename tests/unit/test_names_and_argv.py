@@ -44,6 +44,7 @@ def test_parse_snapshots_keeps_only_the_datasets_own_sorted_by_txg() -> None:
         f"t/a@late\t{zfs.PENDING_PROPERTY}\t-",
         "t/a@early\tguid\t7", "t/a@early\tcreatetxg\t10", "t/a@early\tcreation\t999",
         f"t/a@early\t{zfs.PENDING_PROPERTY}\thost:run",
+        "t/a@early\tuserrefs\t2",
         "t/a/child@x\tguid\t8", "t/a/child@x\tcreatetxg\t11", "t/a/child@x\tcreation\t1",
         "t/ab@y\tguid\t9", "t/ab@y\tcreatetxg\t12", "t/ab@y\tcreation\t1",
     ])
@@ -51,6 +52,13 @@ def test_parse_snapshots_keeps_only_the_datasets_own_sorted_by_txg() -> None:
     assert [s.short_name for s in snaps] == ["early", "late"]
     assert snaps[1].guid == "18446744073709551615"
     assert snaps[0].pending and not snaps[1].pending
+    assert (snaps[0].holds, snaps[1].holds) == (2, 0)  # userrefs; absent counts as none
+
+
+def test_hold_and_release_argv() -> None:
+    assert zfs.hold_argv("zfsglacier", "t/a@s") == ["zfs", "hold", "zfsglacier", "t/a@s"]
+    assert zfs.release_argv("zfsglacier", "t/a@s") == ["zfs", "release", "zfsglacier", "t/a@s"]
+    assert zfs.send_argv("t/a@b", "t/a@a", ["-L", "-e"]) == ["zfs", "send", "-L", "-e", "-i", "t/a@a", "t/a@b"]
 
 
 def test_rclone_argv_always_has_the_config_and_a_remote_prefixed_path() -> None:
