@@ -30,9 +30,6 @@ import pytest
 
 POOL_PREFIX = "zgt"
 VDEV_SIZE = 512 * 1024 * 1024
-# Only bounds a failure: `rclone serve s3` answers within a second natively, but under the software
-# emulation of make test-openzfs's VM it takes tens of seconds.
-S3_START_TIMEOUT = 180.0
 _SBIN = (Path("/usr/sbin"), Path("/sbin"))
 
 
@@ -300,7 +297,7 @@ class S3Server:
             shutil.rmtree(workdir, ignore_errors=True)
             shutil.rmtree(root, ignore_errors=True)
 
-    def start(self, timeout: float = S3_START_TIMEOUT) -> None:
+    def start(self, timeout: float = 20) -> None:
         """Start the server and wait until it answers HTTP."""
         assert self.log_path is not None
         with open(self.log_path, "ab") as log:
@@ -324,7 +321,7 @@ class S3Server:
         self._process.send_signal(sig)
         return self._process.wait(timeout=timeout)
 
-    def restart(self, timeout: float = S3_START_TIMEOUT) -> None:
+    def restart(self, timeout: float = 20) -> None:
         """Start it again after a kill: same port, credentials and served directory."""
         if self.running():
             raise RuntimeError("rclone serve s3 is still running: kill it before restarting it")
@@ -342,7 +339,7 @@ class S3Server:
 
 
 @contextlib.contextmanager
-def s3_server(rclone: str, timeout: float = S3_START_TIMEOUT) -> Iterator[S3Server]:
+def s3_server(rclone: str, timeout: float = 20) -> Iterator[S3Server]:
     workdir = Path(tempfile.mkdtemp(prefix="zgt-s3-"))
     served = workdir / "served"
     served.mkdir()
