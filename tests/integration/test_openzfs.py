@@ -13,9 +13,10 @@ from helpers import cli, list_json, snapshots, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.openzfs]
 
-# zfs send -nP estimates from the blocks a snapshot references, not from the stream: allow this much.
-ESTIMATE_TOLERANCE = 0.10
-ESTIMATE_SLACK_BYTES = 64 * 1024
+# zfs send -nP estimates from the blocks a snapshot references, not from the stream; on small streams the
+# per-record overhead it leaves out matters (OpenZFS 2.3: 641 KB estimated for an 833 KB incremental).
+ESTIMATE_TOLERANCE = 0.25
+ESTIMATE_SLACK_BYTES = 128 * 1024
 
 
 @pytest.fixture(autouse=True)
