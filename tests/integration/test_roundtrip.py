@@ -8,6 +8,7 @@ import pytest
 import rig
 from helpers import cli, dataset_exists, destroy_snapshot_on_purpose, list_json, remote_files, snapshots, write_config
 
+from zfsglacier import capabilities
 from zfsglacier.codecs import CODECS
 from zfsglacier.errors import EXIT_LOCK_BUSY
 from zfsglacier.index import INDEX_NAME
@@ -128,7 +129,8 @@ def test_dry_run_changes_nothing_and_prints_the_pipeline(
     assert cli("backup", "--config", config, "--dry-run") == 0
     out = capsys.readouterr().out
     assert f"zfs snapshot -o org.zfsglacier:pending=DRY-RUN {dataset}@glacier-backup-" in out
-    assert f"zfs send {dataset}@glacier-backup-" in out and "| zstd -q -3 -T" in out and " rcat " in out
+    flags = "".join(f"{flag} " for flag in capabilities.send_options(capabilities.zfs_tools()))  # -L -e on OpenZFS
+    assert f"zfs send {flags}{dataset}@glacier-backup-" in out and "| zstd -q -3 -T" in out and " rcat " in out
     assert snapshots(dataset) == []
     assert remote_files(local_remote) == []
     assert not dataset_exists(zpool.dataset("nothing"))
