@@ -11,13 +11,14 @@ import logging
 import re
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from . import __version__, capabilities, estimate, index, names, proc, zfs
+from .capabilities import ZfsTools
 from .catalog import Catalog, load_catalog, write_index
-from .codecs import get_codec
+from .codecs import NO_COMPRESSION, Level, get_codec
 from .config import BackupConfig
 from .errors import RemoteError, UsageError, ZfsError, ZfsglacierError
 from .lock import DatasetLock
@@ -25,7 +26,7 @@ from .manifest import Manifest, chain_is_complete, data_object_name, manifest_na
 from .pipeline import send_to_remote
 from .progress import Progress, human_bytes
 from .rclone import Rclone, rclone_for
-from .zfs import Snapshot
+from .zfs import Bookmark, Snapshot
 
 log = logging.getLogger(__name__)
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -41,12 +42,43 @@ def _now() -> datetime:
 
 
 @dataclass(frozen=True)
+class StreamOptions:
+    """How the stream is made and stored: zfs send's flags, and the codec."""
+
+    send_flags: tuple[str, ...]
+    compressor: str
+    level: Level
+    note: str | None = None  # said in the log when the configured compressor is not used
+
+
+def stream_options(cfg: BackupConfig, tools: ZfsTools, encrypted: bool) -> StreamOptions:
+    """-L -e where zfs has them; -w for an encrypted dataset unless [zfs] send_raw = no: the data leaves
+    the host encrypted, no key is needed, and since encrypted blocks do not compress it is stored as
+    sent. -c ([zfs] send_compressed) sends blocks as compressed on disk."""
+    flags = capabilities.send_options(tools)
+    if encrypted and cfg.send_raw:
+        if not tools.raw_send:
+            raise UsageError(f"{cfg.dataset} is encrypted and this zfs has no raw send (zfs send -w): "
+                             "set [zfs] send_raw = no to send it decrypted (its key must be loaded)")
+        return StreamOptions((*flags, "-w"), NO_COMPRESSION, 0,
+                             f"{cfg.dataset} is encrypted: raw send (zfs send -w), stored as sent, not compressed "
+                             "(encrypted data does not compress)")
+    if cfg.send_compressed:
+        if not tools.compressed_send:
+            raise UsageError("[zfs] send_compressed = yes: this zfs has no compressed send (zfs send -c)")
+        flags.append("-c")
+    return StreamOptions(tuple(flags), cfg.compressor, cfg.level)
+
+
+@dataclass(frozen=True)
 class Plan:
     snapshot: str  # full name of the snapshot to create
-    base: Snapshot | None
+    base: Snapshot | Bookmark | None
     object_name: str
     why: str  # why full or incremental
-    send_flags: tuple[str, ...] = ()  # stream flags zfs send gets (capabilities.send_options)
+    send_flags: tuple[str, ...] = ()  # stream flags zfs send gets (stream_options)
+    compressor: str = "zstd"
+    level: Level = 3
 
     @property
     def base_name(self) -> str | None:
@@ -83,31 +115,48 @@ def check_snapshot_names_fit(cfg: BackupConfig) -> None:
         )
 
 
-def choose_base(catalog: Catalog, local: list[Snapshot]) -> tuple[Snapshot | None, str]:
-    """The newest local snapshot whose backup is committed (same guid) and restorable from a full.
+def choose_base(catalog: Catalog, local: list[Snapshot], bookmarks: Sequence[Bookmark] = (),
+                raw: bool = False) -> tuple[Snapshot | Bookmark | None, str]:
+    """The newest local snapshot, or else bookmark, whose backup is committed (same guid), restorable
+    from a full, and sent the same way (raw or not: a raw chain takes only raw incrementals).
     Snapshots without a committed backup (made by hand, even in our name form) are never a base."""
     committed = {m.guid: m for m in catalog.manifests}
-    for snapshot in reversed(local):
-        manifest = committed.get(snapshot.guid)
+    snapshot_guids = {s.guid for s in local}
+    candidates: list[Snapshot | Bookmark] = [*local, *(b for b in bookmarks if b.guid not in snapshot_guids)]
+    for candidate in sorted(candidates, key=lambda c: c.createtxg, reverse=True):
+        manifest = committed.get(candidate.guid)
         if manifest is None:
             continue
-        if not chain_is_complete(catalog.manifests, manifest):
-            log.warning("not basing on %s: its chain on the remote has a gap", snapshot.name)
+        if manifest.raw != raw:
+            log.warning("not basing on %s: it was sent %s, this backup is sent %s ([zfs] send_raw)",
+                        candidate.name, _sent(manifest.raw), _sent(raw))
             continue
-        return snapshot, f"incremental from {snapshot.short_name}{_newest_gone_note(catalog, local, snapshot)}"
-    return None, _why_full(catalog, local)
+        if not chain_is_complete(catalog.manifests, manifest):
+            log.warning("not basing on %s: its chain on the remote has a gap", candidate.name)
+            continue
+        source = candidate.short_name if isinstance(candidate, Snapshot) else \
+            f"bookmark {candidate.name} (the snapshot is gone)"
+        return candidate, f"incremental from {source}{_newest_gone_note(catalog, candidates, candidate)}"
+    return None, _why_full(catalog, local, raw)
 
 
-def _newest_gone_note(catalog: Catalog, local: list[Snapshot], base: Snapshot) -> str:
+def _sent(raw: bool) -> str:
+    return "raw (zfs send -w)" if raw else "decrypted"
+
+
+def _newest_gone_note(catalog: Catalog, candidates: list[Snapshot | Bookmark], base: Snapshot | Bookmark) -> str:
     newest = catalog.manifests[-1]
-    if newest.guid == base.guid or newest.guid in {s.guid for s in local}:
+    if newest.guid == base.guid or newest.guid in {c.guid for c in candidates}:
         return ""
     return f" ({newest.snapshot}, the newest backed-up snapshot, no longer exists locally)"
 
 
-def _why_full(catalog: Catalog, local: list[Snapshot]) -> str:
+def _why_full(catalog: Catalog, local: list[Snapshot], raw: bool = False) -> str:
     if not catalog.manifests:
         return "full: no committed backup on the remote yet"
+    if catalog.manifests[-1].raw != raw:
+        return (f"full: the backups so far were sent {_sent(not raw)}, this one is sent {_sent(raw)} "
+                "([zfs] send_raw): a chain is all one or the other")
     newest = catalog.manifests[-1]
     same_name = next((s for s in local if s.short_name == newest.snapshot), None)
     if same_name is not None and same_name.guid != newest.guid:
@@ -124,27 +173,35 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
            echo: Callable[[str], None] = print) -> Manifest | None:
     check_snapshot_names_fit(cfg)
     rclone = rclone_for(cfg)
-    codec = get_codec(cfg.compressor)
+    tools = capabilities.zfs_tools()
     with DatasetLock(cfg.dataset, "backup"):
         local = zfs.list_snapshots(cfg.dataset)
+        options = stream_options(cfg, tools, tools.raw_send and capabilities.dataset_is_encrypted(cfg.dataset))
+        codec = get_codec(options.compressor)
+        bookmarks = zfs.list_bookmarks(cfg.dataset) if _uses_bookmarks(cfg, tools) else []
         catalog = load_catalog(cfg, rclone)
         local = _remove_leftovers(cfg, rclone, catalog, local, dry_run, echo)
         _abort_unfinished_uploads(rclone, catalog, dry_run, echo)
 
-        base, why = (None, "full: --full given") if full else choose_base(catalog, local)
+        raw = "-w" in options.send_flags
+        base, why = (None, "full: --full given") if full else choose_base(catalog, local, bookmarks, raw)
         taken = {s.short_name for s in local} | {m.snapshot for m in catalog.manifests}
         short = new_snapshot_name(cfg.snapshot_prefix, _now(), taken)
         kind = "full" if base is None else "incremental"
         plan = Plan(f"{cfg.dataset}@{short}", base, data_object_name(short, kind, codec.suffix), why,
-                    tuple(capabilities.send_options(capabilities.zfs_tools())))
+                    options.send_flags, options.compressor, options.level)
 
         send_argv = zfs.send_argv(plan.snapshot, plan.base_name, plan.send_flags)
         rcat_argv = rclone.rcat_argv(catalog.path(plan.object_name))
         if dry_run:
-            _print_plan(cfg, rclone, catalog, plan, local, [send_argv, codec.compress_argv(cfg.level, cfg.threads),
-                                                           rcat_argv], echo)
+            if options.note:
+                echo(f"# {options.note}")
+            _print_plan(cfg, rclone, catalog, plan, local, bookmarks,
+                        [send_argv, codec.compress_argv(plan.level, cfg.threads), rcat_argv], echo)
             return None
 
+        if options.note:
+            log.info("%s", options.note)
         # A full that was not asked for costs a whole upload (and storage) more: make it stand out.
         log.log(logging.WARNING if base is None and catalog.manifests and not full else logging.INFO,
                 "%s: %s", plan.snapshot, plan.why)
@@ -153,12 +210,40 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
         write_index(rclone, catalog, manifest)
         committed = catalog.guids | {manifest.guid}
         _hold_base(zfs.list_snapshots(cfg.dataset), manifest.full_snapshot, committed)
+        if _uses_bookmarks(cfg, tools):
+            _bookmark_base(cfg, manifest.full_snapshot, committed)
         _prune(cfg, zfs.list_snapshots(cfg.dataset), committed)
         return manifest
 
 
+def _uses_bookmarks(cfg: BackupConfig, tools: ZfsTools) -> bool:
+    return tools.bookmarks and tools.parsable_list and \
+        capabilities.pool_has_feature(cfg.dataset.partition("/")[0], "bookmarks")
+
+
+def bookmark_name(snapshot: str) -> str:
+    """dataset@snap -> dataset#snap"""
+    dataset, _, short = snapshot.partition("@")
+    return f"{dataset}#{short}"
+
+
+def _bookmark_base(cfg: BackupConfig, base: str, committed_guids: set[str]) -> None:
+    """Bookmark the newest committed snapshot, so that the next incremental can be sent from it even
+    after the snapshot itself is destroyed (by pruning, or by another tool); the bookmarks of older
+    bases are destroyed. A failure here is a warning: the backup is committed."""
+    try:
+        zfs.create_bookmark(base, bookmark_name(base))
+        for old in zfs.list_bookmarks(cfg.dataset):
+            if old.name != bookmark_name(base) and old.guid in committed_guids \
+                    and is_own_snapshot(old.short_name, cfg.snapshot_prefix):
+                zfs.destroy_bookmark(old.name)
+    except ZfsError as exc:
+        log.warning("the backup is committed, but bookmarking it (the next incremental's base if the "
+                    "snapshot goes) failed: %s", exc)
+
+
 def _print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan, local: list[Snapshot],
-                pipeline: list[list[str]], echo: Callable[[str], None]) -> None:
+                bookmarks: list[Bookmark], pipeline: list[list[str]], echo: Callable[[str], None]) -> None:
     """What a run would do, as commands a person can paste."""
     echo(f"# {plan.why}")
     echo(proc.render(zfs.snapshot_argv(plan.snapshot, "DRY-RUN")))
@@ -169,15 +254,21 @@ def _print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,
     echo(proc.render(rclone.rcat_argv(catalog.path(index.INDEX_NAME))) + "  < index.json  # a copy of every manifest")
     if capabilities.zfs_tools().holds:
         echo(proc.render(zfs.hold_argv(HOLD_TAG, plan.snapshot)) + "  # the next incremental's base")
-        if plan.base is not None:
+        if isinstance(plan.base, Snapshot):
             echo(proc.render(zfs.release_argv(HOLD_TAG, plan.base.name)))
+    if _uses_bookmarks(cfg, capabilities.zfs_tools()):
+        bookmark = bookmark_name(plan.snapshot)
+        echo(proc.render(zfs.bookmark_argv(plan.snapshot, bookmark)) + "  # a base that outlives the snapshot")
+        for mark in bookmarks:
+            if mark.guid in catalog.guids and is_own_snapshot(mark.short_name, cfg.snapshot_prefix):
+                echo(proc.render(zfs.destroy_bookmark_argv(mark.name)))
     for old in _to_prune(cfg, local, catalog.guids, about_to_add=1):
         echo(proc.render(zfs.destroy_snapshot_argv(old.name)))
 
 
 def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,
                        send_argv: list[str], rcat_argv: list[str]) -> Manifest:
-    codec = get_codec(cfg.compressor)
+    codec = get_codec(plan.compressor)
     object_path = catalog.path(plan.object_name)
     manifest_object = manifest_name(plan.snapshot.partition("@")[2])
     manifest_tried = False
@@ -190,7 +281,7 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
         if expected is not None:
             log.info("%s: the stream will be about %s", plan.snapshot, human_bytes(expected))
         progress = Progress(f"backup {plan.snapshot}", expected)
-        stats = send_to_remote(send_argv, rcat_argv, codec, cfg.level, cfg.threads, progress.update,
+        stats = send_to_remote(send_argv, rcat_argv, codec, plan.level, cfg.threads, progress.update,
                                rclone.stall_timeout, rclone.redact)
         stored = {o.name: o.size for o in rclone.list_dir(catalog.directory)}.get(plan.object_name)
         if stored != stats.stored_bytes:
@@ -206,7 +297,7 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
             base=plan.base.short_name if plan.base else None,
             base_guid=plan.base.guid if plan.base else None,
             compressor=codec.name,
-            level=cfg.level,
+            level=plan.level,
             raw_bytes=stats.raw_bytes,
             stored_bytes=stats.stored_bytes,
             sha256=stats.sha256,

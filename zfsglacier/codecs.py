@@ -18,6 +18,7 @@ from .adaptive import AdaptiveZstdWriter
 from .zstdframes import FrameTracker
 
 AUTO: Literal["auto"] = "auto"
+NO_COMPRESSION = "none"  # the codec raw sends of encrypted datasets are stored with
 # A compression level: a number, or "auto" for codecs that adapt it to the pipeline's bottleneck.
 Level = int | Literal["auto"]
 
@@ -157,7 +158,27 @@ def _gzip_reader(source: Source) -> Reader:
     return reader
 
 
+class _Passthrough:
+    """The "none" codec: the zfs stream as zfs send wrote it (raw sends of encrypted datasets do not
+    compress). Closing it leaves the sink open, like the other writers."""
+
+    def __init__(self, stream: Sink | Source) -> None:
+        self._stream = stream
+
+    def write(self, data: bytes, /) -> int:
+        return cast(Sink, self._stream).write(data)
+
+    def read(self, size: int = -1, /) -> bytes:
+        return cast(Source, self._stream).read(size)
+
+    def close(self) -> None:
+        pass
+
+
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# A zfs send stream opens with a DRR_BEGIN record, whose type field (a u32, 0) reads the same in
+# either byte order.
+_ZFS_STREAM_MAGIC = b"\x00\x00\x00\x00"
 _GZIP_MAGIC = b"\x1f\x8b"
 # BadGzipFile is an OSError; EOFError means the stream ended inside a member.
 # (python-isal's stub declares IsalError as an instance; it is the exception class.)
@@ -212,6 +233,23 @@ CODECS: dict[str, Codec] = {
             _compress_argv=lambda level, threads: ["gzip", f"-{max(_fixed(level), 1)}"],
             decompress_argv=("gzip", "-d"),
             decode_errors=_GZIP_DECODE_ERRORS,
+        ),
+        Codec(
+            name=NO_COMPRESSION,
+            format="zfs",
+            suffix="",
+            magic=_ZFS_STREAM_MAGIC,
+            levels=range(0, 1),
+            default_level=0,
+            multithreaded=False,
+            adaptive=False,
+            _open_writer=lambda sink, level, threads: _Passthrough(sink),
+            _open_reader=_Passthrough,
+            _compress_argv=lambda level, threads: ["cat"],
+            decompress_argv=("cat",),
+            # Nothing to decode: a damaged object is caught by its size and sha256, before the held-back
+            # end of the stream reaches zfs receive.
+            decode_errors=(),
         ),
     )
 }

@@ -38,6 +38,8 @@ class BackupConfig:
     level: Level
     threads: int
     stall_timeout: float | None = DEFAULT_STALL_TIMEOUT  # seconds; None: wait forever
+    send_raw: bool = True  # encrypted datasets: zfs send -w (still encrypted, never compressed)
+    send_compressed: bool = False  # zfs send -c: blocks as compressed on disk
 
     @property
     def remote_dir(self) -> str:
@@ -119,6 +121,16 @@ def _config_path(where: str, value: str) -> Path | None:
     return path
 
 
+_BOOLEANS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
+
+
+def _boolean(where: str, value: str) -> bool:
+    try:
+        return _BOOLEANS[value.lower()]
+    except KeyError:
+        raise _bad(where, value, "expected yes or no (also true/false, on/off, 1/0)") from None
+
+
 def _stall_timeout(where: str, value: str) -> float | None:
     match = _DURATION.fullmatch(value)
     if match is None:
@@ -147,6 +159,8 @@ _SCHEMA = (
     _Key("zfs", "dataset", _dataset),
     _Key("zfs", "snapshot_prefix", _prefix, DEFAULT_SNAPSHOT_PREFIX),
     _Key("zfs", "snapshot_retention", _non_negative_int, DEFAULT_RETENTION),
+    _Key("zfs", "send_raw", _boolean, "yes"),
+    _Key("zfs", "send_compressed", _boolean, "no"),
     _Key("rclone", "remote", _remote),
     _Key("rclone", "bucket_name", _bucket),
     _Key("rclone", "config_path", _config_path, None),
@@ -219,6 +233,8 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
         level=level,
         threads=values["threads"],
         stall_timeout=values["stall_timeout"],
+        send_raw=values["send_raw"],
+        send_compressed=values["send_compressed"],
     )
 
 

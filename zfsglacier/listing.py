@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 from .catalog import Catalog
+from .codecs import NO_COMPRESSION
+from .manifest import Manifest
 from .progress import human_bytes
 
 
@@ -21,6 +23,7 @@ def as_records(catalog: Catalog) -> list[dict[str, object]]:
             "compressor": m.compressor,
             "level": m.level,
             "send_flags": list(m.send_flags),
+            "raw_send": m.raw,
             "sha256": m.sha256,
             "created": m.created,
             "object": catalog.path(m.object),
@@ -33,13 +36,19 @@ def as_json(catalog: Catalog) -> str:
     return json.dumps(as_records(catalog), indent=2)
 
 
+def compression(m: Manifest) -> str:
+    if m.raw:
+        return "none (raw encrypted send)"
+    return m.compressor if m.compressor == NO_COMPRESSION else f"{m.compressor} {m.level}"
+
+
 def as_table(catalog: Catalog) -> str:
-    header = ("SNAPSHOT", "KIND", "BASE", "RAW", "STORED", "RATIO", "CREATED")
+    header = ("SNAPSHOT", "KIND", "BASE", "RAW", "STORED", "RATIO", "COMPRESSION", "CREATED")
     rows = [header]
     for m in catalog.manifests:
         ratio = f"{m.raw_bytes / m.stored_bytes:.2f}" if m.stored_bytes else "-"
         rows.append((m.snapshot, m.kind, m.base or "-", human_bytes(m.raw_bytes),
-                     human_bytes(m.stored_bytes), ratio, m.created))
+                     human_bytes(m.stored_bytes), ratio, compression(m), m.created))
     if len(rows) == 1:
         return f"no committed backups in {catalog.directory}"
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -99,6 +99,11 @@ class Manifest:
         return cls(**fields)  # type: ignore[arg-type]  # each field's type was checked above
 
     @property
+    def raw(self) -> bool:
+        """A raw send (zfs send -w) of an encrypted dataset: restores encrypted, opens with its key."""
+        return "-w" in self.send_flags
+
+    @property
     def full_snapshot(self) -> str:
         return f"{self.dataset}@{self.snapshot}"
 

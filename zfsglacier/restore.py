@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from . import names, zfs
+from . import capabilities, names, zfs
 from .catalog import Catalog, load_catalog
 from .codecs import get_codec
 from .config import BackupConfig
@@ -39,6 +39,7 @@ def plan_lines(chain: list[Manifest], catalog: Catalog, target: str, received: i
                     "already received:")
     for position, m in enumerate(chain):
         source = "full" if m.base is None else f"incremental from {m.base}"
+        source += ", raw encrypted" if m.raw else ""
         done = "  (already received)" if position < received else ""
         lines.append(f"  {m.snapshot}  {source}  {human_bytes(m.stored_bytes)} stored, "
                      f"{human_bytes(m.raw_bytes)} raw  {catalog.path(m.object)}{done}")
@@ -110,6 +111,7 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
             if answer.strip() != target:
                 raise RefusedError("not confirmed (the name typed does not match): nothing was changed")
         if exists:
+            _abort_partial_receive(target)
             # Received over while mounted, zfs-fuse at times fails the receive with an I/O error
             # after writing the snapshot; unmounted, it does not. OpenZFS would unmount it itself.
             zfs.unmount_if_mounted(target)
@@ -122,8 +124,26 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
                 _remove_failed_new_target(target)
             raise
         _set_restore_state(target, None)
-        zfs.mount_if_mountable(target)
+        _mount_or_say_how(target, chain[-1])
     return chain
+
+
+def _abort_partial_receive(target: str) -> None:
+    """A `zfs receive -s` that was cut off (zfsglacier never uses -s; a by-hand receive may have) keeps
+    its partial state in the target, and every other receive is refused while it is there."""
+    if capabilities.zfs_tools().resumable_receive and zfs.abort_partial_receive(target):
+        log.warning("%s held the partial state of an interrupted zfs receive -s: aborted it (zfs receive -A)",
+                    target)
+
+
+def _mount_or_say_how(target: str, newest: Manifest) -> None:
+    """A raw backup restores encrypted, with the original key: it cannot mount until that key is loaded."""
+    if newest.raw and zfs.get_property(target, "keystatus") == "unavailable":
+        log.warning("%s is encrypted with the key of %s and stays unmounted: load that key with "
+                    "zfs load-key %s (a key file: zfs load-key -L file:///PATH %s), then zfs mount %s",
+                    target, newest.dataset, target, target, target)
+        return
+    zfs.mount_if_mountable(target)
 
 
 def _remove_failed_new_target(target: str, settle: float = 10.0) -> None:

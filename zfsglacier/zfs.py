@@ -33,6 +33,19 @@ class Snapshot:
         return self.name.partition("@")[2]
 
 
+@dataclass(frozen=True)
+class Bookmark:
+    """A snapshot's bookmark (OpenZFS): enough to send an incremental from after the snapshot is gone."""
+
+    name: str  # full name: dataset#bookmark
+    guid: str  # the guid of the snapshot it was made from
+    createtxg: int
+
+    @property
+    def short_name(self) -> str:
+        return self.name.partition("#")[2]
+
+
 def snapshot_argv(name: str, pending_run: str) -> list[str]:
     return [ZFS, "snapshot", "-o", f"{PENDING_PROPERTY}={pending_run}", name]
 
@@ -65,6 +78,29 @@ def destroy_snapshot_argv(snapshot: str) -> list[str]:
     if "@" not in snapshot:  # never hand a dataset name to a destroy
         raise ValueError(f"not a snapshot name: {snapshot!r}")
     return [ZFS, "destroy", snapshot]
+
+
+def bookmark_argv(snapshot: str, bookmark: str) -> list[str]:
+    return [ZFS, "bookmark", snapshot, bookmark]
+
+
+def destroy_bookmark_argv(bookmark: str) -> list[str]:
+    if "#" not in bookmark:  # never hand a dataset name to a destroy
+        raise ValueError(f"not a bookmark name: {bookmark!r}")
+    return [ZFS, "destroy", bookmark]
+
+
+def bookmarks_argv(dataset: str) -> list[str]:
+    """OpenZFS only (zfs-fuse has neither bookmarks nor `zfs list -p`)."""
+    return [ZFS, "list", "-H", "-p", "-t", "bookmark", "-o", "name,guid,createtxg", "-d", "1", dataset]
+
+
+def resume_token_argv(dataset: str) -> list[str]:
+    return get_property_argv(dataset, "receive_resume_token")
+
+
+def abort_receive_argv(dataset: str) -> list[str]:
+    return [ZFS, "receive", "-A", dataset]
 
 
 def send_argv(snapshot: str, base: str | None = None, options: Sequence[str] = ()) -> list[str]:
@@ -129,6 +165,16 @@ def parse_snapshots(dataset: str, output: str) -> list[Snapshot]:
     return sorted(snapshots, key=lambda s: s.createtxg)
 
 
+def parse_bookmarks(dataset: str, output: str) -> list[Bookmark]:
+    """Bookmarks of `dataset` from `zfs list -H -p -o name,guid,createtxg`, oldest first."""
+    bookmarks = []
+    for line in output.splitlines():
+        fields = line.split("\t")
+        if len(fields) == 3 and fields[0].startswith(dataset + "#") and fields[2].isdigit():
+            bookmarks.append(Bookmark(fields[0], fields[1], int(fields[2])))
+    return sorted(bookmarks, key=lambda b: b.createtxg)
+
+
 def _is_missing(stderr: str) -> bool:
     return "dataset does not exist" in stderr
 
@@ -185,6 +231,31 @@ def release(tag: str, snapshot: str) -> None:
     result = proc.run("zfs release", release_argv(tag, snapshot), error=ZfsError, check=False)
     if result.returncode != 0 and "no such tag" not in result.stderr:
         raise ZfsError("zfs release", f"exited with status {result.returncode}", result.stderr)
+
+
+def list_bookmarks(dataset: str) -> list[Bookmark]:
+    result = proc.run("zfs list", bookmarks_argv(dataset), error=ZfsError)
+    return parse_bookmarks(dataset, result.stdout.decode("utf-8", "replace"))
+
+
+def create_bookmark(snapshot: str, bookmark: str) -> None:
+    result = proc.run("zfs bookmark", bookmark_argv(snapshot, bookmark), error=ZfsError, check=False)
+    if result.returncode != 0 and "exists" not in result.stderr:  # made by an earlier, killed run
+        raise ZfsError("zfs bookmark", f"exited with status {result.returncode}", result.stderr)
+
+
+def destroy_bookmark(bookmark: str) -> None:
+    proc.run("zfs destroy", destroy_bookmark_argv(bookmark), error=ZfsError)
+
+
+def abort_partial_receive(dataset: str) -> bool:
+    """Drop the state a cut-off `zfs receive -s` saved in `dataset` (OpenZFS): while it is there, every
+    other receive into the dataset is refused. True when there was some."""
+    token = proc.run("zfs get", resume_token_argv(dataset), error=ZfsError).stdout.decode().strip()
+    if token in ("-", ""):
+        return False
+    proc.run("zfs receive", abort_receive_argv(dataset), error=ZfsError)
+    return True
 
 
 def destroy_snapshot(snapshot: str) -> None:

@@ -68,6 +68,13 @@ def test_every_codec_is_a_valid_compressor(compressor: str) -> None:
     assert parse_config(text).compressor == compressor
 
 
+def test_send_options_default_to_raw_for_encrypted_and_no_compressed_send() -> None:
+    cfg = parse_config(render(BASE))
+    assert (cfg.send_raw, cfg.send_compressed) == (True, False)
+    cfg = parse_config(render({**BASE, "zfs": {"dataset": "tank/a", "send_raw": "no", "send_compressed": "Yes"}}))
+    assert (cfg.send_raw, cfg.send_compressed) == (False, True)
+
+
 def test_level_and_threads() -> None:
     text = ("[zfs]\ndataset = t/a\n[rclone]\nremote = r\nbucket_name = b\n"
             "[compression]\ncompressor = zstd\nlevel = 9\nthreads = 3\n")
@@ -105,6 +112,8 @@ def with_key(section: str, key: str, value: str) -> str:
         ("compression", "level", "high", "[compression] level = 'high'"),
         ("compression", "level", "22", "[compression] level = '22'"),
         ("compression", "threads", "0", "[compression] threads = '0'"),
+        ("zfs", "send_raw", "maybe", "[zfs] send_raw = 'maybe': expected yes or no"),
+        ("zfs", "send_compressed", "2", "[zfs] send_compressed = '2': expected yes or no"),
     ],
 )
 def test_bad_values_name_section_key_and_value(section: str, key: str, value: str, expected: str) -> None:

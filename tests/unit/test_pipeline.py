@@ -15,7 +15,8 @@ from zfsglacier.errors import IntegrityError, RemoteError, ZfsError
 from zfsglacier.pipeline import Expected, HeldBack, receive_from_remote, send_to_remote
 from zfsglacier.proc import Child, how_it_ended, run
 
-RAW = os.urandom(3 << 20) + b"compressible " * 300_000
+# Opens like a zfs stream (a DRR_BEGIN record's type field: what the "none" codec checks for).
+RAW = bytes(16) + os.urandom(3 << 20) + b"compressible " * 300_000
 
 
 def sink_argv(tmp_path: Path) -> list[str]:
@@ -124,6 +125,23 @@ def test_receive_holds_back_the_end_when_the_object_does_not_match(wrong: str, t
         expected = Expected(expected.path, expected.stored_bytes, expected.sha256, expected.raw_bytes - 1)
     with pytest.raises(IntegrityError, match="r:b/object"):
         receive_from_remote(["cat", str(path)], sink_argv(tmp_path), get_codec("zstd"), expected, no_progress)
+    assert not (tmp_path / "committed").exists()
+    delivered = (tmp_path / "out").read_bytes() if (tmp_path / "out").exists() else b""
+    assert len(delivered) <= len(RAW) - (1 << 20), "at least the last MiB (the END record) was held back"
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_an_uncompressed_object_is_checked_by_its_sha256_before_the_end_is_delivered(damage: str,
+                                                                                      tmp_path: Path) -> None:
+    path, expected = stored_object(tmp_path, "none")
+    blob = bytearray(path.read_bytes())
+    if damage == "flip":
+        blob[len(blob) // 2] ^= 0x01
+    else:
+        del blob[len(blob) * 2 // 3:]
+    path.write_bytes(blob)
+    with pytest.raises(IntegrityError, match="r:b/object"):
+        receive_from_remote(["cat", str(path)], sink_argv(tmp_path), get_codec("none"), expected, no_progress)
     assert not (tmp_path / "committed").exists()
     delivered = (tmp_path / "out").read_bytes() if (tmp_path / "out").exists() else b""
     assert len(delivered) <= len(RAW) - (1 << 20), "at least the last MiB (the END record) was held back"
