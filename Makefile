@@ -39,7 +39,8 @@ demo: venv
 
 # One run, side by side: the codec stage (in-process vs zstd/pigz/gzip programs), the end-to-end
 # backup and restore (zfsglacier vs the shell pipelines, and each stage alone), level = auto, and the
-# peak memory of zfsglacier for a 1 GiB and a 4 GiB stream, and list / restore planning with 1,000 backups.
+# peak memory of zfsglacier for a 1 GiB and a 4 GiB stream, list / restore planning with 1,000 backups, and
+# (OpenZFS only) compression on top of zfs send -c.
 # Sizes and repeats: see bench/settings.py, bench/e2e_setup.py and bench/adaptive.py (BENCH_QUICK=1).
 bench: venv
 	$(PY) -m bench
@@ -47,6 +48,7 @@ bench: venv
 	$(PY) -m bench.adaptive
 	$(PY) -m bench.rss
 	$(PY) -m bench.catalog
+	$(PY) -m bench.send_compressed
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

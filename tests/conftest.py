@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import rig
 
-_REAL_TOOL_FIXTURES = {"zpool", "rclone_remote", "local_remote", "s3_server", "killable_s3_server"}
+_REAL_TOOL_FIXTURES = {"zpool", "rclone_remote", "local_remote", "s3_server", "killable_s3_server", "moto_server",
+                       "moto_remote"}
 
 
 @pytest.fixture
@@ -39,6 +40,22 @@ def killable_s3_server() -> Iterator[rig.S3Server]:
     rclone = rig.need_tool("rclone")
     with rig.s3_server(rclone) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[rig.MotoServer]:
+    """moto's S3 server on 127.0.0.1 for the whole session: storage classes, and reads of Glacier and
+    Deep Archive objects refused until they are restored, as on AWS."""
+    rig.need_tool("rclone")
+    with rig.moto_server() as server:
+        yield server
+
+
+@pytest.fixture
+def moto_remote(moto_server: rig.MotoServer) -> Iterator[rig.Remote]:
+    """An empty bucket on moto's S3 server."""
+    with moto_server.remote() as remote:
+        yield remote
 
 
 @pytest.fixture(params=["local", "s3"], ids=["local", "s3"])

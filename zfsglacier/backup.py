@@ -192,7 +192,7 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
                     options.send_flags, options.compressor, options.level)
 
         send_argv = zfs.send_argv(plan.snapshot, plan.base_name, plan.send_flags)
-        rcat_argv = rclone.rcat_argv(catalog.path(plan.object_name))
+        rcat_argv = rclone.rcat_argv(catalog.path(plan.object_name), data_storage_class(cfg.storage_class, None))
         if dry_run:
             if options.note:
                 echo(f"# {options.note}")
@@ -205,7 +205,7 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
         # A full that was not asked for costs a whole upload (and storage) more: make it stand out.
         log.log(logging.WARNING if base is None and catalog.manifests and not full else logging.INFO,
                 "%s: %s", plan.snapshot, plan.why)
-        manifest = _stream_and_commit(cfg, rclone, catalog, plan, send_argv, rcat_argv)
+        manifest = _stream_and_commit(cfg, rclone, catalog, plan, send_argv)
         zfs.clear_pending(plan.snapshot)
         write_index(rclone, catalog, manifest)
         committed = catalog.guids | {manifest.guid}
@@ -242,16 +242,33 @@ def _bookmark_base(cfg: BackupConfig, base: str, committed_guids: set[str]) -> N
                     "snapshot goes) failed: %s", exc)
 
 
+# These classes bill every object as at least 128 KiB (and hold it for 30 days or more).
+MIN_SIZE_CLASSES = frozenset({"STANDARD_IA", "ONEZONE_IA", "GLACIER_IR"})
+MIN_BILLED_BYTES = 128 * 1024
+
+
+def data_storage_class(configured: str | None, expected_bytes: int | None) -> str | None:
+    """[rclone] storage_class for a data object, except a stream known to be smaller than the minimum its
+    class bills, which stays in the bucket's default class."""
+    if configured in MIN_SIZE_CLASSES and expected_bytes is not None and expected_bytes < MIN_BILLED_BYTES:
+        log.info("storing the %d-byte stream in the default storage class, not %s (which bills %d KiB at least)",
+                 expected_bytes, configured, MIN_BILLED_BYTES // 1024)
+        return None
+    return configured
+
+
 def _print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan, local: list[Snapshot],
                 bookmarks: list[Bookmark], pipeline: list[list[str]], echo: Callable[[str], None]) -> None:
     """What a run would do, as commands a person can paste."""
     echo(f"# {plan.why}")
     echo(proc.render(zfs.snapshot_argv(plan.snapshot, "DRY-RUN")))
     echo(proc.render_pipeline(pipeline) + "  # compression runs in-process; the command shown writes the same format")
-    echo(proc.render(rclone.rcat_argv(catalog.path(manifest_name(plan.snapshot.partition("@")[2]))))
+    small = "STANDARD" if cfg.storage_class else None  # manifests and the index are read on every run
+    echo(proc.render(rclone.rcat_argv(catalog.path(manifest_name(plan.snapshot.partition("@")[2])), small))
          + "  < manifest.json")
     echo(proc.render(zfs.clear_pending_argv(plan.snapshot)))
-    echo(proc.render(rclone.rcat_argv(catalog.path(index.INDEX_NAME))) + "  < index.json  # a copy of every manifest")
+    echo(proc.render(rclone.rcat_argv(catalog.path(index.INDEX_NAME), small))
+         + "  < index.json  # a copy of every manifest")
     if capabilities.zfs_tools().holds:
         echo(proc.render(zfs.hold_argv(HOLD_TAG, plan.snapshot)) + "  # the next incremental's base")
         if isinstance(plan.base, Snapshot):
@@ -267,7 +284,7 @@ def _print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,
 
 
 def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,
-                       send_argv: list[str], rcat_argv: list[str]) -> Manifest:
+                       send_argv: list[str]) -> Manifest:
     codec = get_codec(plan.compressor)
     object_path = catalog.path(plan.object_name)
     manifest_object = manifest_name(plan.snapshot.partition("@")[2])
@@ -281,6 +298,7 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
         if expected is not None:
             log.info("%s: the stream will be about %s", plan.snapshot, human_bytes(expected))
         progress = Progress(f"backup {plan.snapshot}", expected)
+        rcat_argv = rclone.rcat_argv(object_path, data_storage_class(cfg.storage_class, expected))
         stats = send_to_remote(send_argv, rcat_argv, codec, plan.level, cfg.threads, progress.update,
                                rclone.stall_timeout, rclone.redact)
         stored = {o.name: o.size for o in rclone.list_dir(catalog.directory)}.get(plan.object_name)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
+from . import __version__, thaw
 from .backup import backup
 from .catalog import load_catalog
 from .config import DEFAULT_CONFIG_PATH, load_config
@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     sub.add_argument("--force", action="store_true",
                      help="overwrite an existing target dataset (zfs receive -F)")
+    sub.add_argument("--wait", action="store_true",
+                     help="objects in Glacier or Deep Archive: wait for their thaw, then restore (else exit 9)")
+    sub.add_argument("--thaw-priority", choices=thaw.PRIORITIES, default=thaw.DEFAULT_PRIORITY,
+                     help=f"thaw priority for cold objects (default {thaw.DEFAULT_PRIORITY}; Bulk is cheaper "
+                          "and slower)")
+    sub.add_argument("--thaw-days", type=_days, default=thaw.DEFAULT_DAYS, metavar="N",
+                     help=f"days a thawed copy stays readable (default {thaw.DEFAULT_DAYS})")
 
     sub = command("list", "List the committed backups of the dataset on the remote.")
     sub.add_argument("--json", action="store_true", help="print a JSON array")
@@ -69,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--deep", action="store_true",
                      help="also receive the chain into a throwaway dataset in the same pool, then destroy it")
     return parser
+
+
+def _days(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 365:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of days, 1 to 365")
+    return int(text)
 
 
 def _ask(prompt: str) -> str | None:
@@ -87,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "restore":
         restore(cfg, args.target_dataset, snapshot=args.snapshot, yes=args.yes, force=args.force,
+                thaw_options=thaw.ThawOptions(args.thaw_priority, args.thaw_days, args.wait),
                 confirm=_ask, echo=lambda line: print(line, file=sys.stderr))
         return EXIT_OK
     if args.command == "list":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import configparser
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,9 @@ class BackupConfig:
     stall_timeout: float | None = DEFAULT_STALL_TIMEOUT  # seconds; None: wait forever
     send_raw: bool = True  # encrypted datasets: zfs send -w (still encrypted, never compressed)
     send_compressed: bool = False  # zfs send -c: blocks as compressed on disk
+    storage_class: str | None = None  # S3 storage class of data objects (manifests stay STANDARD)
+    bwlimit: str | None = None  # rclone --bwlimit
+    extra_flags: tuple[str, ...] = ()  # more rclone flags, checked against FORBIDDEN_RCLONE_FLAGS
 
     @property
     def remote_dir(self) -> str:
@@ -139,6 +143,58 @@ def _stall_timeout(where: str, value: str) -> float | None:
     return None if seconds == 0 else seconds
 
 
+# S3 storage classes (rclone's --s3-storage-class). Those below bill a 128 KiB minimum per object.
+STORAGE_CLASSES = ("STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
+                   "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE")
+
+
+def _storage_class(where: str, value: str) -> str | None:
+    if value == "":
+        return None
+    if value.upper() not in STORAGE_CLASSES:
+        raise _bad(where, value, f"expected one of {', '.join(STORAGE_CLASSES)}")
+    return value.upper()
+
+
+_BWLIMIT = re.compile(r"[0-9A-Za-z.:,| -]+")
+
+
+def _bwlimit(where: str, value: str) -> str | None:
+    """rclone's --bwlimit: `10M`, `10M:1M` (upload:download), or a timetable `08:00,512k 19:00,off`."""
+    if value in ("", "off"):
+        return None
+    if not _BWLIMIT.fullmatch(value) or value.startswith("-"):
+        raise _bad(where, value, "expected an rclone --bwlimit value such as 10M, 10M:1M or '08:00,512k 19:00,off'")
+    return value
+
+
+# rclone flags zfsglacier relies on, or that would change what it reads back: an extra flag may not
+# override them (each has a key of its own, or must stay as zfsglacier sets it).
+FORBIDDEN_RCLONE_FLAGS = frozenset({
+    "config", "dry-run", "interactive", "ask-password", "progress", "quiet", "verbose", "log-level", "log-file",
+    "syslog", "use-json-log", "dump", "dump-headers", "dump-bodies", "max-transfer", "max-duration", "cutoff-mode",
+    "max-size", "min-size", "max-age", "min-age", "max-depth", "include", "exclude", "filter", "include-from",
+    "exclude-from", "filter-from", "files-from", "files-from-raw", "error-on-no-transfer", "bwlimit",
+    "s3-storage-class", "low-level-retries",
+})
+_FLAG = re.compile(r"--(?P<name>[a-z0-9][a-z0-9-]*)(=.*)?")
+
+
+def _extra_flags(where: str, value: str) -> tuple[str, ...]:
+    try:
+        words = tuple(shlex.split(value))
+    except ValueError as exc:
+        raise _bad(where, value, f"cannot split it into flags ({exc})") from None
+    for word in words:
+        match = _FLAG.fullmatch(word)
+        if match is None:
+            raise _bad(where, value, f"{word!r}: write each flag as --name or --name=value")
+        if match["name"] in FORBIDDEN_RCLONE_FLAGS:
+            raise _bad(where, value, f"--{match['name']} is set by zfsglacier (or by a key of its own) and "
+                                     "cannot be overridden")
+    return words
+
+
 def _compressor(where: str, value: str) -> str:
     if value not in CODECS:
         raise _bad(where, value, f"expected one of {', '.join(sorted(CODECS))}")
@@ -165,6 +221,9 @@ _SCHEMA = (
     _Key("rclone", "bucket_name", _bucket),
     _Key("rclone", "config_path", _config_path, None),
     _Key("rclone", "stall_timeout", _stall_timeout, DEFAULT_STALL_TIMEOUT),
+    _Key("rclone", "storage_class", _storage_class, None),
+    _Key("rclone", "bwlimit", _bwlimit, None),
+    _Key("rclone", "extra_flags", _extra_flags, ()),
     _Key("compression", "compressor", _compressor, DEFAULT_CODEC),
     _Key("compression", "level", _level_text, "default"),
     _Key("compression", "threads", _threads, "auto"),
@@ -235,6 +294,9 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
         stall_timeout=values["stall_timeout"],
         send_raw=values["send_raw"],
         send_compressed=values["send_compressed"],
+        storage_class=values["storage_class"],
+        bwlimit=values["bwlimit"],
+        extra_flags=values["extra_flags"],
     )
 
 

@@ -15,6 +15,7 @@ EXIT_INTEGRITY = 5
 EXIT_LOCK_BUSY = 6
 EXIT_REFUSED = 7
 EXIT_CHAIN = 8
+EXIT_THAW_PENDING = 9
 EXIT_SIGNAL_BASE = 128
 
 EXIT_CODES: dict[int, str] = {
@@ -27,6 +28,8 @@ EXIT_CODES: dict[int, str] = {
     EXIT_LOCK_BUSY: "another zfsglacier run holds the lock for this dataset",
     EXIT_REFUSED: "restore refused: not confirmed, or the target exists without --force",
     EXIT_CHAIN: "no usable backup: the snapshot is not on the remote or its chain has a gap",
+    EXIT_THAW_PENDING: "restore not started: objects in cold storage (Glacier, Deep Archive) are being thawed; "
+                       "run it again later, or with --wait",
     EXIT_SIGNAL_BASE: "128+N: stopped by signal N (SIGINT 130, SIGTERM 143)",
 }
 
@@ -80,6 +83,10 @@ class RefusedError(ZfsglacierError):
 
 class ChainError(ZfsglacierError):
     exit_code = EXIT_CHAIN
+
+
+class ThawPending(ZfsglacierError):
+    exit_code = EXIT_THAW_PENDING
 
 
 class SignalReceived(ZfsglacierError):

@@ -101,6 +101,7 @@ _LOG_TIMESTAMP = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ")
 class RemoteObject:
     name: str
     size: int
+    tier: str | None = None  # the storage class, on remotes that have them (S3: STANDARD, DEEP_ARCHIVE...)
 
 
 def find_rclone() -> str:
@@ -122,15 +123,29 @@ class Rclone:
     config_path: Path | None
     # [rclone] stall_timeout: how long a stream may move no data, and a short call may take at most.
     stall_timeout: float | None = None
+    storage_class: str | None = None  # [rclone] storage_class, for data objects
+    bwlimit: str | None = None
+    extra_flags: tuple[str, ...] = ()
 
     def _base(self) -> list[str]:
         argv = [self.binary]
         if self.config_path is not None:
             argv += ["--config", str(self.config_path)]
-        return argv
+        if self.bwlimit is not None:
+            argv += ["--bwlimit", self.bwlimit]
+        return [*argv, *self.extra_flags]
 
-    def rcat_argv(self, path: str) -> list[str]:
-        return [*self._base(), "rcat", path]
+    def rcat_argv(self, path: str, storage_class: str | None = None) -> list[str]:
+        return [*self._base(), "rcat", *(["--s3-storage-class", storage_class] if storage_class else []), path]
+
+    def head_argv(self, path: str) -> list[str]:
+        """Read one byte: succeeds only when the object can be read now (not frozen in an archive tier)."""
+        return [*self._base(), "cat", "--count", "1", path]
+
+    def thaw_argv(self, directory: str, names: Iterable[str], priority: str, days: int) -> list[str]:
+        includes = [arg for name in sorted(names) for arg in ("--include", "/" + _glob_escape(name))]
+        return [*self._base(), "backend", "restore", *includes, "-o", f"priority={priority}",
+                "-o", f"lifetime={days}", directory]
 
     def cat_argv(self, path: str) -> list[str]:
         return [*self._base(), "cat", path]
@@ -304,22 +319,61 @@ class Rclone:
         return keys
 
     def write(self, path: str, data: bytes) -> None:
-        self._run("rclone rcat", self.rcat_argv(path), input=data, what=f"writing {path}")
+        """A small object zfsglacier reads on every run (manifest, index): readable at once, so never in
+        the data objects' storage class."""
+        argv = self.rcat_argv(path, "STANDARD" if self.storage_class else None)
+        self._run("rclone rcat", argv, input=data, what=f"writing {path}")
+
+    def readable_now(self, path: str) -> bool:
+        """False for an object in an archive tier (Glacier, Deep Archive) that is not thawed."""
+        result = self._run("rclone cat", self.head_argv(path), check=False)
+        if result.returncode == 0:
+            return True
+        if any(sign in result.stderr for sign in _FROZEN_SIGNS):
+            return False
+        raise self.failure("rclone cat", f"reading {path} failed (exit {result.returncode})", result.stderr)
+
+    def request_thaw(self, directory: str, names: Iterable[str], priority: str, days: int) -> dict[str, str]:
+        """Ask the remote to thaw objects of `directory` (`rclone backend restore`). Returns, for each
+        object, "OK" or the remote's answer (a thaw already in progress is answered with an error)."""
+        result = self._run("rclone backend restore", self.thaw_argv(directory, names, priority, days),
+                           what=f"requesting a thaw in {directory}")
+        return parse_thaw_statuses(result.stdout)
 
     def delete(self, path: str) -> None:
         self._run("rclone deletefile", self.deletefile_argv(path), what=f"deleting {path}")
 
 
 def rclone_for(cfg: BackupConfig) -> Rclone:
-    return Rclone(find_rclone(), cfg.rclone_config, cfg.stall_timeout)
+    return Rclone(find_rclone(), cfg.rclone_config, cfg.stall_timeout, cfg.storage_class, cfg.bwlimit,
+                  cfg.extra_flags)
 
 
 def parse_lsjson(output: bytes) -> list[RemoteObject]:
     try:
         entries = json.loads(output)
-        return [RemoteObject(str(e["Name"]), int(e["Size"])) for e in entries if not e.get("IsDir")]
+        return [RemoteObject(str(e["Name"]), int(e["Size"]), e.get("Tier") or None)
+                for e in entries if not e.get("IsDir")]
     except (ValueError, KeyError, TypeError) as exc:
         raise RemoteError("rclone lsjson", f"unexpected output: {exc}") from None
+
+
+def _glob_escape(name: str) -> str:
+    """rclone filter patterns treat * ? [ ] { } and \\ specially."""
+    return re.sub(r"([*?\[\]{}\\])", r"\\\1", name)
+
+
+_FROZEN_SIGNS = ("restore first", "InvalidObjectState")
+
+
+def parse_thaw_statuses(output: bytes) -> dict[str, str]:
+    try:
+        entries = json.loads(output)
+        if not isinstance(entries, list):
+            raise TypeError(f"a list of statuses expected, not {type(entries).__name__}")
+        return {str(entry["Remote"]).rpartition("/")[2]: str(entry["Status"]) for entry in entries}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RemoteError("rclone backend restore", f"unexpected output: {exc}") from None
 
 
 def parse_upload_listing(output: bytes) -> list[str]:

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from . import capabilities, names, zfs
+from . import capabilities, names, thaw, zfs
 from .catalog import Catalog, load_catalog
 from .codecs import get_codec
 from .config import BackupConfig
@@ -87,7 +87,8 @@ def check_objects(chain: list[Manifest], catalog: Catalog) -> None:
 
 
 def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes: bool = False,
-            force: bool = False, confirm: Confirm, echo: Callable[[str], None] = print) -> list[Manifest]:
+            force: bool = False, confirm: Confirm, echo: Callable[[str], None] = print,
+            thaw_options: thaw.ThawOptions = thaw.NO_WAIT) -> list[Manifest]:
     problem = names.dataset_problem(target)
     if problem:
         raise UsageError(f"--target-dataset {target!r}: dataset name {problem}")
@@ -102,7 +103,9 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
         if exists and not force and not received:
             raise RefusedError(f"{target} already exists: choose a new --target-dataset, or give --force "
                                "to overwrite it (zfs receive -F)")
-        for line in plan_lines(chain, catalog, target, received):
+        frozen = thaw.frozen_objects(rclone, catalog, chain[received:])
+        thaw.check_priority(frozen, thaw_options.priority)
+        for line in [*plan_lines(chain, catalog, target, received), *thaw.plan_lines(frozen, thaw_options)]:
             echo(line)
         if not yes:
             answer = confirm(f"Type the target dataset name ({target}) to start the restore: ")
@@ -110,6 +113,8 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
                 raise RefusedError("no terminal to confirm on: give --yes to restore without asking")
             if answer.strip() != target:
                 raise RefusedError("not confirmed (the name typed does not match): nothing was changed")
+        if frozen:
+            thaw.thaw(rclone, catalog, frozen, thaw_options)
         if exists:
             _abort_partial_receive(target)
             # Received over while mounted, zfs-fuse at times fails the receive with an I/O error

@@ -1,0 +1,155 @@
+"""[rclone] storage_class, bwlimit and extra_flags: validation, and the rclone command lines they make;
+the thaw's answers and its wait loop (with a stand-in for rclone: the real one is in
+tests/integration/test_cold_storage.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from zfsglacier import thaw
+from zfsglacier.backup import data_storage_class
+from zfsglacier.catalog import Catalog
+from zfsglacier.config import FORBIDDEN_RCLONE_FLAGS, parse_config
+from zfsglacier.errors import EXIT_THAW_PENDING, EXIT_USAGE, ConfigError, RemoteError, ThawPending, UsageError
+from zfsglacier.rclone import Rclone, RemoteObject, parse_lsjson, parse_thaw_statuses
+
+from .test_backup_logic import manifest
+
+BASE = "[zfs]\ndataset = tank/a\n[rclone]\nremote = r\nbucket_name = b\n"
+
+
+def rclone_keys(**keys: str):  # type: ignore[no-untyped-def]
+    return parse_config(BASE + "".join(f"{key} = {value}\n" for key, value in keys.items()))
+
+
+def test_defaults_leave_rclone_alone() -> None:
+    cfg = rclone_keys()
+    assert (cfg.storage_class, cfg.bwlimit, cfg.extra_flags) == (None, None, ())
+    assert Rclone("rclone", None).rcat_argv("r:b/x") == ["rclone", "rcat", "r:b/x"]
+
+
+def test_storage_class_bwlimit_and_extra_flags_reach_rclone() -> None:
+    cfg = rclone_keys(storage_class="deep_archive", bwlimit="08:00,512k 19:00,off",
+                      extra_flags="--s3-upload-concurrency=8 --retries=5 '--user-agent=nas backup'")
+    assert cfg.storage_class == "DEEP_ARCHIVE"
+    assert cfg.extra_flags == ("--s3-upload-concurrency=8", "--retries=5", "--user-agent=nas backup")
+    rclone = Rclone("rclone", Path("/etc/rc.conf"), None, cfg.storage_class, cfg.bwlimit, cfg.extra_flags)
+    base = ["rclone", "--config", "/etc/rc.conf", "--bwlimit", "08:00,512k 19:00,off", *cfg.extra_flags]
+    assert rclone.rcat_argv("r:b/x", "DEEP_ARCHIVE") == [*base, "rcat", "--s3-storage-class", "DEEP_ARCHIVE", "r:b/x"]
+    assert rclone.cat_argv("r:b/x") == [*base, "cat", "r:b/x"]
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("storage_class", "ICE", "[rclone] storage_class = 'ICE': expected one of STANDARD, "),
+    ("bwlimit", "--config=/x", "[rclone] bwlimit = '--config=/x': expected an rclone --bwlimit value"),
+    ("bwlimit", "10M;reboot", "[rclone] bwlimit = '10M;reboot'"),
+    ("extra_flags", "--config=/tmp/other.conf", "--config is set by zfsglacier"),
+    ("extra_flags", "--dry-run", "--dry-run is set by zfsglacier"),
+    ("extra_flags", "--s3-storage-class=GLACIER", "--s3-storage-class is set by zfsglacier"),
+    ("extra_flags", "-v", "'-v': write each flag as --name or --name=value"),
+    ("extra_flags", "--transfers 8", "'8': write each flag as --name or --name=value"),
+    ("extra_flags", "--user-agent='unclosed", "cannot split it into flags"),
+])
+def test_bad_values_name_the_key(key: str, value: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        rclone_keys(**{key: value})
+    assert f"[rclone] {key} = " in str(info.value) and expected in str(info.value)
+    assert info.value.exit_code == EXIT_USAGE
+
+
+def test_every_forbidden_flag_is_refused_with_or_without_a_value() -> None:
+    for name in sorted(FORBIDDEN_RCLONE_FLAGS):
+        for flag in (f"--{name}", f"--{name}=1"):
+            with pytest.raises(ConfigError, match=f"--{name} is set by zfsglacier"):
+                rclone_keys(extra_flags=flag)
+
+
+def test_manifests_stay_readable_at_once_when_data_goes_cold() -> None:
+    cold = Rclone("rclone", None, None, "DEEP_ARCHIVE")
+    assert cold.rcat_argv("r:b/x.manifest.json", "STANDARD")[-3:] == ["--s3-storage-class", "STANDARD",
+                                                                     "r:b/x.manifest.json"]
+
+
+def test_small_streams_stay_out_of_classes_with_a_minimum_billed_size() -> None:
+    assert data_storage_class("STANDARD_IA", 4096) is None
+    assert data_storage_class("STANDARD_IA", 128 * 1024) == "STANDARD_IA"
+    assert data_storage_class("STANDARD_IA", None) == "STANDARD_IA"  # unknown size (zfs-fuse incremental)
+    assert data_storage_class("DEEP_ARCHIVE", 4096) == "DEEP_ARCHIVE"  # no 128 KiB minimum there
+    assert data_storage_class(None, 4096) is None
+
+
+def test_the_listing_carries_each_object_storage_class() -> None:
+    listed = parse_lsjson(b'[{"Name":"a","Size":3,"Tier":"DEEP_ARCHIVE"},{"Name":"b","Size":1},'
+                          b'{"Name":"d","Size":0,"IsDir":true}]')
+    assert listed == [RemoteObject("a", 3, "DEEP_ARCHIVE"), RemoteObject("b", 1, None)]
+
+
+def test_thaw_argv_names_exactly_the_objects() -> None:
+    argv = Rclone("rclone", None).thaw_argv("r:b/tank/a", ["s2.incr.zfs.zst", "s[1].full.zfs.zst"], "Bulk", 3)
+    assert argv == ["rclone", "backend", "restore", "--include", "/s2.incr.zfs.zst", "--include",
+                    "/s\\[1\\].full.zfs.zst", "-o", "priority=Bulk", "-o", "lifetime=3", "r:b/tank/a"]
+    assert parse_thaw_statuses(b'[{"Status":"OK","Remote":"tank/a/s1.full.zfs.zst"}]') == {"s1.full.zfs.zst": "OK"}
+    with pytest.raises(RemoteError, match="unexpected output"):
+        parse_thaw_statuses(b"{}")
+
+
+class FakeRemote:
+    """Answers like rclone would: readable after `thaws_after` probes of an object once it was requested."""
+
+    def __init__(self, statuses: dict[str, str], thaws_after: int = 2) -> None:
+        self.statuses = statuses
+        self.thaws_after = thaws_after
+        self.probes: dict[str, int] = {}
+        self.requested: list[str] = []
+
+    def request_thaw(self, directory: str, names: list[str], priority: str, days: int) -> dict[str, str]:
+        self.requested += names
+        return {name: self.statuses.get(name, "OK") for name in names}
+
+    def readable_now(self, path: str) -> bool:
+        name = path.rpartition("/")[2]
+        self.probes[name] = self.probes.get(name, 0) + 1
+        return name in self.requested and self.probes[name] >= self.thaws_after
+
+
+def frozen(*names: str, tier: str = "DEEP_ARCHIVE") -> list[thaw.Frozen]:
+    return [thaw.Frozen(manifest(name, str(i), i), tier) for i, name in enumerate(names)]
+
+
+def catalog() -> Catalog:
+    return Catalog("r:b/t/a", [], {}, [], [])
+
+
+def test_without_wait_a_thaw_is_requested_and_the_restore_stops_with_its_own_code() -> None:
+    remote = FakeRemote({"s2.x": "RestoreAlreadyInProgress: Object restore is already in progress"})
+    with pytest.raises(ThawPending) as info:
+        thaw.thaw(remote, catalog(), frozen("s1", "s2"), thaw.ThawOptions("Bulk", 3))  # type: ignore[arg-type]
+    assert remote.requested == ["s1.x", "s2.x"]
+    assert str(info.value).startswith("thaw requested for 1 object(s), 1 object(s) already thawing in r:b/t/a "
+                                      "(priority Bulk: up to 48 hours); run the same restore again")
+    assert info.value.exit_code == EXIT_THAW_PENDING
+
+
+def test_with_wait_it_polls_with_a_growing_interval_until_all_are_readable() -> None:
+    remote = FakeRemote({}, thaws_after=3)
+    slept: list[float] = []
+    thaw.thaw(remote, catalog(), frozen("s1", "s2", tier="GLACIER"), thaw.ThawOptions("Standard", 7, wait=True),  # type: ignore[arg-type]
+              sleep=slept.append)
+    assert slept == [thaw.FIRST_POLL_SECONDS, thaw.FIRST_POLL_SECONDS * 2]
+    assert remote.probes == {"s1.x": 3, "s2.x": 3}
+
+
+def test_a_refused_thaw_is_a_remote_error_naming_the_object() -> None:
+    remote = FakeRemote({"s1.x": "AccessDenied"})
+    with pytest.raises(RemoteError, match=r"the thaw of r:b/t/a/s1.x was refused: AccessDenied"):
+        thaw.thaw(remote, catalog(), frozen("s1"), thaw.ThawOptions(wait=True))  # type: ignore[arg-type]
+
+
+def test_expedited_is_refused_for_deep_archive_before_anything_is_asked() -> None:
+    remote = FakeRemote({})
+    with pytest.raises(UsageError, match="Deep Archive objects thaw only with Standard"):
+        thaw.thaw(remote, catalog(), frozen("s1"), thaw.ThawOptions("Expedited"))  # type: ignore[arg-type]
+    assert remote.requested == []
+    thaw.check_priority(frozen("s1", tier="GLACIER"), "Expedited")  # 1-5 minutes on Glacier
