@@ -26,6 +26,7 @@ from .manifest import Manifest, chain_is_complete, data_object_name, manifest_na
 from .pipeline import send_to_remote
 from .progress import Progress, human_bytes
 from .rclone import Rclone, rclone_for
+from .uploads import UploadSizing, size_upload
 from .zfs import Bookmark, Snapshot
 
 log = logging.getLogger(__name__)
@@ -192,7 +193,8 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
                     options.send_flags, options.compressor, options.level)
 
         send_argv = zfs.send_argv(plan.snapshot, plan.base_name, plan.send_flags)
-        rcat_argv = rclone.rcat_argv(catalog.path(plan.object_name), data_storage_class(cfg.storage_class, None))
+        rcat_argv = rclone.rcat_argv(catalog.path(plan.object_name), data_storage_class(cfg.storage_class, None),
+                                     _upload_sizing(cfg, None).rclone_flags())
         if dry_run:
             if options.note:
                 echo(f"# {options.note}")
@@ -247,6 +249,10 @@ MIN_SIZE_CLASSES = frozenset({"STANDARD_IA", "ONEZONE_IA", "GLACIER_IR"})
 MIN_BILLED_BYTES = 128 * 1024
 
 
+def _upload_sizing(cfg: BackupConfig, expected: int | None) -> UploadSizing:
+    return size_upload(expected, cfg.max_upload_parts, cfg.upload_concurrency, cfg.upload_memory)
+
+
 def data_storage_class(configured: str | None, expected_bytes: int | None) -> str | None:
     """[rclone] storage_class for a data object, except a stream known to be smaller than the minimum its
     class bills, which stays in the bucket's default class."""
@@ -262,7 +268,8 @@ def _print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,
     """What a run would do, as commands a person can paste."""
     echo(f"# {plan.why}")
     echo(proc.render(zfs.snapshot_argv(plan.snapshot, "DRY-RUN")))
-    echo(proc.render_pipeline(pipeline) + "  # compression runs in-process; the command shown writes the same format")
+    echo(proc.render_pipeline(pipeline) + "  # compression runs in-process (the command shown writes the same "
+                                          "format); the part size follows the stream's estimate")
     small = "STANDARD" if cfg.storage_class else None  # manifests and the index are read on every run
     echo(proc.render(rclone.rcat_argv(catalog.path(manifest_name(plan.snapshot.partition("@")[2])), small))
          + "  < manifest.json")
@@ -298,7 +305,10 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
         if expected is not None:
             log.info("%s: the stream will be about %s", plan.snapshot, human_bytes(expected))
         progress = Progress(f"backup {plan.snapshot}", expected)
-        rcat_argv = rclone.rcat_argv(object_path, data_storage_class(cfg.storage_class, expected))
+        sizing = _upload_sizing(cfg, expected if expected is not None else estimate.referenced(plan.snapshot))
+        log.info("%s: %s", plan.snapshot, sizing.describe())
+        rcat_argv = rclone.rcat_argv(object_path, data_storage_class(cfg.storage_class, expected),
+                                     sizing.rclone_flags())
         stats = send_to_remote(send_argv, rcat_argv, codec, plan.level, cfg.threads, progress.update,
                                rclone.stall_timeout, rclone.redact)
         stored = {o.name: o.size for o in rclone.list_dir(catalog.directory)}.get(plan.object_name)

@@ -23,6 +23,9 @@ MAX_PREFIX_LENGTH = 64
 # Long enough for a slow link to drain rclone's buffers, short enough that a hung remote is noticed
 # on the same night.
 DEFAULT_STALL_TIMEOUT = 600.0  # seconds
+DEFAULT_MAX_UPLOAD_PARTS = 10_000  # S3's limit; some S3-compatible providers allow 1,000
+DEFAULT_UPLOAD_CONCURRENCY = 4  # rclone's default
+DEFAULT_UPLOAD_MEMORY = 1 << 30
 _DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h)?")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 
@@ -44,6 +47,9 @@ class BackupConfig:
     storage_class: str | None = None  # S3 storage class of data objects (manifests stay STANDARD)
     bwlimit: str | None = None  # rclone --bwlimit
     extra_flags: tuple[str, ...] = ()  # more rclone flags, checked against FORBIDDEN_RCLONE_FLAGS
+    max_upload_parts: int = DEFAULT_MAX_UPLOAD_PARTS  # the remote's limit on parts of one upload
+    upload_concurrency: int = DEFAULT_UPLOAD_CONCURRENCY  # parts uploaded at once
+    upload_memory: int = DEFAULT_UPLOAD_MEMORY  # bytes rclone may buffer for one upload
 
     @property
     def remote_dir(self) -> str:
@@ -156,6 +162,29 @@ def _storage_class(where: str, value: str) -> str | None:
     return value.upper()
 
 
+_SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[KMGT]?)(i?B)?", re.IGNORECASE)
+_UNIT_BYTES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _size(where: str, value: str) -> int:
+    """512M, 1G, 1.5GiB: binary units."""
+    match = _SIZE.fullmatch(value)
+    if match is None:
+        raise _bad(where, value, "expected a size such as 512M or 2G")
+    size = int(float(match["number"]) * _UNIT_BYTES[match["unit"].upper()])
+    if size < 16 << 20:
+        raise _bad(where, value, "expected at least 16M")
+    return size
+
+
+def _parts(where: str, value: str) -> int:
+    return _whole_number(where, value, 1, "expected a whole number of parts, at least 1")
+
+
+def _concurrency(where: str, value: str) -> int:
+    return _whole_number(where, value, 1, "expected a whole number, at least 1")
+
+
 _BWLIMIT = re.compile(r"[0-9A-Za-z.:,| -]+")
 
 
@@ -175,7 +204,7 @@ FORBIDDEN_RCLONE_FLAGS = frozenset({
     "syslog", "use-json-log", "dump", "dump-headers", "dump-bodies", "max-transfer", "max-duration", "cutoff-mode",
     "max-size", "min-size", "max-age", "min-age", "max-depth", "include", "exclude", "filter", "include-from",
     "exclude-from", "filter-from", "files-from", "files-from-raw", "error-on-no-transfer", "bwlimit",
-    "s3-storage-class", "low-level-retries",
+    "s3-storage-class", "low-level-retries", "s3-chunk-size", "s3-upload-concurrency", "s3-max-upload-parts",
 })
 _FLAG = re.compile(r"--(?P<name>[a-z0-9][a-z0-9-]*)(=.*)?")
 
@@ -224,6 +253,9 @@ _SCHEMA = (
     _Key("rclone", "storage_class", _storage_class, None),
     _Key("rclone", "bwlimit", _bwlimit, None),
     _Key("rclone", "extra_flags", _extra_flags, ()),
+    _Key("rclone", "max_upload_parts", _parts, DEFAULT_MAX_UPLOAD_PARTS),
+    _Key("rclone", "upload_concurrency", _concurrency, DEFAULT_UPLOAD_CONCURRENCY),
+    _Key("rclone", "upload_memory", _size, DEFAULT_UPLOAD_MEMORY),
     _Key("compression", "compressor", _compressor, DEFAULT_CODEC),
     _Key("compression", "level", _level_text, "default"),
     _Key("compression", "threads", _threads, "auto"),
@@ -297,6 +329,9 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
         storage_class=values["storage_class"],
         bwlimit=values["bwlimit"],
         extra_flags=values["extra_flags"],
+        max_upload_parts=values["max_upload_parts"],
+        upload_concurrency=values["upload_concurrency"],
+        upload_memory=values["upload_memory"],
     )
 
 

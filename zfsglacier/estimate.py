@@ -39,8 +39,14 @@ def stream_bytes(snapshot: str, base: str | None, options: Sequence[str], tools:
         log.debug("no estimate from zfs send -nP (exit %d): %s", result.returncode, result.stderr)
         return None
     if base is None:
-        result = proc.run("zfs get", [ZFS, "get", "-Hp", "-o", "value", "referenced", snapshot], error=ZfsError,
-                          check=False)
-        text = result.stdout.decode().strip()
-        return int(text) if result.returncode == 0 and text.isdigit() else None
+        return referenced(snapshot)
     return None
+
+
+def referenced(snapshot: str) -> int | None:
+    """The data a snapshot refers to: about its full stream, and for upload sizing an incremental's
+    stand-in where nothing better is known (an incremental rarely exceeds its snapshot)."""
+    result = proc.run("zfs get", [ZFS, "get", "-Hp", "-o", "value", "referenced", snapshot], error=ZfsError,
+                      check=False)
+    text = result.stdout.decode().strip()
+    return int(text) if result.returncode == 0 and text.isdigit() else None

@@ -18,7 +18,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -135,8 +135,10 @@ class Rclone:
             argv += ["--bwlimit", self.bwlimit]
         return [*argv, *self.extra_flags]
 
-    def rcat_argv(self, path: str, storage_class: str | None = None) -> list[str]:
-        return [*self._base(), "rcat", *(["--s3-storage-class", storage_class] if storage_class else []), path]
+    def rcat_argv(self, path: str, storage_class: str | None = None, sizing: Sequence[str] = ()) -> list[str]:
+        """`sizing`: the upload's part size flags (uploads.UploadSizing.rclone_flags)."""
+        return [*self._base(), "rcat", *(["--s3-storage-class", storage_class] if storage_class else []), *sizing,
+                path]
 
     def head_argv(self, path: str) -> list[str]:
         """Read one byte: succeeds only when the object can be read now (not frozen in an archive tier)."""

@@ -32,9 +32,9 @@ def test_defaults_leave_rclone_alone() -> None:
 
 def test_storage_class_bwlimit_and_extra_flags_reach_rclone() -> None:
     cfg = rclone_keys(storage_class="deep_archive", bwlimit="08:00,512k 19:00,off",
-                      extra_flags="--s3-upload-concurrency=8 --retries=5 '--user-agent=nas backup'")
+                      extra_flags="--tpslimit=8 --retries=5 '--user-agent=nas backup'")
     assert cfg.storage_class == "DEEP_ARCHIVE"
-    assert cfg.extra_flags == ("--s3-upload-concurrency=8", "--retries=5", "--user-agent=nas backup")
+    assert cfg.extra_flags == ("--tpslimit=8", "--retries=5", "--user-agent=nas backup")
     rclone = Rclone("rclone", Path("/etc/rc.conf"), None, cfg.storage_class, cfg.bwlimit, cfg.extra_flags)
     base = ["rclone", "--config", "/etc/rc.conf", "--bwlimit", "08:00,512k 19:00,off", *cfg.extra_flags]
     assert rclone.rcat_argv("r:b/x", "DEEP_ARCHIVE") == [*base, "rcat", "--s3-storage-class", "DEEP_ARCHIVE", "r:b/x"]
@@ -153,3 +153,32 @@ def test_expedited_is_refused_for_deep_archive_before_anything_is_asked() -> Non
         thaw.thaw(remote, catalog(), frozen("s1"), thaw.ThawOptions("Expedited"))  # type: ignore[arg-type]
     assert remote.requested == []
     thaw.check_priority(frozen("s1", tier="GLACIER"), "Expedited")  # 1-5 minutes on Glacier
+
+
+def test_upload_parts_are_sized_to_fit_the_part_limit_with_headroom() -> None:
+    from zfsglacier.uploads import MIB, size_upload
+
+    small = size_upload(3 * MIB, 10_000, 4, 1 << 30)
+    assert (small.chunk_bytes, small.concurrency) == (5 * MIB, 4)
+    assert small.rclone_flags() == ["--s3-chunk-size", "5Mi", "--s3-upload-concurrency", "4",
+                                    "--s3-max-upload-parts", "10000"]
+    # rclone's default 5 MiB parts stop at 48.8 GiB; a 1 TiB stream gets parts that hold 1.5 TiB.
+    big = size_upload(1 << 40, 10_000, 4, 1 << 30)
+    assert big.chunk_bytes == 158 * MIB and big.largest_stream >= 1.5 * (1 << 40)
+    assert (big.concurrency, big.memory_bytes) == (4, 632 * MIB)
+    # A provider with 1,000 parts: bigger parts, fewer at a time to stay within the memory given.
+    capped = size_upload(1 << 40, 1_000, 4, 1 << 30)
+    assert capped.chunk_bytes == 1573 * MIB and capped.concurrency == 1
+    assert "1 at a time" in capped.describe() and "at most 1000 parts" in capped.describe()
+    unknown = size_upload(None, 10_000, 2, 1 << 30)
+    assert unknown.chunk_bytes == 5 * MIB and "stream size unknown" in unknown.describe()
+
+
+def test_upload_keys_parse_and_name_themselves_when_bad() -> None:
+    cfg = rclone_keys(max_upload_parts="1000", upload_concurrency="8", upload_memory="512M")
+    assert (cfg.max_upload_parts, cfg.upload_concurrency, cfg.upload_memory) == (1000, 8, 512 << 20)
+    assert rclone_keys(upload_memory="1.5GiB").upload_memory == 3 << 29
+    for key, value, expected in (("max_upload_parts", "0", "at least 1"), ("upload_memory", "lots", "512M or 2G"),
+                                 ("upload_memory", "1M", "at least 16M"), ("upload_concurrency", "-2", "at least 1")):
+        with pytest.raises(ConfigError, match=rf"^\[rclone\] {key} = '{value}': .*{expected}"):
+            rclone_keys(**{key: value})
