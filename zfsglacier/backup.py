@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from . import __version__, capabilities, estimate, index, names, proc, zfs
+from .cadence import ChainPolicy, next_base
 from .capabilities import ZfsTools
 from .catalog import Catalog, load_catalog, write_index
 from .codecs import NO_COMPRESSION, Level, get_codec
@@ -32,6 +33,7 @@ from .zfs import Bookmark, Snapshot
 log = logging.getLogger(__name__)
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 HOLD_TAG = "zfsglacier"  # on the base of the next incremental
+NO_POLICY = ChainPolicy()
 _TIMESTAMP = r"\d{8}T\d{6}Z(-\d+)?"
 # The timestamp and room for a collision counter ("-99").
 _SUFFIX_ROOM = len("20261126T031500Z-99")
@@ -117,9 +119,11 @@ def check_snapshot_names_fit(cfg: BackupConfig) -> None:
 
 
 def choose_base(catalog: Catalog, local: list[Snapshot], bookmarks: Sequence[Bookmark] = (),
-                raw: bool = False) -> tuple[Snapshot | Bookmark | None, str]:
+                raw: bool = False, policy: ChainPolicy = NO_POLICY,
+                now: datetime | None = None) -> tuple[Snapshot | Bookmark | None, str]:
     """The newest local snapshot, or else bookmark, whose backup is committed (same guid), restorable
-    from a full, and sent the same way (raw or not: a raw chain takes only raw incrementals).
+    from a full, and sent the same way (raw or not: a raw chain takes only raw incrementals); then
+    [chain] decides: that one, the chain's full (differential), or a new full (full_every).
     Snapshots without a committed backup (made by hand, even in our name form) are never a base."""
     committed = {m.guid: m for m in catalog.manifests}
     snapshot_guids = {s.guid for s in local}
@@ -135,9 +139,18 @@ def choose_base(catalog: Catalog, local: list[Snapshot], bookmarks: Sequence[Boo
         if not chain_is_complete(catalog.manifests, manifest):
             log.warning("not basing on %s: its chain on the remote has a gap", candidate.name)
             continue
+        base_manifest, kind = next_base(policy, catalog.manifests, manifest, now or _now())
+        if base_manifest is None:
+            return None, kind
+        if base_manifest.guid != candidate.guid:  # differential: the chain's full
+            found = next((c for c in candidates if c.guid == base_manifest.guid), None)
+            if found is None:
+                return None, (f"full: differential backups are based on the chain's full {base_manifest.snapshot}, "
+                              "which no longer exists locally (nor a bookmark of it)")
+            candidate = found
         source = candidate.short_name if isinstance(candidate, Snapshot) else \
             f"bookmark {candidate.name} (the snapshot is gone)"
-        return candidate, f"incremental from {source}{_newest_gone_note(catalog, candidates, candidate)}"
+        return candidate, f"{kind} from {source}{_newest_gone_note(catalog, candidates, candidate)}"
     return None, _why_full(catalog, local, raw)
 
 
@@ -185,7 +198,7 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
         _abort_unfinished_uploads(rclone, catalog, dry_run, echo)
 
         raw = "-w" in options.send_flags
-        base, why = (None, "full: --full given") if full else choose_base(catalog, local, bookmarks, raw)
+        base, why = (None, "full: --full given") if full else choose_base(catalog, local, bookmarks, raw, cfg.chain)
         taken = {s.short_name for s in local} | {m.snapshot for m in catalog.manifests}
         short = new_snapshot_name(cfg.snapshot_prefix, _now(), taken)
         kind = "full" if base is None else "incremental"
@@ -211,11 +224,20 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
         zfs.clear_pending(plan.snapshot)
         write_index(rclone, catalog, manifest)
         committed = catalog.guids | {manifest.guid}
-        _hold_base(zfs.list_snapshots(cfg.dataset), manifest.full_snapshot, committed)
+        base_next = next_base_snapshot(cfg, manifest)
+        _hold_base(zfs.list_snapshots(cfg.dataset), base_next, committed)
         if _uses_bookmarks(cfg, tools):
-            _bookmark_base(cfg, manifest.full_snapshot, committed)
-        _prune(cfg, zfs.list_snapshots(cfg.dataset), committed)
+            _bookmark_base(cfg, base_next, committed)
+        _prune(cfg, zfs.list_snapshots(cfg.dataset), committed, keep=base_next)
         return manifest
+
+
+def next_base_snapshot(cfg: BackupConfig, committed: Manifest) -> str:
+    """The snapshot the next backup is based on: the one just committed, or, in a differential chain,
+    its full. It is held, bookmarked, and never pruned."""
+    if cfg.chain.differential and committed.kind == "incremental" and committed.base:
+        return f"{cfg.dataset}@{committed.base}"
+    return committed.full_snapshot
 
 
 def _uses_bookmarks(cfg: BackupConfig, tools: ZfsTools) -> bool:
@@ -276,17 +298,20 @@ def _print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,
     echo(proc.render(zfs.clear_pending_argv(plan.snapshot)))
     echo(proc.render(rclone.rcat_argv(catalog.path(index.INDEX_NAME), small))
          + "  < index.json  # a copy of every manifest")
-    if capabilities.zfs_tools().holds:
+    # In a differential chain the next base stays the chain's full, which is held already.
+    stays = cfg.chain.differential and isinstance(plan.base, Snapshot)
+    keep = plan.base.name if stays and plan.base is not None else None
+    if capabilities.zfs_tools().holds and not stays:
         echo(proc.render(zfs.hold_argv(HOLD_TAG, plan.snapshot)) + "  # the next incremental's base")
         if isinstance(plan.base, Snapshot):
             echo(proc.render(zfs.release_argv(HOLD_TAG, plan.base.name)))
-    if _uses_bookmarks(cfg, capabilities.zfs_tools()):
+    if _uses_bookmarks(cfg, capabilities.zfs_tools()) and not stays:
         bookmark = bookmark_name(plan.snapshot)
         echo(proc.render(zfs.bookmark_argv(plan.snapshot, bookmark)) + "  # a base that outlives the snapshot")
         for mark in bookmarks:
             if mark.guid in catalog.guids and is_own_snapshot(mark.short_name, cfg.snapshot_prefix):
                 echo(proc.render(zfs.destroy_bookmark_argv(mark.name)))
-    for old in _to_prune(cfg, local, catalog.guids, about_to_add=1):
+    for old in _to_prune(cfg, local, catalog.guids, about_to_add=1, keep=keep):
         echo(proc.render(zfs.destroy_snapshot_argv(old.name)))
 
 
@@ -432,16 +457,17 @@ def _remove_leftovers(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, local
 
 
 def _to_prune(cfg: BackupConfig, local: list[Snapshot], committed_guids: set[str],
-              about_to_add: int = 0) -> list[Snapshot]:
+              about_to_add: int = 0, keep: str | None = None) -> list[Snapshot]:
     """This tool's committed snapshots beyond the `snapshot_retention` newest, oldest first by creation
-    txg (not by name: the clock may have been set back). Snapshots made by anyone else, even named
-    exactly like ours, have no committed backup with their guid and are never touched."""
+    txg (not by name: the clock may have been set back), never `keep` (the next backup's base).
+    Snapshots made by anyone else, even named exactly like ours, have no committed backup with their
+    guid and are never touched."""
     if cfg.snapshot_retention == 0:
         return []
     own = [s for s in local if is_own_snapshot(s.short_name, cfg.snapshot_prefix) and not s.pending
            and s.guid in committed_guids]
     # The newest is the base of the next incremental: it is always among the kept ones.
-    return own[: max(len(own) + about_to_add - cfg.snapshot_retention, 0)]
+    return [s for s in own[: max(len(own) + about_to_add - cfg.snapshot_retention, 0)] if s.name != keep]
 
 
 def _hold_base(local: list[Snapshot], base: str, committed_guids: set[str]) -> None:
@@ -459,9 +485,9 @@ def _hold_base(local: list[Snapshot], base: str, committed_guids: set[str]) -> N
         log.warning("the backup is committed, but moving the hold %r to %s failed: %s", HOLD_TAG, base, exc)
 
 
-def _prune(cfg: BackupConfig, local: list[Snapshot], committed_guids: set[str]) -> None:
+def _prune(cfg: BackupConfig, local: list[Snapshot], committed_guids: set[str], keep: str) -> None:
     failed: list[str] = []
-    for snapshot in _to_prune(cfg, local, committed_guids):
+    for snapshot in _to_prune(cfg, local, committed_guids, keep=keep):
         if snapshot.holds:  # ours is only ever on the base, which is never pruned: another tool's
             log.warning("not pruning %s: another tool holds it (zfs holds %s)", snapshot.name, snapshot.name)
             continue

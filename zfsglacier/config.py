@@ -7,11 +7,12 @@ import configparser
 import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import names
+from .cadence import ChainPolicy
 from .codecs import AUTO, CODECS, DEFAULT_CODEC, Level, default_threads
 from .errors import ConfigError
 
@@ -50,6 +51,7 @@ class BackupConfig:
     max_upload_parts: int = DEFAULT_MAX_UPLOAD_PARTS  # the remote's limit on parts of one upload
     upload_concurrency: int = DEFAULT_UPLOAD_CONCURRENCY  # parts uploaded at once
     upload_memory: int = DEFAULT_UPLOAD_MEMORY  # bytes rclone may buffer for one upload
+    chain: ChainPolicy = field(default_factory=ChainPolicy)
 
     @property
     def remote_dir(self) -> str:
@@ -185,6 +187,20 @@ def _concurrency(where: str, value: str) -> int:
     return _whole_number(where, value, 1, "expected a whole number, at least 1")
 
 
+_FULL_EVERY = re.compile(r"(?P<number>\d+)\s*(?P<days>d|days?)?", re.IGNORECASE)
+
+
+def _full_every(where: str, value: str) -> tuple[int | None, int | None]:
+    """`30d`: a new full once the chain's full is 30 days old; `14`: at most 14 backups per chain; 0: never."""
+    match = _FULL_EVERY.fullmatch(value)
+    if match is None:
+        raise _bad(where, value, "expected a number of days (30d), a number of backups per chain (14), or 0")
+    number = int(match["number"])
+    if number == 0:
+        return None, None
+    return (number, None) if match["days"] else (None, number)
+
+
 _BWLIMIT = re.compile(r"[0-9A-Za-z.:,| -]+")
 
 
@@ -256,6 +272,8 @@ _SCHEMA = (
     _Key("rclone", "max_upload_parts", _parts, DEFAULT_MAX_UPLOAD_PARTS),
     _Key("rclone", "upload_concurrency", _concurrency, DEFAULT_UPLOAD_CONCURRENCY),
     _Key("rclone", "upload_memory", _size, DEFAULT_UPLOAD_MEMORY),
+    _Key("chain", "full_every", _full_every, "0"),
+    _Key("chain", "differential", _boolean, "no"),
     _Key("compression", "compressor", _compressor, DEFAULT_CODEC),
     _Key("compression", "level", _level_text, "default"),
     _Key("compression", "threads", _threads, "auto"),
@@ -332,6 +350,7 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
         max_upload_parts=values["max_upload_parts"],
         upload_concurrency=values["upload_concurrency"],
         upload_memory=values["upload_memory"],
+        chain=ChainPolicy(values["full_every"][0], values["full_every"][1], values["differential"]),
     )
 
 
