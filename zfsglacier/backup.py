@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import __version__, capabilities, estimate, index, names, proc, zfs
+from . import __version__, capabilities, estimate, index, leftovers, names, proc, zfs
 from .cadence import ChainPolicy, next_base
 from .capabilities import ZfsTools
 from .catalog import Catalog, load_catalog, write_index
@@ -26,6 +26,7 @@ from .lock import DatasetLock
 from .manifest import Manifest, chain_is_complete, data_object_name, manifest_name
 from .pipeline import send_to_remote
 from .progress import Progress, human_bytes
+from .prune import prune_after_backup
 from .rclone import Rclone, rclone_for
 from .uploads import UploadSizing, size_upload
 from .zfs import Bookmark, Snapshot
@@ -195,7 +196,7 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
         bookmarks = zfs.list_bookmarks(cfg.dataset) if _uses_bookmarks(cfg, tools) else []
         catalog = load_catalog(cfg, rclone)
         local = _remove_leftovers(cfg, rclone, catalog, local, dry_run, echo)
-        _abort_unfinished_uploads(rclone, catalog, dry_run, echo)
+        leftovers.abort_unfinished_uploads(rclone, catalog, dry_run, echo)
 
         raw = "-w" in options.send_flags
         base, why = (None, "full: --full given") if full else choose_base(catalog, local, bookmarks, raw, cfg.chain)
@@ -229,6 +230,8 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
         if _uses_bookmarks(cfg, tools):
             _bookmark_base(cfg, base_next, committed)
         _prune(cfg, zfs.list_snapshots(cfg.dataset), committed, keep=base_next)
+        if cfg.retention.active:
+            prune_after_backup(cfg, rclone)
         return manifest
 
 
@@ -395,30 +398,13 @@ def _undo(snapshot: str, rclone: Rclone, catalog: Catalog, names: list[str], cau
             log.info("removed partial object %s", catalog.path(name))
         except ZfsglacierError as exc:
             log.warning("could not remove %s (the next backup removes it): %s", catalog.path(name), exc)
-    _abort_unfinished_uploads(rclone, catalog, dry_run=False, echo=print)
+    leftovers.abort_unfinished_uploads(rclone, catalog, dry_run=False, echo=print)
     try:
         if snapshot in {s.name for s in zfs.list_snapshots(snapshot.partition("@")[0])}:  # made before the failure?
             zfs.destroy_snapshot(snapshot)
             log.info("destroyed snapshot %s made by this run", snapshot)
     except ZfsglacierError as exc:
         log.warning("could not destroy %s (the next backup destroys it): %s", snapshot, exc)
-
-
-def _abort_unfinished_uploads(rclone: Rclone, catalog: Catalog, dry_run: bool,
-                              echo: Callable[[str], None]) -> None:
-    """A killed upload leaves an unfinished multipart upload on S3: invisible in listings, billed.
-    Only uploads of this dataset's directory are touched, and we hold its lock: none is running.
-    Failing to abort one is a warning: the backup itself does not depend on it."""
-    try:
-        if dry_run:
-            if rclone.unfinished_uploads(catalog.directory):
-                echo(proc.render(rclone.abort_uploads_argv(catalog.directory)) + "  # left by an interrupted upload")
-            return
-        for key in rclone.abort_unfinished_uploads(catalog.directory):
-            log.warning("aborted the unfinished multipart upload of %s left by a failed or interrupted upload", key)
-    except ZfsglacierError as exc:
-        log.warning("unfinished multipart uploads in %s not aborted (the next backup tries again): %s",
-                    catalog.directory, exc)
 
 
 def _remove_leftovers(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, local: list[Snapshot],
@@ -441,18 +427,7 @@ def _remove_leftovers(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, local
         else:
             log.warning("destroying %s: left uncommitted by an interrupted run", snapshot.name)
             zfs.destroy_snapshot(snapshot.name)
-    kept_data = {name for gone in catalog.lost for name in gone.data_objects}
-    for name in catalog.orphans:
-        path = catalog.path(name)
-        if name in kept_data:
-            # Its manifest is gone but was committed: deleting the data would lose a backup for good.
-            log.warning("keeping %s: its manifest is missing, but the index shows that backup was committed; "
-                        "run zfsglacier verify, then put the manifest back or delete the data by hand", path)
-        elif dry_run:
-            echo(proc.render(rclone.deletefile_argv(path)) + "  # no manifest: not a backup")
-        else:
-            log.warning("removing %s: a data object without a manifest is not a backup", path)
-            rclone.delete(path)
+    leftovers.remove_orphans(rclone, catalog, dry_run, echo)
     return kept
 
 

@@ -176,6 +176,14 @@ def _read_index(rclone: Rclone, directory: str, objects: dict[str, RemoteObject]
         return {}
 
 
+def rewrite_index(rclone: Rclone, catalog: Catalog, without: set[str]) -> None:
+    """Rewrite the index without the manifests named in `without` (before prune deletes them: a manifest
+    the index still held would make its data look like a committed backup that lost its manifest)."""
+    lost = {gone.manifest: gone.copy for gone in catalog.lost}
+    entries = {name: data for name, data in {**lost, **catalog.manifest_bytes}.items() if name not in without}
+    rclone.write(catalog.path(index.INDEX_NAME), index.encode(entries))
+
+
 def write_index(rclone: Rclone, catalog: Catalog, committed: Manifest) -> None:
     """Rewrite the index after a commit. Its failure costs the next run time, not correctness.
 

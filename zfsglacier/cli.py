@@ -15,6 +15,7 @@ from .catalog import load_catalog
 from .config import DEFAULT_CONFIG_PATH, load_config
 from .errors import EXIT_CODES, EXIT_INTEGRITY, EXIT_INTERNAL, EXIT_OK, ZfsglacierError
 from .listing import as_json, as_table
+from .prune import prune
 from .rclone import rclone_for
 from .restore import restore
 from .signals import signals_as_exceptions
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--thaw-days", type=_days, default=thaw.DEFAULT_DAYS, metavar="N",
                      help=f"days a thawed copy stays readable (default {thaw.DEFAULT_DAYS})")
 
+    sub = command("prune", "Delete the backup chains [retention] no longer keeps, and leftovers of failed runs.")
+    sub.add_argument("--dry-run", action="store_true", help="print what would be deleted; change nothing")
+
     sub = command("list", "List the committed backups of the dataset on the remote.")
     sub.add_argument("--json", action="store_true", help="print a JSON array")
 
@@ -109,6 +113,9 @@ def _run(args: argparse.Namespace) -> int:
         # The same code verify gives: 5 for a damaged manifest, 8 for a committed one gone missing.
         codes = [error.exit_code for error in catalog.unusable.values()]
         return min(codes) if codes else EXIT_INTEGRITY if catalog.damaged else EXIT_OK
+    if args.command == "prune":
+        prune(cfg, dry_run=args.dry_run)
+        return EXIT_OK
     if args.command == "verify":
         return verify(cfg, snapshot=args.snapshot, every=args.all, deep=args.deep)
     raise AssertionError(f"unhandled command {args.command}")

@@ -15,6 +15,7 @@ from . import names
 from .cadence import ChainPolicy
 from .codecs import AUTO, CODECS, DEFAULT_CODEC, Level, default_threads
 from .errors import ConfigError
+from .retention import RetentionPolicy
 
 DEFAULT_CONFIG_PATH = Path("/etc/zfsglacier/config.ini")
 DEFAULT_SNAPSHOT_PREFIX = "glacier-backup-"
@@ -52,6 +53,7 @@ class BackupConfig:
     upload_concurrency: int = DEFAULT_UPLOAD_CONCURRENCY  # parts uploaded at once
     upload_memory: int = DEFAULT_UPLOAD_MEMORY  # bytes rclone may buffer for one upload
     chain: ChainPolicy = field(default_factory=ChainPolicy)
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
     @property
     def remote_dir(self) -> str:
@@ -201,6 +203,24 @@ def _full_every(where: str, value: str) -> tuple[int | None, int | None]:
     return (number, None) if match["days"] else (None, number)
 
 
+_DAYS = re.compile(r"(?P<number>\d+)\s*(d|days?)", re.IGNORECASE)
+
+
+def _max_age(where: str, value: str) -> int | None:
+    """`90d`: days; 0: no limit."""
+    if value == "0":
+        return None
+    match = _DAYS.fullmatch(value)
+    if match is None or int(match["number"]) == 0:
+        raise _bad(where, value, "expected a number of days such as 90d, or 0 for no limit")
+    return int(match["number"])
+
+
+def _keep_chains(where: str, value: str) -> int | None:
+    number = _whole_number(where, value, 0, "expected a whole number of chains (0: no limit)")
+    return number or None
+
+
 _BWLIMIT = re.compile(r"[0-9A-Za-z.:,| -]+")
 
 
@@ -274,6 +294,8 @@ _SCHEMA = (
     _Key("rclone", "upload_memory", _size, DEFAULT_UPLOAD_MEMORY),
     _Key("chain", "full_every", _full_every, "0"),
     _Key("chain", "differential", _boolean, "no"),
+    _Key("retention", "keep_chains", _keep_chains, "0"),
+    _Key("retention", "max_age", _max_age, "0"),
     _Key("compression", "compressor", _compressor, DEFAULT_CODEC),
     _Key("compression", "level", _level_text, "default"),
     _Key("compression", "threads", _threads, "auto"),
@@ -351,6 +373,7 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
         upload_concurrency=values["upload_concurrency"],
         upload_memory=values["upload_memory"],
         chain=ChainPolicy(values["full_every"][0], values["full_every"][1], values["differential"]),
+        retention=RetentionPolicy(values["keep_chains"], values["max_age"]),
     )
 
 

@@ -18,7 +18,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_help_lists_commands_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("backup", "restore", "list"):
+    for command in ("backup", "restore", "list", "verify", "prune"):
         assert command in out
     for code in EXIT_CODES:
         assert f"  {code:>3}  " in out
@@ -44,7 +44,7 @@ def one_error_line(err: str) -> str:
 
 
 @pytest.mark.parametrize("command", [["backup"], ["list"], ["restore", "--target-dataset", "t/r", "--yes"],
-                                     ["verify"]])
+                                     ["verify"], ["prune"]])
 def test_bad_config_value_is_one_line_naming_the_key(
     command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

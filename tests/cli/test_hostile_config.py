@@ -28,6 +28,8 @@ COMMANDS = {
     "list": ["list"],
     "restore": ["restore", "--target-dataset", "tank/restored", "--yes", "--force"],
     "verify": ["verify", "--all", "--deep"],
+    "prune": ["prune"],
+    "prune-dry-run": ["prune", "--dry-run"],
 }
 GOOD = MINIMAL
 

@@ -1,0 +1,49 @@
+"""What failed or killed runs leave on the remote, and its removal: data objects without a manifest
+(not backups) and unfinished multipart uploads (invisible in listings, billed). Run by every backup
+and prune, under the dataset's lock."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from . import proc
+from .catalog import Catalog
+from .errors import ZfsglacierError
+from .rclone import Rclone
+
+log = logging.getLogger(__name__)
+
+
+def remove_orphans(rclone: Rclone, catalog: Catalog, dry_run: bool, echo: Callable[[str], None]) -> None:
+    """Delete data objects without a manifest: what a failed or killed upload left (we hold the lock).
+    One whose manifest went missing after its commit (the index proves it) is kept and reported."""
+    kept_data = {name for gone in catalog.lost for name in gone.data_objects}
+    for name in catalog.orphans:
+        path = catalog.path(name)
+        if name in kept_data:
+            # Its manifest is gone but was committed: deleting the data would lose a backup for good.
+            log.warning("keeping %s: its manifest is missing, but the index shows that backup was committed; "
+                        "run zfsglacier verify, then put the manifest back or delete the data by hand", path)
+        elif dry_run:
+            echo(proc.render(rclone.deletefile_argv(path)) + "  # no manifest: not a backup")
+        else:
+            log.warning("removing %s: a data object without a manifest is not a backup", path)
+            rclone.delete(path)
+
+
+def abort_unfinished_uploads(rclone: Rclone, catalog: Catalog, dry_run: bool,
+                              echo: Callable[[str], None]) -> None:
+    """A killed upload leaves an unfinished multipart upload on S3: invisible in listings, billed.
+    Only uploads of this dataset's directory are touched, and we hold its lock: none is running.
+    Failing to abort one is a warning: the backup itself does not depend on it."""
+    try:
+        if dry_run:
+            if rclone.unfinished_uploads(catalog.directory):
+                echo(proc.render(rclone.abort_uploads_argv(catalog.directory)) + "  # left by an interrupted upload")
+            return
+        for key in rclone.abort_unfinished_uploads(catalog.directory):
+            log.warning("aborted the unfinished multipart upload of %s left by a failed or interrupted upload", key)
+    except ZfsglacierError as exc:
+        log.warning("unfinished multipart uploads in %s not aborted (the next backup tries again): %s",
+                    catalog.directory, exc)

@@ -1,0 +1,100 @@
+"""`zfsglacier prune`: delete the chains [retention] no longer keeps (see retention.py), and what
+failed runs left (orphaned data, unfinished multipart uploads). Also run after each backup when
+[retention] is set.
+
+Order, so that an interruption at any point leaves only backups that restore: the index is rewritten
+without the doomed manifests first; then each chain is deleted newest backup first, manifest before
+data, so what remains of a chain is always a restorable prefix (and a data object left without its
+manifest is an orphan, which the next run removes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from . import leftovers, proc
+from .catalog import Catalog, load_catalog, rewrite_index
+from .config import BackupConfig
+from .errors import RemoteError
+from .lock import DatasetLock
+from .manifest import Manifest, manifest_name
+from .progress import human_bytes
+from .rclone import Rclone, rclone_for
+from .retention import age_days, billed_anyway, chains_of, expired
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    """The clock ages are measured against (a seam for tests)."""
+    return datetime.now(UTC)
+
+
+def prune(cfg: BackupConfig, *, dry_run: bool = False, echo: Callable[[str], None] = print) -> list[Manifest]:
+    rclone = rclone_for(cfg)
+    with DatasetLock(cfg.dataset, "prune"):
+        catalog = load_catalog(cfg, rclone)
+        leftovers.remove_orphans(rclone, catalog, dry_run, echo)
+        leftovers.abort_unfinished_uploads(rclone, catalog, dry_run, echo)
+        return prune_chains(cfg, rclone, catalog, dry_run=dry_run, echo=echo)
+
+
+def prune_chains(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, *, dry_run: bool = False,
+                 echo: Callable[[str], None] = print) -> list[Manifest]:
+    """Delete the expired chains (the caller holds the dataset's lock). Returns the deleted backups."""
+    if not cfg.retention.active:
+        log.info("prune: no [retention] keep_chains or max_age set: no backup is deleted")
+        return []
+    now = _now()
+    chains, unplaced = chains_of(catalog.manifests)
+    for m in unplaced:
+        log.warning("prune: keeping %s: its chain has a gap, so it cannot be placed in a chain", m.snapshot)
+    doomed = expired(chains, cfg.retention, now)
+    if not doomed:
+        log.info("prune: all %d chain(s) are kept", len(chains))
+        return []
+    deleted: list[Manifest] = []
+    for chain, why in doomed:
+        stored = sum(m.stored_bytes for m in chain.backups)
+        log.info("prune: deleting the chain from %s: %d backup(s), %s stored, newest %s: %s", chain.full.snapshot,
+                 len(chain.backups), human_bytes(stored), chain.newest.created, why)
+        for m in chain.backups:
+            _warn_if_billed_anyway(catalog, m, now)
+        deleted += chain.backups
+    if dry_run:
+        echo(f"# rewrite {catalog.path('zfsglacier.index.json')} without the {len(deleted)} backup(s) below")
+        for chain, _ in doomed:
+            for m in reversed(chain.backups):
+                echo(proc.render(rclone.deletefile_argv(catalog.path(manifest_name(m.snapshot)))))
+                echo(proc.render(rclone.deletefile_argv(catalog.path(m.object))))
+        return deleted
+    rewrite_index(rclone, catalog, {manifest_name(m.snapshot) for m in deleted})
+    for chain, _ in doomed:
+        for m in reversed(chain.backups):
+            rclone.delete(catalog.path(manifest_name(m.snapshot)))
+            if m.object in catalog.objects:
+                rclone.delete(catalog.path(m.object))
+    log.info("prune: deleted %d backup(s) in %d chain(s), %s stored", len(deleted), len(doomed),
+             human_bytes(sum(m.stored_bytes for m in deleted)))
+    return deleted
+
+
+def _warn_if_billed_anyway(catalog: Catalog, m: Manifest, now: datetime) -> None:
+    stored = catalog.objects.get(m.object)
+    tier = stored.tier if stored else None
+    age = age_days(m, now)
+    days = billed_anyway(tier, age)
+    if days:
+        log.warning("prune: %s is in %s, stored %.0f days ago: it is billed for %d more days although deleted",
+                    catalog.path(m.object), tier, age, days)
+
+
+def prune_after_backup(cfg: BackupConfig, rclone: Rclone) -> None:
+    """After a committed backup, under its lock: a failure says the backup itself is safe."""
+    try:
+        prune_chains(cfg, rclone, load_catalog(cfg, rclone))
+    except RemoteError as exc:
+        raise RemoteError(exc.stage, f"the backup is committed, but pruning the remote failed: {exc.detail}",
+                          exc.stderr_tail) from None
