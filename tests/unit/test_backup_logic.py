@@ -4,11 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from zfsglacier.backup import _to_prune, check_snapshot_names_fit, choose_base, is_own_snapshot, new_snapshot_name
 from zfsglacier.catalog import Catalog
 from zfsglacier.config import BackupConfig
 from zfsglacier.errors import EXIT_USAGE, UsageError
+from zfsglacier.local_snapshots import check_snapshot_names_fit, is_own_snapshot, new_snapshot_name, to_prune
 from zfsglacier.manifest import Manifest
+from zfsglacier.send_plan import choose_base
 from zfsglacier.zfs import Snapshot
 
 NOW = datetime(2026, 11, 26, 7, 5, 9, tzinfo=UTC)
@@ -84,11 +85,11 @@ def test_prune_keeps_the_newest_own_snapshots_and_touches_nothing_else() -> None
     pending = [snap("gb-20260109T000000Z", "99", 9, pending=True)]
     everything = sorted(local + foreign + pending, key=lambda s: s.createtxg)
     committed = {s.guid for s in local}
-    assert _to_prune(config(3), everything, committed) == local[:2]
-    assert _to_prune(config(0), everything, committed) == []
-    assert _to_prune(config(10), everything, committed) == []
-    assert _to_prune(config(3), everything, committed, about_to_add=1) == local[:3]
-    assert _to_prune(config(1), everything, committed)[-1] == local[-2]  # the newest (next base) always stays
+    assert to_prune(config(3), everything, committed) == local[:2]
+    assert to_prune(config(0), everything, committed) == []
+    assert to_prune(config(10), everything, committed) == []
+    assert to_prune(config(3), everything, committed, about_to_add=1) == local[:3]
+    assert to_prune(config(1), everything, committed)[-1] == local[-2]  # the newest (next base) always stays
 
 
 def test_catalog_orphans_are_not_listed_as_backups() -> None:
@@ -103,8 +104,8 @@ def test_a_snapshot_named_like_ours_by_hand_is_never_pruned() -> None:
     by_hand = snap("gb-20200101T000000Z", "77", 5)  # older than all of ours, by name and by txg
     everything = sorted([*ours, by_hand], key=lambda s: s.createtxg)
     committed = {s.guid for s in ours}
-    assert _to_prune(config(1), everything, committed) == ours[:2]
-    assert by_hand not in _to_prune(config(1), everything, committed | {"unrelated"})
+    assert to_prune(config(1), everything, committed) == ours[:2]
+    assert by_hand not in to_prune(config(1), everything, committed | {"unrelated"})
 
 
 def test_prune_goes_by_creation_txg_when_the_clock_was_set_back() -> None:
@@ -112,7 +113,7 @@ def test_prune_goes_by_creation_txg_when_the_clock_was_set_back() -> None:
     first = snap("gb-20261126T120000Z", "1", 1)
     second = snap("gb-20261126T110000Z", "2", 2)
     third = snap("gb-20261126T113000Z", "3", 3)
-    assert _to_prune(config(2), [first, second, third], {"1", "2", "3"}) == [first]
+    assert to_prune(config(2), [first, second, third], {"1", "2", "3"}) == [first]
 
 
 def test_a_hand_made_snapshot_is_never_a_base_even_when_newest() -> None:

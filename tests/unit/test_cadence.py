@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from zfsglacier.backup import choose_base
 from zfsglacier.cadence import ChainPolicy, backups_on, next_base
 from zfsglacier.config import parse_config
 from zfsglacier.errors import ConfigError
+from zfsglacier.send_plan import choose_base
 from zfsglacier.zfs import Bookmark
 
 from .test_backup_logic import catalog, manifest, snap

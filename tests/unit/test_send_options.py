@@ -8,11 +8,12 @@ import dataclasses
 
 import pytest
 
-from zfsglacier.backup import bookmark_name, choose_base, stream_options
 from zfsglacier.capabilities import ZfsTools, parse_usage
 from zfsglacier.config import parse_config
 from zfsglacier.errors import EXIT_USAGE, UsageError
 from zfsglacier.listing import as_records, as_table
+from zfsglacier.local_snapshots import bookmark_name
+from zfsglacier.send_plan import choose_base, stream_options
 from zfsglacier.zfs import Bookmark, abort_receive_argv, bookmarks_argv, destroy_bookmark_argv, parse_bookmarks
 
 from .test_backup_logic import catalog, manifest, snap
