@@ -105,10 +105,14 @@ def error_line(capsys) -> str:  # type: ignore[no-untyped-def]
     return errors[0]
 
 
-def destroy_snapshot_on_purpose(name: str, timeout: float = 30) -> None:
+def destroy_snapshot_on_purpose(name: str, timeout: float = 30, keep_bookmark: bool = False) -> None:
     """What an admin does to drop a snapshot zfsglacier uses as its base: release zfsglacier's hold,
-    then destroy. zfs-fuse often answers the first destroy with "busy": retry until it is gone."""
+    then destroy. zfs-fuse often answers the first destroy with "busy": retry until it is gone.
+    On OpenZFS the bookmark zfsglacier made of it would still serve as the base: it goes too, unless
+    `keep_bookmark` (zfs-fuse has no bookmarks)."""
     assert "@" in name
+    if not keep_bookmark and rig.kernel_openzfs():
+        rig.run(["zfs", "destroy", name.replace("@", "#", 1)], check=False)  # there may be none
     rig.run(["zfs", "release", "zfsglacier", name], check=False)  # only the base carries it
     deadline = time.monotonic() + timeout
     while True:

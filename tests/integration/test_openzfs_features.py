@@ -122,7 +122,7 @@ def test_the_bookmark_of_the_last_backup_keeps_the_chain_incremental_when_its_sn
     assert bookmarks(dataset) == [f"{dataset}#{short(first)}"]
 
     # Another tool (or an admin) destroys the base snapshot: the bookmark still serves as the base.
-    destroy_snapshot_on_purpose(first)
+    destroy_snapshot_on_purpose(first, keep_bookmark=True)
     rig.mutate(source, seed="bookmark")
     capsys.readouterr()
     assert cli("backup", "--config", config) == 0
