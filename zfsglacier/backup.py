@@ -14,18 +14,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import __version__, capabilities, estimate, index, leftovers, local_snapshots, proc, send_plan, zfs
+from . import __version__, capabilities, estimate, index, leftovers, local_snapshots, proc, resume, send_plan, zfs
 from .catalog import Catalog, load_catalog, write_index
-from .codecs import Level, get_codec
+from .codecs import Codec, Level, get_codec
 from .config import BackupConfig
 from .errors import RemoteError, ZfsglacierError
 from .lock import DatasetLock
-from .manifest import Manifest, data_object_name, manifest_name
-from .pipeline import send_to_remote
+from .manifest import Manifest, Volume, data_object_name, manifest_name, snapshot_of_data_object, volume_name
+from .pipeline import StreamStats, VolumeTarget, send_to_remote
 from .progress import Progress, human_bytes
 from .prune import prune_after_backup
 from .rclone import Rclone, rclone_for
 from .uploads import UploadSizing, size_upload
+from .volumes import RegeneratedDiffers
 from .zfs import Bookmark, Snapshot
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Plan:
     send_flags: tuple[str, ...] = ()  # stream flags zfs send gets (stream_options)
     compressor: str = "zstd"
     level: Level = 3
+    resumed: resume.PartialBackup | None = None  # the interrupted backup of `snapshot` this run completes
 
     @property
     def base_name(self) -> str | None:
@@ -67,17 +69,32 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
         codec = get_codec(options.compressor)
         bookmarks = zfs.list_bookmarks(cfg.dataset) if local_snapshots.uses_bookmarks(cfg, tools) else []
         catalog = load_catalog(cfg, rclone)
-        local = local_snapshots.remove_leftovers(cfg, rclone, catalog, local, dry_run, echo)
+        raw = "-w" in options.send_flags
+        partial = resume.find(cfg, rclone, catalog, local)
+        if partial is not None:
+            not_now = resume.why_not(partial, full=full, send_flags=options.send_flags,
+                                     compressor=options.compressor, level=options.level,
+                                     limit=cfg.max_object_size, base=resume.base_of(partial, local, bookmarks))
+            if not_now:
+                log.warning("%s@%s: the interrupted backup is not resumed (%s): its %d stored volume(s) are "
+                            "removed", cfg.dataset, partial.snapshot, not_now, len(partial.volumes))
+                partial = None
+        local = local_snapshots.remove_leftovers(cfg, rclone, catalog, local, dry_run, echo, resuming=partial)
         leftovers.abort_unfinished_uploads(rclone, catalog, dry_run, echo)
 
-        raw = "-w" in options.send_flags
-        base, why = (None, "full: --full given") if full else \
-            send_plan.choose_base(catalog, local, bookmarks, raw, cfg.chain, _now())
-        taken = {s.short_name for s in local} | {m.snapshot for m in catalog.manifests}
-        short = local_snapshots.new_snapshot_name(cfg.snapshot_prefix, _now(), taken)
-        kind = "full" if base is None else "incremental"
-        plan = Plan(f"{cfg.dataset}@{short}", base, data_object_name(short, kind, codec.suffix), why,
-                    options.send_flags, options.compressor, options.level)
+        if partial is not None:
+            plan = Plan(f"{cfg.dataset}@{partial.snapshot}", resume.base_of(partial, local, bookmarks),
+                        partial.object, f"resuming the interrupted {partial.kind}: {len(partial.volumes)} "
+                        f"volume(s), {human_bytes(partial.stored_bytes)}, are stored", partial.send_flags,
+                        partial.compressor, partial.level, partial)
+        else:
+            base, why = (None, "full: --full given") if full else \
+                send_plan.choose_base(catalog, local, bookmarks, raw, cfg.chain, _now())
+            taken = {s.short_name for s in local} | {m.snapshot for m in catalog.manifests}
+            short = local_snapshots.new_snapshot_name(cfg.snapshot_prefix, _now(), taken)
+            kind = "full" if base is None else "incremental"
+            plan = Plan(f"{cfg.dataset}@{short}", base, data_object_name(short, kind, codec.suffix), why,
+                        options.send_flags, options.compressor, options.level)
 
         send_argv = zfs.send_argv(plan.snapshot, plan.base_name, plan.send_flags)
         rcat_argv = rclone.rcat_argv(catalog.path(plan.object_name), data_storage_class(cfg.storage_class, None),
@@ -92,7 +109,8 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
         if options.note:
             log.info("%s", options.note)
         # A full that was not asked for costs a whole upload (and storage) more: make it stand out.
-        log.log(logging.WARNING if base is None and catalog.manifests and not full else logging.INFO,
+        unasked_full = plan.base is None and catalog.manifests and not full and partial is None
+        log.log(logging.WARNING if unasked_full else logging.INFO,
                 "%s: %s", plan.snapshot, plan.why)
         manifest = _stream_and_commit(cfg, rclone, catalog, plan, send_argv)
         zfs.clear_pending(plan.snapshot)
@@ -156,6 +174,47 @@ def _print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,
         echo(proc.render(zfs.destroy_snapshot_argv(old.name)))
 
 
+class _Volumes:
+    """The volumes of one backup: how to upload them, and which the resume record holds."""
+
+    def __init__(self, cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan, expected: int | None) -> None:
+        self._cfg, self._rclone, self._catalog, self._plan = cfg, rclone, catalog, plan
+        self.limit = cfg.max_object_size
+        self.recorded: list[Volume] = list(plan.resumed.volumes) if plan.resumed else []
+        self.record = resume.partial_name(plan.snapshot.partition("@")[2])
+        volume_bytes = expected if self.limit is None or expected is None else min(expected, self.limit)
+        self.sizing = _upload_sizing(cfg, volume_bytes)
+        self._storage_class = data_storage_class(cfg.storage_class, expected)
+
+    def target(self, stored: tuple[Volume, ...]) -> VolumeTarget:
+        def rcat_argv(name: str) -> list[str]:
+            return self._rclone.rcat_argv(self._catalog.path(name), self._storage_class, self.sizing.rclone_flags())
+
+        resumable = resume.can_resume(self._plan.level, self.limit)
+        return VolumeTarget(rcat_argv, self.name, self.limit, stored, self._write_record if resumable else None)
+
+    def name(self, number: int) -> str:
+        return volume_name(self._plan.object_name, number)
+
+    def _write_record(self, volumes: list[Volume]) -> None:
+        plan, short = self._plan, self._plan.snapshot.partition("@")[2]
+        snapshot = next(s for s in zfs.list_snapshots(self._cfg.dataset) if s.short_name == short)
+        record = resume.PartialBackup(
+            self._cfg.dataset, short, snapshot.guid, plan.base.short_name if plan.base else None,
+            plan.base.guid if plan.base else None, plan.send_flags, plan.compressor, int(plan.level),
+            self.limit or 0, plan.object_name, tuple(volumes))
+        self._rclone.write(self._catalog.path(self.record), record.to_json())
+        self.recorded = list(volumes)
+        log.info("%s: volume %d stored (%s in all so far)", plan.snapshot, len(volumes),
+                 human_bytes(record.stored_bytes))
+
+    def forget(self) -> list[str]:
+        """The stored volumes and the record are of no use any more: their names, to delete."""
+        names = [v.object for v in self.recorded] + [self.record]
+        self.recorded = []
+        return names
+
+
 def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,
                        send_argv: list[str]) -> Manifest:
     codec = get_codec(plan.compressor)
@@ -163,24 +222,21 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
     manifest_object = manifest_name(plan.snapshot.partition("@")[2])
     manifest_tried = False
     progress: Progress | None = None
+    volumes: _Volumes | None = None
     try:
         # Inside the try: a signal that stops `zfs snapshot`, or comes just after it, still gets the
         # snapshot destroyed (the kernel, or zfs-fuse's daemon, finishes the work of a killed `zfs`).
-        zfs.create_snapshot(plan.snapshot, f"{socket.gethostname()}:{uuid.uuid4()}")
+        if plan.resumed is None:
+            zfs.create_snapshot(plan.snapshot, f"{socket.gethostname()}:{uuid.uuid4()}")
         expected = estimate.stream_bytes(plan.snapshot, plan.base_name, plan.send_flags, capabilities.zfs_tools())
         if expected is not None:
             log.info("%s: the stream will be about %s", plan.snapshot, human_bytes(expected))
         progress = Progress(f"backup {plan.snapshot}", expected)
-        sizing = _upload_sizing(cfg, expected if expected is not None else estimate.referenced(plan.snapshot))
-        log.info("%s: %s", plan.snapshot, sizing.describe())
-        rcat_argv = rclone.rcat_argv(object_path, data_storage_class(cfg.storage_class, expected),
-                                     sizing.rclone_flags())
-        stats = send_to_remote(send_argv, rcat_argv, codec, plan.level, cfg.threads, progress.update,
-                               rclone.stall_timeout, rclone.redact)
-        stored = {o.name: o.size for o in rclone.list_dir(catalog.directory)}.get(plan.object_name)
-        if stored != stats.stored_bytes:
-            raise RemoteError("rclone rcat", f"{object_path} holds {stored} bytes after upload, "
-                                             f"{stats.stored_bytes} were sent")
+        volumes = _Volumes(cfg, rclone, catalog, plan, expected if expected is not None else
+                           estimate.referenced(plan.snapshot))
+        log.info("%s: %s", plan.snapshot, volumes.sizing.describe())
+        stats = _send(cfg, rclone, catalog, plan, send_argv, volumes, codec, progress)
+        _check_stored(rclone, catalog, stats)
         snapshot = next(s for s in zfs.list_snapshots(cfg.dataset) if s.name == plan.snapshot)
         committed = Manifest(
             dataset=cfg.dataset,
@@ -200,6 +256,7 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
             host=socket.gethostname(),
             tool_version=__version__,
             send_flags=plan.send_flags,
+            volumes=stats.volumes if len(stats.volumes) > 1 else (),
         )
         manifest_tried = True
         rclone.write(catalog.path(manifest_object), committed.to_json())
@@ -207,29 +264,103 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
         if progress is not None:
             progress.close()
         # A manifest upload that failed may still have landed: remove it first, then the data.
-        _undo(plan.snapshot, rclone, catalog, [manifest_object, plan.object_name] if manifest_tried else
-              [plan.object_name], exc)
+        tried = [manifest_object] if manifest_tried else []
+        if volumes is not None and volumes.recorded:
+            _keep_for_resume(plan, rclone, catalog, volumes, tried, exc)
+        else:
+            _undo(plan, rclone, catalog, [*tried, resume.partial_name(plan.snapshot.partition("@")[2])], exc)
         raise
     progress.close()
+    if volumes.recorded or plan.resumed:
+        _delete_quietly(rclone, catalog, volumes.record)
     seconds = max(stats.seconds, 1e-9)
     ratio = stats.raw_bytes / stats.stored_bytes if stats.stored_bytes else 0.0
+    parts = f" in {len(stats.volumes)} volumes" if len(stats.volumes) > 1 else ""
     log.info(
-        "backed up %s (%s): %s raw, %s stored, ratio %.2f, %.1f s, %s/s -> %s",
-        plan.snapshot, plan.why, human_bytes(stats.raw_bytes), human_bytes(stats.stored_bytes), ratio,
+        "backed up %s (%s): %s raw, %s stored%s, ratio %.2f, %.1f s, %s/s -> %s",
+        plan.snapshot, plan.why, human_bytes(stats.raw_bytes), human_bytes(stats.stored_bytes), parts, ratio,
         stats.seconds, human_bytes(stats.raw_bytes / seconds), object_path,
     )
     return committed
 
 
-def _undo(snapshot: str, rclone: Rclone, catalog: Catalog, names: list[str], cause: BaseException) -> None:
-    """Best effort: leave nothing of a failed run. Each step is tried even if an earlier one fails."""
-    log.debug("cleaning up after %r", cause)
+def _send(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan, send_argv: list[str],
+          volumes: _Volumes, codec: Codec, progress: Progress) -> StreamStats:
+    """The stream, uploaded; a resumed one compares the stored volumes first, and starts over when the
+    stream sent again is not the same."""
+    def send(stored: tuple[Volume, ...]) -> StreamStats:
+        return send_to_remote(send_argv, volumes.target(stored), codec, plan.level, cfg.threads, progress.update,
+                              rclone.stall_timeout, rclone.redact)
+
+    if not volumes.recorded:
+        return send(())
     try:
-        present = {o.name for o in rclone.list_dir(catalog.directory)}
+        return send(tuple(volumes.recorded))
+    except RegeneratedDiffers as differs:
+        log.warning("%s: %s: the stream sent again is not byte-identical, so %s is sent again from the start",
+                    plan.snapshot, differs, plan.snapshot)
+        for name in volumes.forget():
+            rclone.delete(catalog.path(name))
+        progress.restart()
+        return send(())
+
+
+def _check_stored(rclone: Rclone, catalog: Catalog, stats: StreamStats) -> None:
+    listed = {o.name: o.size for o in rclone.list_dir(catalog.directory)}
+    for volume in stats.volumes:
+        if listed.get(volume.object) != volume.stored_bytes:
+            raise RemoteError("rclone rcat", f"{catalog.path(volume.object)} holds {listed.get(volume.object)} "
+                                             f"bytes after upload, {volume.stored_bytes} were sent")
+
+
+def _data_objects(plan: Plan, listed: set[str] | None) -> list[str]:
+    """The volumes of this backup's stream on the remote, complete or not; without a listing, the first."""
+    if listed is None:
+        return [plan.object_name]
+    short = plan.snapshot.partition("@")[2]
+    return sorted(name for name in listed if snapshot_of_data_object(name) == short)
+
+
+def _listed(rclone: Rclone, catalog: Catalog) -> set[str] | None:
+    try:
+        return {o.name for o in rclone.list_dir(catalog.directory)}
     except ZfsglacierError:
-        present = set(names)  # cannot tell: try every one
-    for name in names:
-        if name not in present:
+        return None  # cannot tell
+
+
+def _keep_for_resume(plan: Plan, rclone: Rclone, catalog: Catalog, volumes: _Volumes, tried: list[str],
+                     cause: BaseException) -> None:
+    """The run failed after some volumes were stored: keep them, the record and the snapshot (still
+    marked pending) for the next run to resume; remove the rest."""
+    log.debug("keeping the stored volumes after %r", cause)
+    keep = {v.object for v in volumes.recorded}
+    listed = _listed(rclone, catalog)
+    unfinished = volume_name(plan.object_name, len(volumes.recorded) + 1)
+    objects = _data_objects(plan, listed) if listed is not None else [unfinished]
+    for name in tried + [n for n in objects if n not in keep]:
+        if listed is None or name in listed:
+            _delete_quietly(rclone, catalog, name)
+    leftovers.abort_unfinished_uploads(rclone, catalog, dry_run=False, echo=print)
+    log.warning("%s: kept its %d stored volume(s) (%s) and the snapshot: the next backup resumes after them",
+                plan.snapshot, len(volumes.recorded), human_bytes(sum(v.stored_bytes for v in volumes.recorded)))
+
+
+def _delete_quietly(rclone: Rclone, catalog: Catalog, name: str) -> None:
+    try:
+        rclone.delete(catalog.path(name))
+        log.info("removed %s", catalog.path(name))
+    except ZfsglacierError as exc:
+        log.warning("could not remove %s (the next backup removes it): %s", catalog.path(name), exc)
+
+
+def _undo(plan: Plan, rclone: Rclone, catalog: Catalog, names: list[str], cause: BaseException) -> None:
+    """Best effort: leave nothing of a failed run. Each step is tried even if an earlier one fails.
+    `names`: objects to remove besides the stream's volumes (a manifest that may have landed)."""
+    log.debug("cleaning up after %r", cause)
+    snapshot = plan.snapshot
+    listed = _listed(rclone, catalog)
+    for name in names + _data_objects(plan, listed):
+        if listed is not None and name not in listed:
             continue
         try:
             rclone.delete(catalog.path(name))

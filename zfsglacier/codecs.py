@@ -149,7 +149,8 @@ def _pigz_writer(sink: Sink, level: Level, threads: int) -> Writer:
 
 
 def _gzip_writer(sink: Sink, level: Level, threads: int) -> Writer:
-    return igzip.IGzipFile(fileobj=sink, mode="wb", compresslevel=_fixed(level))  # type: ignore[no-untyped-call]
+    # mtime=0: the same stream always compresses to the same bytes (a resumed backup compares them)
+    return igzip.IGzipFile(fileobj=sink, mode="wb", compresslevel=_fixed(level), mtime=0)  # type: ignore[no-untyped-call]
 
 
 def _gzip_reader(source: Source) -> Reader:

@@ -28,6 +28,7 @@ DEFAULT_STALL_TIMEOUT = 600.0  # seconds
 DEFAULT_MAX_UPLOAD_PARTS = 10_000  # S3's limit; some S3-compatible providers allow 1,000
 DEFAULT_UPLOAD_CONCURRENCY = 4  # rclone's default
 DEFAULT_UPLOAD_MEMORY = 1 << 30
+DEFAULT_MAX_OBJECT_SIZE = 100 << 30
 _DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h)?")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 
@@ -52,6 +53,7 @@ class BackupConfig:
     max_upload_parts: int = DEFAULT_MAX_UPLOAD_PARTS  # the remote's limit on parts of one upload
     upload_concurrency: int = DEFAULT_UPLOAD_CONCURRENCY  # parts uploaded at once
     upload_memory: int = DEFAULT_UPLOAD_MEMORY  # bytes rclone may buffer for one upload
+    max_object_size: int | None = DEFAULT_MAX_OBJECT_SIZE  # a longer stream is cut into volumes; None: never
     chain: ChainPolicy = field(default_factory=ChainPolicy)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
@@ -181,6 +183,19 @@ def _size(where: str, value: str) -> int:
     return size
 
 
+def _object_size(where: str, value: str) -> int | None:
+    """100G; 0: one object, however long."""
+    if value.strip() == "0":
+        return None
+    match = _SIZE.fullmatch(value)
+    if match is None:
+        raise _bad(where, value, "expected a size such as 100G, or 0 (never cut the stream into volumes)")
+    size = int(float(match["number"]) * _UNIT_BYTES[match["unit"].upper()])
+    if size < 1 << 20:
+        raise _bad(where, value, "expected at least 1M, or 0 (never cut the stream into volumes)")
+    return size
+
+
 def _parts(where: str, value: str) -> int:
     return _whole_number(where, value, 1, "expected a whole number of parts, at least 1")
 
@@ -292,6 +307,7 @@ _SCHEMA = (
     _Key("rclone", "max_upload_parts", _parts, DEFAULT_MAX_UPLOAD_PARTS),
     _Key("rclone", "upload_concurrency", _concurrency, DEFAULT_UPLOAD_CONCURRENCY),
     _Key("rclone", "upload_memory", _size, DEFAULT_UPLOAD_MEMORY),
+    _Key("rclone", "max_object_size", _object_size, "100G"),
     _Key("chain", "full_every", _full_every, "0"),
     _Key("chain", "differential", _boolean, "no"),
     _Key("retention", "keep_chains", _keep_chains, "0"),
@@ -372,6 +388,7 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
         max_upload_parts=values["max_upload_parts"],
         upload_concurrency=values["upload_concurrency"],
         upload_memory=values["upload_memory"],
+        max_object_size=values["max_object_size"],
         chain=ChainPolicy(values["full_every"][0], values["full_every"][1], values["differential"]),
         retention=RetentionPolicy(values["keep_chains"], values["max_age"]),
     )

@@ -5,22 +5,29 @@ and prune, under the dataset's lock."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from . import proc
 from .catalog import Catalog
 from .errors import ZfsglacierError
 from .rclone import Rclone
+from .resume import snapshot_of_partial
 
 log = logging.getLogger(__name__)
 
 
-def remove_orphans(rclone: Rclone, catalog: Catalog, dry_run: bool, echo: Callable[[str], None]) -> None:
-    """Delete data objects without a manifest: what a failed or killed upload left (we hold the lock).
-    One whose manifest went missing after its commit (the index proves it) is kept and reported."""
+def remove_orphans(rclone: Rclone, catalog: Catalog, dry_run: bool, echo: Callable[[str], None],
+                   keep: Collection[str] = ()) -> None:
+    """Delete data objects without a manifest: what a failed or killed upload left (we hold the lock),
+    and records of interrupted backups that will not be resumed. `keep`: the volumes and record of the
+    backup this run resumes. A data object whose manifest went missing after its commit (the index
+    proves it) is kept and reported."""
     kept_data = {name for gone in catalog.lost for name in gone.data_objects}
-    for name in catalog.orphans:
+    records = [name for name in sorted(catalog.objects) if snapshot_of_partial(name) is not None]
+    for name in catalog.orphans + records:
         path = catalog.path(name)
+        if name in keep:
+            continue
         if name in kept_data:
             # Its manifest is gone but was committed: deleting the data would lose a backup for good.
             log.warning("keeping %s: its manifest is missing, but the index shows that backup was committed; "
@@ -28,7 +35,8 @@ def remove_orphans(rclone: Rclone, catalog: Catalog, dry_run: bool, echo: Callab
         elif dry_run:
             echo(proc.render(rclone.deletefile_argv(path)) + "  # no manifest: not a backup")
         else:
-            log.warning("removing %s: a data object without a manifest is not a backup", path)
+            log.warning("removing %s: %s", path, "an interrupted backup's record" if name in records else
+                        "a data object without a manifest is not a backup")
             rclone.delete(path)
 
 

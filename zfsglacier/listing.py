@@ -27,6 +27,8 @@ def as_records(catalog: Catalog) -> list[dict[str, object]]:
             "sha256": m.sha256,
             "created": m.created,
             "object": catalog.path(m.object),
+            "volumes": [{"object": catalog.path(v.object), "stored_bytes": v.stored_bytes, "sha256": v.sha256}
+                        for v in m.parts],
         }
         for m in catalog.manifests
     ]

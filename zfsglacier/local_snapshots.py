@@ -15,6 +15,7 @@ from .config import BackupConfig
 from .errors import UsageError, ZfsError
 from .manifest import Manifest
 from .rclone import Rclone
+from .resume import PartialBackup, partial_name
 from .zfs import Snapshot
 
 log = logging.getLogger(__name__)
@@ -87,12 +88,14 @@ def bookmark_base(cfg: BackupConfig, base: str, committed_guids: set[str]) -> No
 
 # These classes bill every object as at least 128 KiB (and hold it for 30 days or more).
 def remove_leftovers(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, local: list[Snapshot],
-                      dry_run: bool, echo: Callable[[str], None]) -> list[Snapshot]:
-    """Remove what an earlier run that was killed left behind (we hold the dataset's lock)."""
+                      dry_run: bool, echo: Callable[[str], None],
+                      resuming: PartialBackup | None = None) -> list[Snapshot]:
+    """Remove what an earlier run that was killed left behind (we hold the dataset's lock), except the
+    snapshot and volumes of the interrupted backup this run resumes."""
     committed = {m.snapshot for m in catalog.manifests}
     kept: list[Snapshot] = []
     for snapshot in local:
-        if not snapshot.pending:
+        if not snapshot.pending or (resuming is not None and snapshot.short_name == resuming.snapshot):
             kept.append(snapshot)
         elif snapshot.short_name in committed:
             # Killed between the commit and clearing the mark: it is a good backup.
@@ -106,7 +109,8 @@ def remove_leftovers(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, local:
         else:
             log.warning("destroying %s: left uncommitted by an interrupted run", snapshot.name)
             zfs.destroy_snapshot(snapshot.name)
-    leftovers.remove_orphans(rclone, catalog, dry_run, echo)
+    keep = {v.object for v in resuming.volumes} | {partial_name(resuming.snapshot)} if resuming else set()
+    leftovers.remove_orphans(rclone, catalog, dry_run, echo, keep=keep)
     return kept
 
 

@@ -3,9 +3,16 @@
 Layout under `<remote>:<bucket>/<dataset>/`:
     <snapshot>.full.zfs.zst        a full stream, compressed (.gz for gzip/pigz)
     <snapshot>.incr.zfs.zst        an incremental stream from the manifest's base snapshot
+    <snapshot>.full.zfs.zst.0002   the stream's second volume, when it is longer than
+                                   [rclone] max_object_size (then .0003, ...)
     <snapshot>.manifest.json       the commit: written last, only after the data object is complete
+    <snapshot>.partial.json        the volumes an interrupted backup stored (see resume.py): not a backup
     zfsglacier.index.json          a copy of every committed manifest, rewritten after each commit
 A data object without its manifest is not a backup.
+
+A backup of several volumes has a version 3 manifest: `volumes` lists each object with its size and
+sha256, while `object` names the first, and `stored_bytes` and `sha256` cover the whole stream (the
+volumes concatenated). A backup of one object keeps the version 2 form.
 
 A manifest carries its own checksum (format version 2): `manifest_sha256`, the sha256 of its other
 keys as canonical JSON, so a flipped byte that still parses (a digit of a size or of `sha256`) is
@@ -26,15 +33,28 @@ from .errors import ChainError, IntegrityError
 
 FORMAT = "zfsglacier-manifest"
 FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VOLUMES_VERSION = 3  # the first version with `volumes`; written only by backups of several
+READABLE_VERSIONS = (1, 2, 3)
 SELF_CHECK = "manifest_sha256"
 MANIFEST_SUFFIX = ".manifest.json"
 KINDS = {"full": "full", "incremental": "incr"}
-_DATA_NAME = re.compile(r"(?P<snapshot>.+)\.(?P<kind>full|incr)\.zfs(?P<suffix>\.[a-z0-9]+)?")
+_DATA_NAME = re.compile(r"(?P<snapshot>.+)\.(?P<kind>full|incr)\.zfs(?P<suffix>\.[a-z]+[a-z0-9]*)?(\.\d{4,})?")
 
 
 def data_object_name(snapshot: str, kind: str, suffix: str) -> str:
     return f"{snapshot}.{KINDS[kind]}.zfs{suffix}"
+
+
+def volume_name(first: str, number: int) -> str:
+    """Volume 1 is the data object's own name; volume 2 of `x.full.zfs.zst` is `x.full.zfs.zst.0002`."""
+    return first if number == 1 else f"{first}.{number:04d}"
+
+
+@dataclass(frozen=True)
+class Volume:
+    object: str  # name, relative to the dataset's directory
+    stored_bytes: int
+    sha256: str
 
 
 def manifest_name(snapshot: str) -> str:
@@ -69,9 +89,15 @@ class Manifest:
     host: str
     tool_version: str
     send_flags: tuple[str, ...] = ()  # zfs send's stream flags (-L, -e...); none in older manifests
+    volumes: tuple[Volume, ...] = ()  # when the stream was cut into several objects, each in order
 
     def to_json(self) -> bytes:
-        doc: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, **asdict(self)}
+        fields = asdict(self)
+        if len(self.volumes) > 1:
+            doc: dict[str, Any] = {"format": FORMAT, "version": VOLUMES_VERSION, **fields}
+        else:
+            del fields["volumes"]
+            doc = {"format": FORMAT, "version": FORMAT_VERSION, **fields}
         doc[SELF_CHECK] = content_sha256(doc)
         return (json.dumps(doc, indent=2) + "\n").encode()
 
@@ -92,11 +118,18 @@ class Manifest:
         _check_self(doc, where)
         fields = {name: doc.get(name) for name in cls.__dataclass_fields__}
         fields["send_flags"] = doc.get("send_flags", [])
-        problems = [p for p in _field_problems(fields) if p]
+        fields["volumes"] = doc.get("volumes", []) if doc["version"] >= VOLUMES_VERSION else []
+        problems = [p for p in _field_problems(fields) if p] + _volume_problems(fields)
         if problems:
             raise IntegrityError(f"manifest {where}: {'; '.join(problems)}")
         fields["send_flags"] = tuple(fields["send_flags"] or ())
+        fields["volumes"] = tuple(Volume(**v) for v in fields["volumes"] or ())
         return cls(**fields)  # type: ignore[arg-type]  # each field's type was checked above
+
+    @property
+    def parts(self) -> tuple[Volume, ...]:
+        """The stored objects of this backup, in order (one, unless the stream was cut into volumes)."""
+        return self.volumes or (Volume(self.object, self.stored_bytes, self.sha256),)
 
     @property
     def raw(self) -> bool:
@@ -147,6 +180,21 @@ def _field_problems(f: dict[str, Any]) -> list[str | None]:
     if not isinstance(flags, list) or not all(isinstance(x, str) and re.fullmatch(r"-[A-Za-z]", x) for x in flags):
         problems.append("send_flags must be a list of one-letter flags such as -L")
     return problems
+
+
+def _volume_problems(f: dict[str, Any]) -> list[str]:
+    volumes = f["volumes"]
+    if volumes == []:
+        return []
+    keys = {"object", "stored_bytes", "sha256"}
+    if not isinstance(volumes, list) or len(volumes) < 2 or not all(
+            isinstance(v, dict) and set(v) == keys and isinstance(v["object"], str) and "/" not in v["object"]
+            and isinstance(v["stored_bytes"], int) and v["stored_bytes"] > 0
+            and isinstance(v["sha256"], str) and re.fullmatch(r"[0-9a-f]{64}", v["sha256"]) for v in volumes):
+        return ["volumes must be a list of at least two {object, stored_bytes, sha256}"]
+    if volumes[0]["object"] != f["object"] or sum(v["stored_bytes"] for v in volumes) != f["stored_bytes"]:
+        return ["volumes do not add up to object and stored_bytes"]
+    return []
 
 
 class ChainGap(ChainError):

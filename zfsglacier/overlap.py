@@ -33,8 +33,9 @@ class Prefetch:
     """
 
     def __init__(self, fd: int, chunk: int, name: str, seen: Callable[[bytes], object] = len,
-                 watch: StallWatch | None = None) -> None:
+                 watch: StallWatch | None = None, next_fd: Callable[[], int | None] | None = None) -> None:
         self._fd = fd
+        self._next_fd = next_fd  # at the end of `fd`: the pipe to go on reading from, or None (the end)
         self._watch = watch  # told how long we wait for the other end
         self._chunk = chunk
         self._seen = seen  # called in the thread with every piece read (hashing, counting)
@@ -61,9 +62,17 @@ class Prefetch:
                     continue
                 data = os.read(self._fd, self._chunk - size)
                 if not data:
-                    break
+                    following = self._next_fd() if self._next_fd is not None else None
+                    if following is None:
+                        self._next_fd = None  # the end: asked once
+                        break
+                    poller.unregister(self._fd)
+                    self._fd = following
+                    poller.register(self._fd, select.POLLIN)
+                    continue
                 if self._watch is not None:
                     self._watch.moved()
+                self._seen(data)  # before a next_fd call, which checks what was seen of its pipe
                 parts.append(data)
                 size += len(data)
         finally:
@@ -83,7 +92,6 @@ class Prefetch:
     def _run(self) -> None:
         try:
             while (piece := self._read_piece()) is not None:
-                self._seen(piece)
                 if not self._put(piece) or not piece:
                     return
         except BaseException as exc:  # handed to the caller, who raises it

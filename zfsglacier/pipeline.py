@@ -14,7 +14,7 @@ does a download that `rclone cat` gave up on.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -23,11 +23,13 @@ from typing import Any
 
 from . import rclone as rclone_mod
 from .codecs import Codec, Level, Reader, Writer
-from .errors import IntegrityError, RemoteError, StageError, ZfsError, ZfsglacierError
+from .errors import IntegrityError, StageError, ZfsError, ZfsglacierError
+from .manifest import Volume
 from .overlap import Prefetch, WriteBehind
 from .proc import PIPE, Child, child_env
 from .signals import held_back
 from .stall import StallWatch
+from .volumes import Digest, Downloads, Part, Uploads
 
 CHUNK = 1 << 20
 HOLD_BACK = 1 << 20
@@ -50,21 +52,7 @@ class StreamStats:
     stored_bytes: int
     sha256: str
     seconds: float
-
-
-class Digest:
-    """sha256 and byte count of everything passed to `update`."""
-
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-        self.bytes = 0
-
-    def update(self, data: bytes) -> None:
-        self._hash.update(data)
-        self.bytes += len(data)
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()
+    volumes: tuple[Volume, ...] = ()
 
 
 class HeldBack:
@@ -94,16 +82,22 @@ class HeldBack:
 class _Stages:
     """What a stream started: its children (stopped together, the last started first) and its helper
     threads (closed at the end). Start them inside `held_back()`: a signal must not fall between
-    starting a child and taking charge of it, or the child would run on, unseen."""
+    starting a child and taking charge of it, or the child would run on, unseen. A helper thread may
+    start children too (the next volume's rclone): once `kill` began, `start` refuses."""
 
     def __init__(self) -> None:
         self._children: list[Child] = []
         self._closers: list[Callable[[], object]] = []
+        self._lock = threading.Lock()
+        self._killed = False
 
     def start(self, stage: str, argv: Sequence[str], **options: Any) -> Child:
-        child = Child(stage, argv, **options)
-        self._children.append(child)
-        return child
+        with self._lock:
+            if self._killed:
+                raise options["error"](stage, "not started: the stream was stopped")
+            child = Child(stage, argv, **options)
+            self._children.append(child)
+            return child
 
     def helper(self, close: Callable[[], object]) -> None:
         self._closers.append(close)
@@ -111,7 +105,10 @@ class _Stages:
     def kill(self) -> None:
         """SIGKILL each child before its stdin is closed, the last started first: the consumer (rclone
         rcat, zfs receive) dies before its producer, so it never sees a clean end of a cut stream."""
-        for child in reversed(self._children):
+        with self._lock:
+            self._killed = True
+            children = list(self._children)
+        for child in reversed(children):
             child.abort()
 
     def close_helpers(self) -> None:
@@ -130,9 +127,22 @@ def _failure_of(child: Child, cause: BaseException) -> StageError:
     return failure
 
 
+@dataclass(frozen=True)
+class VolumeTarget:
+    """Where the stored stream goes: `rcat_argv(name)` uploads one object; volume n is named `names(n)`
+    and holds at most `limit` bytes (None: one object). `stored`: volumes an interrupted run already
+    uploaded, compared instead of uploaded; `on_volume` is told each time a volume is complete."""
+
+    rcat_argv: Callable[[str], list[str]]
+    names: Callable[[int], str]
+    limit: int | None = None
+    stored: Sequence[Volume] = ()
+    on_volume: Callable[[list[Volume]], None] | None = None
+
+
 def send_to_remote(
     send_argv: Sequence[str],
-    rcat_argv: Sequence[str],
+    target: VolumeTarget,
     codec: Codec,
     level: Level,
     threads: int,
@@ -142,43 +152,36 @@ def send_to_remote(
 ) -> StreamStats:
     started = time.monotonic()
     stages = _Stages()
-    stored = Digest()
     stall: StallWatch | None = None
+    uploads: Uploads | None = None
     raw = 0
     writer: Writer | None = None
     try:
         with held_back():
             send = stages.start("zfs send", send_argv, error=ZfsError, stdout=PIPE, env=child_env())
-            rcat = stages.start("rclone rcat", rcat_argv, error=RemoteError, stdin=PIPE, env=rclone_mod.env(),
-                                redact=redact)
-            stall = watch = StallWatch(rcat, stall_timeout, "the remote accepted no data")
+            stall = watch = StallWatch(None, stall_timeout, "the remote accepted no data", "rclone rcat")
             stages.helper(watch.close)
-
-            def upload(data: bytes) -> None:
-                stored.update(data)
-                with watch.waiting():
-                    rcat.stdin.write(data)
-
+            uploads = Uploads(stages.start, target.rcat_argv, target.names, target.limit, rclone_mod.env(), watch,
+                              redact, target.stored, target.on_volume)
             ahead = Prefetch(send.stdout.fileno(), CHUNK, "read: zfs send")
             stages.helper(ahead.close)
-            behind = WriteBehind(upload, "write: rclone rcat")
+            behind = WriteBehind(uploads.write, "write: rclone rcat")
             stages.helper(behind.close)
         writer = codec.open_writer(behind, level, threads)
         while chunk := ahead.read():
             writer.write(chunk)
             raw += len(chunk)
-            progress(len(chunk), stored.bytes)
+            progress(len(chunk), uploads.whole.bytes)
         send.check()
         if raw == 0:
             raise ZfsError("zfs send", "produced no data")
         writer.close()  # the codec's last frame goes to rclone now
         behind.flush()
-        with watch.waiting():  # rclone uploads what it still buffers, then exits
-            rcat.close_stdin()
-            rcat.check()
+        volumes = uploads.finish()  # rclone uploads what it still buffers, then exits
     except (BrokenPipeError, ConnectionResetError) as exc:
         # rclone stopped reading, so it cannot see an end of input: its exit status says why.
-        failure = watch.error() if watch.fired else _failure_of(rcat, exc)
+        current = uploads.current if uploads is not None else None
+        failure = watch.error() if watch.fired or current is None else _failure_of(current, exc)
         stages.kill()
         _close_quietly(writer)
         raise failure from None
@@ -190,7 +193,8 @@ def send_to_remote(
         raise
     finally:
         stages.close_helpers()
-    return StreamStats(raw, stored.bytes, stored.hexdigest(), time.monotonic() - started)
+    return StreamStats(raw, uploads.whole.bytes, uploads.whole.hexdigest(), time.monotonic() - started,
+                       tuple(volumes))
 
 
 def _close_quietly(writer: Writer | None) -> None:
@@ -210,7 +214,7 @@ class Expected:
 
 
 def receive_from_remote(
-    cat_argv: Sequence[str],
+    parts: Sequence[Part],
     receive_argv: Sequence[str],
     codec: Codec,
     expected: Expected,
@@ -218,37 +222,38 @@ def receive_from_remote(
     stall_timeout: float | None = None,
     redact: Redact = _as_is,
 ) -> StreamStats:
+    """`parts`: the backup's volumes in order (one for most backups); `expected`: the whole stream."""
     started = time.monotonic()
     stages = _Stages()
-    stored = Digest()
     stall: StallWatch | None = None
     raw = 0
     held = HeldBack(HOLD_BACK)
     try:
         with held_back():
-            cat = stages.start("rclone cat", cat_argv, error=RemoteError, stdout=PIPE, env=rclone_mod.env(),
-                               redact=redact)
-            receive = stages.start("zfs receive", receive_argv, error=ZfsError, stdin=PIPE, env=child_env())
-            stall = StallWatch(cat, stall_timeout, _NO_DATA)
+            cats = Downloads(stages.start, parts, rclone_mod.env(), redact,
+                             lambda child: StallWatch(child, stall_timeout, _NO_DATA), _STOPPED)
+            stall = cats.watch
             stages.helper(stall.close)
-            ahead = Prefetch(cat.stdout.fileno(), CHUNK, "read: rclone cat", seen=stored.update, watch=stall)
+            receive = stages.start("zfs receive", receive_argv, error=ZfsError, stdin=PIPE, env=child_env())
+            ahead = Prefetch(cats.first_fd(), CHUNK, "read: rclone cat", seen=cats.seen, watch=stall,
+                             next_fd=cats.next_fd)
             stages.helper(ahead.close)
             behind = WriteBehind(receive.stdin.write, "write: zfs receive")
             stages.helper(behind.close)
-        _check_format(ahead, cat, codec, expected)
+        _check_format(ahead, cats, codec, expected)
         reader = codec.open_reader(ahead)
         try:
-            for chunk in _decoded(reader, codec, cat, expected):
+            for chunk in _decoded(reader, codec, cats, expected):
                 raw += len(chunk)
                 for ready in held.push(chunk):
                     behind.write(ready)
-                progress(len(chunk), stored.bytes)
+                progress(len(chunk), cats.whole.bytes)
         finally:
             reader.close()
         while ahead.read(CHUNK):  # anything after the end of the compressed stream counts too
             pass
-        cat.check()
-        _check_expected(expected, stored, raw)
+        cats.check()
+        _check_expected(expected, cats.whole, raw)
         for rest in held.release():
             behind.write(rest)
         behind.flush()
@@ -265,38 +270,39 @@ def receive_from_remote(
         raise
     finally:
         stages.close_helpers()
-    return StreamStats(raw, stored.bytes, stored.hexdigest(), time.monotonic() - started)
+    return StreamStats(raw, cats.whole.bytes, cats.whole.hexdigest(), time.monotonic() - started)
 
 
-def check_remote_object(cat_argv: Sequence[str], codec: Codec, expected: Expected, progress: ProgressFn,
+def check_remote_object(parts: Sequence[Part], codec: Codec, expected: Expected, progress: ProgressFn,
                         stall_timeout: float | None = None, redact: Redact = _as_is) -> StreamStats:
-    """Download an object and decompress it to nowhere: its size, sha256 and decompressed size must match
-    its manifest. Proves the object is intact and decodable; only a `zfs receive` proves the stream."""
+    """Download a backup's objects and decompress them to nowhere: sizes, sha256 and decompressed size
+    must match its manifest. Proves the objects are intact and decodable; only a `zfs receive` proves
+    the stream."""
     started = time.monotonic()
     stages = _Stages()
-    stored = Digest()
     stall: StallWatch | None = None
     raw = 0
     try:
         with held_back():
-            cat = stages.start("rclone cat", cat_argv, error=RemoteError, stdout=PIPE, env=rclone_mod.env(),
-                               redact=redact)
-            stall = StallWatch(cat, stall_timeout, _NO_DATA)
+            cats = Downloads(stages.start, parts, rclone_mod.env(), redact,
+                             lambda child: StallWatch(child, stall_timeout, _NO_DATA), "")
+            stall = cats.watch
             stages.helper(stall.close)
-            ahead = Prefetch(cat.stdout.fileno(), CHUNK, "read: rclone cat", seen=stored.update, watch=stall)
+            ahead = Prefetch(cats.first_fd(), CHUNK, "read: rclone cat", seen=cats.seen, watch=stall,
+                             next_fd=cats.next_fd)
             stages.helper(ahead.close)
-        _check_format(ahead, cat, codec, expected)
+        _check_format(ahead, cats, codec, expected)
         reader = codec.open_reader(ahead)
         try:
-            for chunk in _decoded(reader, codec, cat, expected, then=""):
+            for chunk in _decoded(reader, codec, cats, expected, then=""):
                 raw += len(chunk)
-                progress(len(chunk), stored.bytes)
+                progress(len(chunk), cats.whole.bytes)
         finally:
             reader.close()
         while ahead.read(CHUNK):
             pass
-        cat.check()
-        _check_expected(expected, stored, raw, then="")
+        cats.check()
+        _check_expected(expected, cats.whole, raw, then="")
     except BaseException:
         stages.kill()
         if stall is not None and stall.fired:
@@ -304,22 +310,23 @@ def check_remote_object(cat_argv: Sequence[str], codec: Codec, expected: Expecte
         raise
     finally:
         stages.close_helpers()
-    return StreamStats(raw, stored.bytes, stored.hexdigest(), time.monotonic() - started)
+    return StreamStats(raw, cats.whole.bytes, cats.whole.hexdigest(), time.monotonic() - started)
 
 
-def _decoded(reader: Reader, codec: Codec, cat: Child, expected: Expected, then: str = _STOPPED) -> Iterator[bytes]:
+def _decoded(reader: Reader, codec: Codec, cats: Downloads, expected: Expected,
+             then: str = _STOPPED) -> Iterator[bytes]:
     """The decompressed stream in chunks; a decoding error becomes the error that names the object."""
     while True:
         try:
             chunk = reader.read(CHUNK)
         except codec.decode_errors as exc:
-            raise _decode_failure(cat, expected, exc, then) from None
+            raise _decode_failure(cats.current, expected, exc, then) from None
         if not chunk:
             return
         yield chunk
 
 
-def _check_format(ahead: Prefetch, cat: Child, codec: Codec, expected: Expected) -> None:
+def _check_format(ahead: Prefetch, cats: Downloads, codec: Codec, expected: Expected) -> None:
     head = b""
     while len(head) < len(codec.magic) and (piece := ahead.read(len(codec.magic) - len(head))):
         head += piece
@@ -327,8 +334,8 @@ def _check_format(ahead: Prefetch, cat: Child, codec: Codec, expected: Expected)
     if head.startswith(codec.magic):
         return
     if not head:
-        if cat.wait() != 0:
-            raise cat.failure()
+        if cats.current.wait() != 0:
+            raise cats.current.failure()
         raise IntegrityError(f"{expected.path}: empty, or gone from the remote since it was listed")
     raise IntegrityError(f"{expected.path}: not a {codec.format} stream (it starts with {head.hex()!r})")
 

@@ -45,6 +45,13 @@ class Progress:
             self._last_log = now
             log.info("%s: %s", self.label, self.summary())
 
+    def restart(self) -> None:
+        """The stream starts over from its first byte."""
+        if self._bar is not None:
+            self._bar.reset(total=self._bar.total)
+        self.raw = self.stored = 0
+        self._started = self._last_log = time.monotonic()
+
     def summary(self) -> str:
         seconds = max(time.monotonic() - self._started, 1e-9)
         return (f"{human_bytes(self.raw)} raw, {human_bytes(self.stored)} stored, "

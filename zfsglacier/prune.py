@@ -68,27 +68,30 @@ def prune_chains(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, *, dry_run
         for chain, _ in doomed:
             for m in reversed(chain.backups):
                 echo(proc.render(rclone.deletefile_argv(catalog.path(manifest_name(m.snapshot)))))
-                echo(proc.render(rclone.deletefile_argv(catalog.path(m.object))))
+                for volume in m.parts:
+                    echo(proc.render(rclone.deletefile_argv(catalog.path(volume.object))))
         return deleted
     rewrite_index(rclone, catalog, {manifest_name(m.snapshot) for m in deleted})
     for chain, _ in doomed:
         for m in reversed(chain.backups):
             rclone.delete(catalog.path(manifest_name(m.snapshot)))
-            if m.object in catalog.objects:
-                rclone.delete(catalog.path(m.object))
+            for volume in m.parts:
+                if volume.object in catalog.objects:
+                    rclone.delete(catalog.path(volume.object))
     log.info("prune: deleted %d backup(s) in %d chain(s), %s stored", len(deleted), len(doomed),
              human_bytes(sum(m.stored_bytes for m in deleted)))
     return deleted
 
 
 def _warn_if_billed_anyway(catalog: Catalog, m: Manifest, now: datetime) -> None:
-    stored = catalog.objects.get(m.object)
+    stored = catalog.objects.get(m.object)  # the volumes of one backup share its class and age
     tier = stored.tier if stored else None
     age = age_days(m, now)
     days = billed_anyway(tier, age)
     if days:
-        log.warning("prune: %s is in %s, stored %.0f days ago: it is billed for %d more days although deleted",
-                    catalog.path(m.object), tier, age, days)
+        volumes = f" and its {len(m.parts) - 1} further volume(s)" if len(m.parts) > 1 else ""
+        log.warning("prune: %s%s is in %s, stored %.0f days ago: it is billed for %d more days although deleted",
+                    catalog.path(m.object), volumes, tier, age, days)
 
 
 def prune_after_backup(cfg: BackupConfig, rclone: Rclone) -> None:

@@ -23,6 +23,7 @@ from .manifest import ChainGap, Manifest, build_chain
 from .pipeline import Expected, receive_from_remote
 from .progress import Progress, human_bytes
 from .rclone import Rclone, rclone_for
+from .volumes import Part
 
 log = logging.getLogger(__name__)
 RESTORE_PROPERTY = "org.zfsglacier:restore"
@@ -41,8 +42,9 @@ def plan_lines(chain: list[Manifest], catalog: Catalog, target: str, received: i
         source = "full" if m.base is None else f"incremental from {m.base}"
         source += ", raw encrypted" if m.raw else ""
         done = "  (already received)" if position < received else ""
+        volumes = f" (+{len(m.parts) - 1} more volume(s))" if len(m.parts) > 1 else ""
         lines.append(f"  {m.snapshot}  {source}  {human_bytes(m.stored_bytes)} stored, "
-                     f"{human_bytes(m.raw_bytes)} raw  {catalog.path(m.object)}{done}")
+                     f"{human_bytes(m.raw_bytes)} raw  {catalog.path(m.object)}{volumes}{done}")
     return lines
 
 
@@ -76,14 +78,20 @@ def check_target_names(target: str, chain: list[Manifest]) -> None:
 def check_objects(chain: list[Manifest], catalog: Catalog) -> None:
     """Every object of the chain is present with the size its manifest promises, before anything starts."""
     for m in chain:
-        stored = catalog.objects.get(m.object)
-        if stored is None:
-            raise ChainError(f"{catalog.path(m.object)}: the data object of {m.snapshot} is missing")
-        if stored.size != m.stored_bytes:
-            raise IntegrityError(
-                f"{catalog.path(m.object)}: {stored.size} bytes on the remote, its manifest says "
-                f"{m.stored_bytes}"
-            )
+        for part in m.parts:
+            stored = catalog.objects.get(part.object)
+            if stored is None:
+                raise ChainError(f"{catalog.path(part.object)}: the data object of {m.snapshot} is missing")
+            if stored.size != part.stored_bytes:
+                raise IntegrityError(
+                    f"{catalog.path(part.object)}: {stored.size} bytes on the remote, its manifest says "
+                    f"{part.stored_bytes}"
+                )
+
+
+def download_parts(rclone: Rclone, catalog: Catalog, manifest: Manifest) -> list[Part]:
+    """How to download each object of a backup, in order."""
+    return [Part(rclone.cat_argv(catalog.path(v.object)), catalog.path(v.object), v) for v in manifest.parts]
 
 
 def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes: bool = False,
@@ -218,7 +226,7 @@ def receive_backup(rclone: Rclone, catalog: Catalog, manifest: Manifest, target:
     progress = Progress(f"restore {manifest.snapshot}", manifest.raw_bytes)
     try:
         stats = receive_from_remote(
-            rclone.cat_argv(path),
+            download_parts(rclone, catalog, manifest),
             # -F on incrementals rolls back whatever touched the target since the previous receive
             # (a mount updating atimes); the chain itself guarantees we only move forward.
             zfs.receive_argv(target, force=force),

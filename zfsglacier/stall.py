@@ -29,10 +29,12 @@ def describe_seconds(seconds: float) -> str:
 
 
 class StallWatch:
-    """Kills `child` once a wait marked with `waiting()` has moved no data for `timeout` seconds."""
+    """Kills the child it follows once a wait marked with `waiting()` has moved no data for `timeout`
+    seconds. A stream of several volumes has one rclone per volume: `follow` each as it starts."""
 
-    def __init__(self, child: Child, timeout: float | None, stalled: str) -> None:
+    def __init__(self, child: Child | None, timeout: float | None, stalled: str, stage: str = "") -> None:
         self._child = child
+        self._stage = stage or (child.stage if child is not None else "rclone")
         self.timeout = timeout
         self._stalled = stalled  # what a stall means, e.g. "the remote accepted no data"
         self._since: float | None = None
@@ -40,9 +42,12 @@ class StallWatch:
         self.fired = False
         self._thread: threading.Thread | None = None
         if timeout is not None:
-            self._thread = threading.Thread(target=self._run, args=(timeout,), name=f"stall:{child.stage}",
+            self._thread = threading.Thread(target=self._run, args=(timeout,), name=f"stall:{self._stage}",
                                             daemon=True)
             self._thread.start()
+
+    def follow(self, child: Child) -> None:
+        self._child = child
 
     @contextmanager
     def waiting(self) -> Iterator[None]:
@@ -69,14 +74,17 @@ class StallWatch:
         while not self._closed.wait(interval):
             since = self._since
             if since is not None and time.monotonic() - since > timeout:
+                child = self._child
+                if child is None:
+                    continue
                 self.fired = True
-                self._child.kill()
+                child.kill()
                 return
 
     def error(self) -> RemoteError:
         """What to report once the watch has fired."""
         limit = describe_seconds(self.timeout or 0)
-        return RemoteError(self._child.stage, f"{self._stalled} for {limit} ([rclone] stall_timeout = {limit})")
+        return RemoteError(self._stage, f"{self._stalled} for {limit} ([rclone] stall_timeout = {limit})")
 
     def close(self) -> None:
         self._closed.set()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .catalog import Catalog
 from .errors import RemoteError, ThawPending, UsageError
-from .manifest import Manifest
+from .manifest import Manifest, Volume
 from .progress import human_bytes
 from .rclone import Rclone
 
@@ -50,18 +50,18 @@ NO_WAIT = ThawOptions()
 
 @dataclass(frozen=True)
 class Frozen:
-    manifest: Manifest
+    volume: Volume  # an object of a backup (its only one, or one of its volumes)
     tier: str
 
 
 def frozen_objects(rclone: Rclone, catalog: Catalog, chain: list[Manifest]) -> list[Frozen]:
     """The objects of `chain` in a cold storage class that cannot be read now."""
     found = []
-    for m in chain:
-        stored = catalog.objects.get(m.object)
+    for volume in (v for m in chain for v in m.parts):
+        stored = catalog.objects.get(volume.object)
         tier = (stored.tier or "").upper() if stored else ""
-        if tier in COLD_TIERS and not rclone.readable_now(catalog.path(m.object)):
-            found.append(Frozen(m, tier))
+        if tier in COLD_TIERS and not rclone.readable_now(catalog.path(volume.object)):
+            found.append(Frozen(volume, tier))
     return found
 
 
@@ -73,7 +73,7 @@ def thaw_time(frozen: list[Frozen], priority: str) -> str:
 def plan_lines(frozen: list[Frozen], options: ThawOptions) -> list[str]:
     if not frozen:
         return []
-    total = sum(f.manifest.stored_bytes for f in frozen)
+    total = sum(f.volume.stored_bytes for f in frozen)
     tiers = ", ".join(sorted({f.tier for f in frozen}))
     return [f"{len(frozen)} object(s), {human_bytes(total)}, are in {tiers} and must be thawed first: priority "
             f"{options.priority} ({thaw_time(frozen, options.priority)}), readable for {options.days} day(s) "
@@ -91,17 +91,17 @@ def thaw(rclone: Rclone, catalog: Catalog, frozen: list[Frozen], options: ThawOp
     """Ask for the thaw of every frozen object (one already thawing is fine), then wait for all of them
     or raise ThawPending."""
     check_priority(frozen, options.priority)
-    statuses = rclone.request_thaw(catalog.directory, [f.manifest.object for f in frozen], options.priority,
+    statuses = rclone.request_thaw(catalog.directory, [f.volume.object for f in frozen], options.priority,
                                    options.days)
     requested = already = 0
     for f in frozen:
-        status = statuses.get(f.manifest.object)
+        status = statuses.get(f.volume.object)
         if status == "OK":
             requested += 1
         elif status is not None and _IN_PROGRESS in status:
             already += 1
         else:
-            raise RemoteError("rclone backend restore", f"the thaw of {catalog.path(f.manifest.object)} was "
+            raise RemoteError("rclone backend restore", f"the thaw of {catalog.path(f.volume.object)} was "
                                                         f"refused: {status or 'not in the answer'}")
     what = (f"thaw requested for {requested} object(s)" if requested else "") + \
         (", " if requested and already else "") + (f"{already} object(s) already thawing" if already else "")
@@ -120,7 +120,7 @@ def wait_until_readable(rclone: Rclone, catalog: Catalog, frozen: list[Frozen],
     delay = FIRST_POLL_SECONDS
     started = time.monotonic()
     while True:
-        waiting = [f for f in waiting if not rclone.readable_now(catalog.path(f.manifest.object))]
+        waiting = [f for f in waiting if not rclone.readable_now(catalog.path(f.volume.object))]
         if not waiting:
             log.info("thawed: all %d object(s) readable after %.0f min", len(frozen),
                      (time.monotonic() - started) / 60)

@@ -24,7 +24,7 @@ from .manifest import Manifest
 from .pipeline import Expected, check_remote_object
 from .progress import Progress, human_bytes
 from .rclone import Rclone, rclone_for
-from .restore import check_objects, receive_backup, resolve_chain
+from .restore import check_objects, download_parts, receive_backup, resolve_chain
 
 log = logging.getLogger(__name__)
 SCRATCH_PREFIX = "zfsglacier-verify-"
@@ -78,7 +78,7 @@ def _check(rclone: Rclone, catalog: Catalog, manifest: Manifest) -> Outcome:
     progress = Progress(f"verify {manifest.snapshot}", manifest.raw_bytes)
     try:
         check_objects([manifest], catalog)
-        check_remote_object(rclone.cat_argv(path), get_codec(manifest.compressor),
+        check_remote_object(download_parts(rclone, catalog, manifest), get_codec(manifest.compressor),
                             Expected(path, manifest.stored_bytes, manifest.sha256, manifest.raw_bytes),
                             progress.update, rclone.stall_timeout,
                             rclone.redact)

@@ -12,8 +12,10 @@ import pytest
 
 from zfsglacier.codecs import CODECS, get_codec
 from zfsglacier.errors import IntegrityError, RemoteError, ZfsError
-from zfsglacier.pipeline import Expected, HeldBack, receive_from_remote, send_to_remote
+from zfsglacier.manifest import Volume
+from zfsglacier.pipeline import Expected, HeldBack, VolumeTarget, receive_from_remote, send_to_remote
 from zfsglacier.proc import Child, how_it_ended, run
+from zfsglacier.volumes import Part
 
 # Opens like a zfs stream (a DRR_BEGIN record's type field: what the "none" codec checks for).
 RAW = bytes(16) + os.urandom(3 << 20) + b"compressible " * 300_000
@@ -22,6 +24,16 @@ RAW = bytes(16) + os.urandom(3 << 20) + b"compressible " * 300_000
 def sink_argv(tmp_path: Path) -> list[str]:
     """A stand-in for rclone rcat/zfs receive: stores its input, and marks that it saw a clean end."""
     return ["sh", "-c", f'cat > "{tmp_path}/out" && echo eof > "{tmp_path}/committed"']
+
+
+def one_object(argv: list[str]) -> VolumeTarget:
+    """Upload the stored stream as one object, with `argv`."""
+    return VolumeTarget(lambda name: argv, lambda number: "object")
+
+
+def download_of(argv: list[str], expected: Expected) -> list[Part]:
+    """Download one object with `argv`."""
+    return [Part(argv, expected.path, Volume("object", expected.stored_bytes, expected.sha256))]
 
 
 def no_progress(raw: int, stored: int) -> None:
@@ -42,7 +54,8 @@ def test_send_compresses_hashes_and_counts(name: str, tmp_path: Path) -> None:
     source = tmp_path / "raw"
     source.write_bytes(RAW)
     codec = get_codec(name)
-    stats = send_to_remote(["cat", str(source)], sink_argv(tmp_path), codec, codec.default_level, 2, no_progress)
+    stats = send_to_remote(["cat", str(source)], one_object(sink_argv(tmp_path)), codec, codec.default_level, 2,
+                           no_progress)
     stored = (tmp_path / "out").read_bytes()
     assert (tmp_path / "committed").exists()
     assert stats.raw_bytes == len(RAW)
@@ -59,7 +72,7 @@ def test_a_failing_source_never_lets_the_sink_see_a_clean_end(tmp_path: Path) ->
     # The source writes 4 MiB, then fails: like a zfs send that dies; its output ends like a good one.
     failing = ["sh", "-c", "head -c 4194304 /dev/zero; echo 'send: I/O error' >&2; exit 7"]
     with pytest.raises(ZfsError) as info:
-        send_to_remote(failing, sink_argv(tmp_path), get_codec("zstd"), 3, 2, no_progress)
+        send_to_remote(failing, one_object(sink_argv(tmp_path)), get_codec("zstd"), 3, 2, no_progress)
     assert str(info.value) == "zfs send: exited with status 7: send: I/O error"
     assert not (tmp_path / "committed").exists(), "the sink was killed before its input was closed"
 
@@ -69,7 +82,7 @@ def test_a_failing_sink_is_reported_with_its_stderr(tmp_path: Path) -> None:
     source.write_bytes(RAW)
     sink = ["sh", "-c", "head -c 1000 >/dev/null; echo 'Failed to rcat: access denied' >&2; exit 4"]
     with pytest.raises(RemoteError) as info:
-        send_to_remote(["cat", str(source)], sink, get_codec("pigz"), 2, 2, no_progress)
+        send_to_remote(["cat", str(source)], one_object(sink), get_codec("pigz"), 2, 2, no_progress)
     assert str(info.value) == "rclone rcat: exited with status 4: Failed to rcat: access denied"
 
 
@@ -82,19 +95,20 @@ def test_what_a_failing_upload_or_download_says_is_redacted(tmp_path: Path) -> N
     source.write_bytes(RAW)
     sink = ["sh", "-c", "head -c 1000 >/dev/null; echo 'Failed: bad key s3cr3t' >&2; exit 4"]
     with pytest.raises(RemoteError) as upload:
-        send_to_remote(["cat", str(source)], sink, get_codec("zstd"), 3, 2, no_progress, redact=hide)
+        send_to_remote(["cat", str(source)], one_object(sink), get_codec("zstd"), 3, 2, no_progress, redact=hide)
     assert str(upload.value) == "rclone rcat: exited with status 4: Failed: bad key [redacted]"
 
     path, expected = stored_object(tmp_path)
     download = ["sh", "-c", f'head -c 100 "{path}"; echo "ERROR : key s3cr3t refused" >&2; exit 1']
     with pytest.raises(RemoteError) as download_error:
-        receive_from_remote(download, sink_argv(tmp_path), get_codec("zstd"), expected, no_progress, redact=hide)
+        receive_from_remote(download_of(download, expected), sink_argv(tmp_path), get_codec("zstd"), expected,
+                            no_progress, redact=hide)
     assert str(download_error.value) == "rclone cat: exited with status 1: ERROR : key [redacted] refused"
 
 
 def test_an_empty_stream_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ZfsError, match="produced no data"):
-        send_to_remote(["true"], sink_argv(tmp_path), get_codec("zstd"), 3, 2, no_progress)
+        send_to_remote(["true"], one_object(sink_argv(tmp_path)), get_codec("zstd"), 3, 2, no_progress)
     assert not (tmp_path / "committed").exists()
 
 
@@ -108,7 +122,8 @@ def stored_object(tmp_path: Path, name: str = "zstd") -> tuple[Path, Expected]:
 @pytest.mark.parametrize("name", sorted(CODECS))
 def test_receive_verifies_then_delivers_everything(name: str, tmp_path: Path) -> None:
     path, expected = stored_object(tmp_path, name)
-    stats = receive_from_remote(["cat", str(path)], sink_argv(tmp_path), get_codec(name), expected, no_progress)
+    stats = receive_from_remote(download_of(["cat", str(path)], expected), sink_argv(tmp_path), get_codec(name),
+                                expected, no_progress)
     assert (tmp_path / "out").read_bytes() == RAW
     assert (tmp_path / "committed").exists()
     assert (stats.raw_bytes, stats.stored_bytes, stats.sha256) == (len(RAW), expected.stored_bytes, expected.sha256)
@@ -124,7 +139,8 @@ def test_receive_holds_back_the_end_when_the_object_does_not_match(wrong: str, t
     else:
         expected = Expected(expected.path, expected.stored_bytes, expected.sha256, expected.raw_bytes - 1)
     with pytest.raises(IntegrityError, match="r:b/object"):
-        receive_from_remote(["cat", str(path)], sink_argv(tmp_path), get_codec("zstd"), expected, no_progress)
+        receive_from_remote(download_of(["cat", str(path)], expected), sink_argv(tmp_path), get_codec("zstd"),
+                            expected, no_progress)
     assert not (tmp_path / "committed").exists()
     delivered = (tmp_path / "out").read_bytes() if (tmp_path / "out").exists() else b""
     assert len(delivered) <= len(RAW) - (1 << 20), "at least the last MiB (the END record) was held back"
@@ -141,7 +157,8 @@ def test_an_uncompressed_object_is_checked_by_its_sha256_before_the_end_is_deliv
         del blob[len(blob) * 2 // 3:]
     path.write_bytes(blob)
     with pytest.raises(IntegrityError, match="r:b/object"):
-        receive_from_remote(["cat", str(path)], sink_argv(tmp_path), get_codec("none"), expected, no_progress)
+        receive_from_remote(download_of(["cat", str(path)], expected), sink_argv(tmp_path), get_codec("none"),
+                            expected, no_progress)
     assert not (tmp_path / "committed").exists()
     delivered = (tmp_path / "out").read_bytes() if (tmp_path / "out").exists() else b""
     assert len(delivered) <= len(RAW) - (1 << 20), "at least the last MiB (the END record) was held back"
@@ -152,14 +169,16 @@ def test_a_failed_download_is_blamed_on_the_download(tmp_path: Path) -> None:
     half = expected.stored_bytes // 2
     download = ["sh", "-c", f'head -c {half} "{path}"; echo "ERROR : connection reset" >&2; exit 1']
     with pytest.raises(RemoteError, match="rclone cat: exited with status 1: ERROR : connection reset"):
-        receive_from_remote(download, sink_argv(tmp_path), get_codec("zstd"), expected, no_progress)
+        receive_from_remote(download_of(download, expected), sink_argv(tmp_path), get_codec("zstd"), expected,
+                            no_progress)
     assert not (tmp_path / "committed").exists()
 
 
 def test_not_the_expected_format(tmp_path: Path) -> None:
     path, expected = stored_object(tmp_path, "pigz")
     with pytest.raises(IntegrityError, match="not a zstd stream"):
-        receive_from_remote(["cat", str(path)], sink_argv(tmp_path), get_codec("zstd"), expected, no_progress)
+        receive_from_remote(download_of(["cat", str(path)], expected), sink_argv(tmp_path), get_codec("zstd"),
+                            expected, no_progress)
 
 
 def test_child_drains_a_chatty_stderr_and_keeps_its_tail() -> None:

@@ -115,7 +115,7 @@ class FakeRemote:
 
 
 def frozen(*names: str, tier: str = "DEEP_ARCHIVE") -> list[thaw.Frozen]:
-    return [thaw.Frozen(manifest(name, str(i), i), tier) for i, name in enumerate(names)]
+    return [thaw.Frozen(manifest(name, str(i), i).parts[0], tier) for i, name in enumerate(names)]
 
 
 def catalog() -> Catalog:
