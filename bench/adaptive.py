@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zfsglacier.codecs import AUTO, Level, default_threads, get_codec
-from zfsglacier.pipeline import send_to_remote
+from zfsglacier.pipeline import VolumeTarget, send_to_remote
 from zfsglacier.rclone import Rclone, find_rclone
 
 from . import machine
@@ -53,7 +53,7 @@ def _one(corpus: Path, remote_dir: Path, config: Path, level: Level, bwlimit: st
     started = time.monotonic()
     stats = send_to_remote(
         ["cat", str(corpus)],
-        rclone.rcat_argv("bench:out/stream.zfs.zst"),
+        VolumeTarget(lambda name: rclone.rcat_argv(f"bench:out/{name}"), lambda number: "stream.zfs.zst"),
         get_codec("zstd"),
         level,
         default_threads(),

@@ -20,7 +20,8 @@ from typing import IO
 
 from zfsglacier.codecs import get_codec
 from zfsglacier.overlap import Prefetch, WriteBehind
-from zfsglacier.pipeline import CHUNK, Digest
+from zfsglacier.pipeline import CHUNK
+from zfsglacier.volumes import Digest
 
 REPO = Path(__file__).resolve().parent.parent
 PIPE, DEVNULL = subprocess.PIPE, subprocess.DEVNULL

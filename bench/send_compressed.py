@@ -24,7 +24,7 @@ from pathlib import Path
 
 from zfsglacier import capabilities
 from zfsglacier.codecs import get_codec
-from zfsglacier.pipeline import send_to_remote
+from zfsglacier.pipeline import VolumeTarget, send_to_remote
 from zfsglacier.zfs import send_argv
 
 from .corpus import MIB, write_corpus
@@ -33,7 +33,7 @@ from .machine import describe, one_line
 from .settings import RESULTS_DIR
 
 WAYS = (("plain", (), "zstd"), ("-c", ("-c",), "zstd"), ("plain", (), "none"), ("-c", ("-c",), "none"))
-DISCARD = ["sh", "-c", "cat >/dev/null"]
+DISCARD = VolumeTarget(lambda name: ["sh", "-c", "cat >/dev/null"], lambda number: "stream")
 
 
 @dataclass(frozen=True)

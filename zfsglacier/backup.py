@@ -148,7 +148,8 @@ def _print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,
                 bookmarks: list[Bookmark], pipeline: list[list[str]], echo: Callable[[str], None]) -> None:
     """What a run would do, as commands a person can paste."""
     echo(f"# {plan.why}")
-    echo(proc.render(zfs.snapshot_argv(plan.snapshot, "DRY-RUN")))
+    if plan.resumed is None:
+        echo(proc.render(zfs.snapshot_argv(plan.snapshot, "DRY-RUN")))
     echo(proc.render_pipeline(pipeline) + "  # compression runs in-process (the command shown writes the same "
                                           "format); the part size follows the stream's estimate")
     small = "STANDARD" if cfg.storage_class else None  # manifests and the index are read on every run

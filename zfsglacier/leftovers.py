@@ -10,6 +10,7 @@ from collections.abc import Callable, Collection
 from . import proc
 from .catalog import Catalog
 from .errors import ZfsglacierError
+from .manifest import snapshot_of_data_object
 from .rclone import Rclone
 from .resume import snapshot_of_partial
 
@@ -38,6 +39,18 @@ def remove_orphans(rclone: Rclone, catalog: Catalog, dry_run: bool, echo: Callab
             log.warning("removing %s: %s", path, "an interrupted backup's record" if name in records else
                         "a data object without a manifest is not a backup")
             rclone.delete(path)
+
+
+def interrupted_backups(catalog: Catalog) -> set[str]:
+    """The objects of interrupted backups that recorded volumes (and the records): left to the next backup,
+    which resumes or removes them. Prune must not take them for orphans."""
+    snapshots = {s for name in catalog.objects if (s := snapshot_of_partial(name)) is not None}
+    objects = {name for name in catalog.objects
+               if snapshot_of_data_object(name) in snapshots or snapshot_of_partial(name) in snapshots}
+    for snapshot in sorted(snapshots):
+        log.info("keeping the stored volumes of the interrupted backup of %s: the next backup resumes or removes "
+                 "them", snapshot)
+    return objects
 
 
 def abort_unfinished_uploads(rclone: Rclone, catalog: Catalog, dry_run: bool,

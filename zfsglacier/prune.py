@@ -36,7 +36,7 @@ def prune(cfg: BackupConfig, *, dry_run: bool = False, echo: Callable[[str], Non
     rclone = rclone_for(cfg)
     with DatasetLock(cfg.dataset, "prune"):
         catalog = load_catalog(cfg, rclone)
-        leftovers.remove_orphans(rclone, catalog, dry_run, echo)
+        leftovers.remove_orphans(rclone, catalog, dry_run, echo, keep=leftovers.interrupted_backups(catalog))
         leftovers.abort_unfinished_uploads(rclone, catalog, dry_run, echo)
         return prune_chains(cfg, rclone, catalog, dry_run=dry_run, echo=echo)
 

@@ -75,6 +75,14 @@ def test_a_backup_in_volumes_restores_and_verifies(
     capsys.readouterr()
     assert cli("verify", "--config", config) == 0
 
+    # The README's recipe by hand: each backup's volumes, in its manifest's order, into one decompressor.
+    for record in records:
+        stored = b"".join(rig.run(rclone_remote.argv("cat", str(v["object"]))).stdout
+                          for v in record["volumes"])  # type: ignore[attr-defined]
+        raw = rig.run(["zstd", "-d", "-q"], input=stored).stdout
+        rig.run(["zfs", "receive", "-F", zpool.dataset("byhand")], input=raw)
+    assert rig.tree_digest(zpool.path("byhand")) == source
+
     second = rclone_remote.root / dataset / f"{records[0]['object'].rpartition('/')[2]}.0002"  # type: ignore[union-attr]
     data = bytearray(second.read_bytes())
     data[1000] ^= 0x01
@@ -83,6 +91,14 @@ def test_a_backup_in_volumes_restores_and_verifies(
     assert cli("verify", "--config", config) == EXIT_INTEGRITY
     out = capsys.readouterr().out
     assert f"volume 2 of {full_volumes} does not match its manifest" in out
+
+
+def _enter(request: pytest.FixtureRequest, server: rig.S3Server) -> rig.Remote:
+    """A bucket on the session's S3 server, removed after the test."""
+    context = server.remote()
+    remote = context.__enter__()
+    request.addfinalizer(lambda: context.__exit__(None, None, None))
+    return remote
 
 
 def interrupt_after_volumes(config: Path, directory: Path, signum: int, volumes: int = 3) -> tuple[int, str]:
@@ -108,15 +124,23 @@ def stored_volumes(directory: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in directory.iterdir() if ".zfs" in p.name}
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize(("signum", "where"), [(signal.SIGTERM, "local"), (signal.SIGKILL, "local"),
+                                               (signal.SIGTERM, "s3")],
+                         ids=["SIGTERM-local", "SIGKILL-local", "SIGTERM-s3"])
 def test_an_interrupted_backup_in_volumes_resumes_without_uploading_them_again(
-    signum: int, zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    signum: int, where: str, zpool: rig.Pool, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
 ) -> None:
+    if where == "local":
+        remote: rig.Remote = request.getfixturevalue("local_remote")
+    else:
+        server: rig.S3Server = request.getfixturevalue("s3_server")
+        remote = _enter(request, server)
     dataset = big_dataset(zpool, "resume")
     source = rig.tree_digest(zpool.path("data"))
     # Slow enough to be stopped in the middle: about 4 s for the whole stream.
-    config = volumes_config(tmp_path, dataset, local_remote, "bwlimit = 3M\n")
-    directory = local_remote.root / dataset
+    config = volumes_config(tmp_path, dataset, remote, "bwlimit = 3M\n")
+    directory = remote.root / dataset
     code, err = interrupt_after_volumes(config, directory, signum)
     if signum == signal.SIGTERM:
         assert code == EXIT_SIGNAL_BASE + signum, err
@@ -132,6 +156,8 @@ def test_an_interrupted_backup_in_volumes_resumes_without_uploading_them_again(
     assert not (directory / f"{short}.manifest.json").exists()
     assert list_json(config, capsys) == []
     before = stored_volumes(directory)
+    assert cli("prune", "--config", config) == 0
+    assert stored_volumes(directory) == before, "prune leaves an interrupted backup to the next backup"
 
     capsys.readouterr()
     assert cli("backup", "--config", config) == 0
