@@ -22,7 +22,7 @@ from .errors import RemoteError, ZfsglacierError
 from .lock import DatasetLock
 from .manifest import Manifest, Volume, data_object_name, manifest_name, snapshot_of_data_object, volume_name
 from .pipeline import StreamStats, VolumeTarget, send_to_remote
-from .progress import Progress, human_bytes
+from .progress import Progress, human_bytes, summary_line
 from .prune import prune_after_backup
 from .rclone import Rclone, rclone_for
 from .uploads import UploadSizing, size_upload
@@ -274,14 +274,9 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
     progress.close()
     if volumes.recorded or plan.resumed:
         _delete_quietly(rclone, catalog, volumes.record)
-    seconds = max(stats.seconds, 1e-9)
-    ratio = stats.raw_bytes / stats.stored_bytes if stats.stored_bytes else 0.0
-    parts = f" in {len(stats.volumes)} volumes" if len(stats.volumes) > 1 else ""
-    log.info(
-        "backed up %s (%s): %s raw, %s stored%s, ratio %.2f, %.1f s, %s/s -> %s",
-        plan.snapshot, plan.why, human_bytes(stats.raw_bytes), human_bytes(stats.stored_bytes), parts, ratio,
-        stats.seconds, human_bytes(stats.raw_bytes / seconds), object_path,
-    )
+    parts = f" (+{len(stats.volumes) - 1} more volume(s))" if len(stats.volumes) > 1 else ""
+    log.info("backed up %s: %s, %s -> %s%s", plan.snapshot, plan.kind,
+             summary_line(stats.raw_bytes, stats.stored_bytes, stats.seconds), object_path, parts)
     return committed
 
 

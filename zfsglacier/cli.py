@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, thaw
+from . import __version__, progress, thaw
 from .backup import backup
 from .catalog import load_catalog
 from .config import DEFAULT_CONFIG_PATH, load_config
@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="log every command run; tracebacks on errors")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("--progress-interval", type=_seconds, default=progress.LOG_INTERVAL, metavar="SECONDS",
+                        help="without a terminal, log a progress line this often (default "
+                             f"{progress.LOG_INTERVAL:g}); on a terminal a progress bar is shown instead")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -65,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "and slower)")
     sub.add_argument("--thaw-days", type=_days, default=thaw.DEFAULT_DAYS, metavar="N",
                      help=f"days a thawed copy stays readable (default {thaw.DEFAULT_DAYS})")
+    sub.add_argument("--dry-run", action="store_true",
+                     help="show the plan and print the commands that would run; change nothing")
 
     sub = command("prune", "Delete the backup chains [retention] no longer keeps, and leftovers of failed runs.")
     sub.add_argument("--dry-run", action="store_true", help="print what would be deleted; change nothing")
@@ -88,6 +93,16 @@ def _days(text: str) -> int:
     return int(text)
 
 
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds, more than 0, at most 86400")
+    return seconds
+
+
 def _ask(prompt: str) -> str | None:
     if not sys.stdin.isatty():
         return None
@@ -105,7 +120,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "restore":
         restore(cfg, args.target_dataset, snapshot=args.snapshot, yes=args.yes, force=args.force,
                 thaw_options=thaw.ThawOptions(args.thaw_priority, args.thaw_days, args.wait),
-                confirm=_ask, echo=lambda line: print(line, file=sys.stderr))
+                confirm=_ask, echo=lambda line: print(line, file=sys.stdout if args.dry_run else sys.stderr),
+                dry_run=args.dry_run)
         return EXIT_OK
     if args.command == "list":
         catalog = load_catalog(cfg, rclone_for(cfg))
@@ -137,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help, --version, or a usage error (2)
         return exc.code if isinstance(exc.code, int) else EXIT_INTERNAL
     _setup_logging(args.debug, args.quiet)
+    progress.set_log_interval(args.progress_interval)
     try:
         with signals_as_exceptions():
             return _run(args)

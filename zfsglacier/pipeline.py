@@ -167,11 +167,14 @@ def send_to_remote(
             stages.helper(ahead.close)
             behind = WriteBehind(uploads.write, "write: rclone rcat")
             stages.helper(behind.close)
-        writer = codec.open_writer(behind, level, threads)
+        produced = _Counted(behind)
+        writer = codec.open_writer(produced, level, threads)
         while chunk := ahead.read():
             writer.write(chunk)
             raw += len(chunk)
-            progress(len(chunk), uploads.whole.bytes)
+            # What the codec has produced so far, not what rclone has taken: buffers between them
+            # would make the ratio of the bytes so far look better than it is.
+            progress(len(chunk), produced.bytes)
         send.check()
         if raw == 0:
             raise ZfsError("zfs send", "produced no data")
@@ -195,6 +198,18 @@ def send_to_remote(
         stages.close_helpers()
     return StreamStats(raw, uploads.whole.bytes, uploads.whole.hexdigest(), time.monotonic() - started,
                        tuple(volumes))
+
+
+class _Counted:
+    """A sink that counts what passes through it to `sink`."""
+
+    def __init__(self, sink: WriteBehind) -> None:
+        self._sink = sink
+        self.bytes = 0
+
+    def write(self, data: bytes) -> int:
+        self.bytes += len(data)
+        return self._sink.write(data)
 
 
 def _close_quietly(writer: Writer | None) -> None:

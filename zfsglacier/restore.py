@@ -13,15 +13,15 @@ import logging
 import time
 from collections.abc import Callable
 
-from . import capabilities, names, thaw, zfs
+from . import capabilities, names, proc, thaw, zfs
 from .catalog import Catalog, load_catalog
-from .codecs import get_codec
+from .codecs import NO_COMPRESSION, get_codec
 from .config import BackupConfig
 from .errors import ChainError, IntegrityError, RefusedError, UsageError, ZfsglacierError
 from .lock import DatasetLock
 from .manifest import ChainGap, Manifest, build_chain
 from .pipeline import Expected, receive_from_remote
-from .progress import Progress, human_bytes
+from .progress import Progress, human_bytes, summary_line
 from .rclone import Rclone, rclone_for
 from .volumes import Part
 
@@ -96,7 +96,7 @@ def download_parts(rclone: Rclone, catalog: Catalog, manifest: Manifest) -> list
 
 def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes: bool = False,
             force: bool = False, confirm: Confirm, echo: Callable[[str], None] = print,
-            thaw_options: thaw.ThawOptions = thaw.NO_WAIT) -> list[Manifest]:
+            thaw_options: thaw.ThawOptions = thaw.NO_WAIT, dry_run: bool = False) -> list[Manifest]:
     problem = names.dataset_problem(target)
     if problem:
         raise UsageError(f"--target-dataset {target!r}: dataset name {problem}")
@@ -115,6 +115,11 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
         thaw.check_priority(frozen, thaw_options.priority)
         for line in [*plan_lines(chain, catalog, target, received), *thaw.plan_lines(frozen, thaw_options)]:
             echo(line)
+        if dry_run:
+            for line in dry_run_lines(rclone, catalog, chain, received, target, frozen, thaw_options,
+                                      exists=exists, force=force):
+                echo(line)
+            return chain
         if not yes:
             answer = confirm(f"Type the target dataset name ({target}) to start the restore: ")
             if answer is None:
@@ -129,6 +134,7 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
             # after writing the snapshot; unmounted, it does not. OpenZFS would unmount it itself.
             zfs.unmount_if_mounted(target)
         position = received
+        started = time.monotonic()
         try:
             for position in range(received, len(chain)):
                 receive_in_chain(rclone, catalog, chain, position, target, force=force)
@@ -138,7 +144,32 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
             raise
         _set_restore_state(target, None)
         _mount_or_say_how(target, chain[-1])
+        done = chain[received:]
+        log.info("restored %s@%s: %d backup(s), %s", target, chain[-1].snapshot, len(done),
+                 summary_line(sum(m.raw_bytes for m in done), sum(m.stored_bytes for m in done),
+                              time.monotonic() - started))
     return chain
+
+
+def dry_run_lines(rclone: Rclone, catalog: Catalog, chain: list[Manifest], received: int, target: str,
+                  frozen: list[thaw.Frozen], options: thaw.ThawOptions, *, exists: bool, force: bool) -> list[str]:
+    """The commands a restore would run, as a person could paste them. Left out: the checks of size, sha256
+    and guid made on the way, and the mark on an unfinished target (see receive_in_chain)."""
+    lines = ["# dry run: nothing is changed; these are the commands the restore would run"]
+    if frozen:
+        lines.append(proc.render(rclone.thaw_argv(catalog.directory, [f.volume.object for f in frozen],
+                                                  options.priority, options.days))
+                     + "  # then wait until they are readable")
+    if exists:
+        lines.append(proc.render(zfs.unmount_argv(target)))
+    for position in range(received, len(chain)):
+        m = chain[position]
+        downloads = [proc.render(rclone.cat_argv(catalog.path(v.object))) for v in m.parts]
+        source = downloads[0] if len(downloads) == 1 else "( " + " && ".join(downloads) + " )"
+        steps = [proc.render(get_codec(m.compressor).decompress_argv)] if m.compressor != NO_COMPRESSION else []
+        receive = proc.render(zfs.receive_argv(target, force=force or position > 0))
+        lines.append(" | ".join([source, *steps, receive]))
+    return lines
 
 
 def _abort_partial_receive(target: str) -> None:
@@ -246,6 +277,5 @@ def receive_backup(rclone: Rclone, catalog: Catalog, manifest: Manifest, target:
             f"{target}@{manifest.snapshot} has guid {received.guid}, the backup's manifest says {manifest.guid}"
         )
     seconds = max(stats.seconds, 1e-9)
-    log.info("received %s: %s raw from %s stored, %.1f s, %s/s, guid %s verified", manifest.snapshot,
-             human_bytes(stats.raw_bytes), human_bytes(stats.stored_bytes), stats.seconds,
-             human_bytes(stats.raw_bytes / seconds), received.guid)
+    log.info("received %s: %s, %s, guid %s verified", manifest.snapshot, manifest.kind,
+             summary_line(stats.raw_bytes, stats.stored_bytes, seconds), received.guid)

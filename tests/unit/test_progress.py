@@ -1,0 +1,54 @@
+"""Progress lines and summaries (the terminal bar and the log lines end to end: test_progress_and_dry_run)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from zfsglacier.progress import Progress, duration_text, human_bytes, summary_line
+
+
+def test_a_line_tells_done_of_expected_stored_ratio_rate_and_time_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr("zfsglacier.progress.time.monotonic", lambda: clock[0])
+    progress = Progress("backup p/d@s", 4 << 30, tty=False, interval=3600)
+    try:
+        clock[0] += 10
+        progress.update(1 << 30, 512 << 20)
+        assert progress.line() == ("1.0 GiB of about 4.0 GiB raw (25%), 512.0 MiB stored, ratio 2.00, 102.4 MiB/s, "
+                                   "about 0:00:30 left")
+        progress.update(4 << 30, 3 << 30)  # past the estimate: no time left is promised
+        assert progress.line().startswith("5.0 GiB of about 4.0 GiB raw (100%), 3.0 GiB stored, ratio 1.67")
+        assert "left" not in progress.line()
+    finally:
+        progress.close()
+
+
+def test_without_an_estimate_there_is_no_percentage_or_time_left() -> None:
+    progress = Progress("restore s", None, tty=False, interval=3600)
+    progress.update(2048, 0)
+    assert progress.line().startswith("2.0 KiB raw, 0 B stored, ratio -, ")
+    assert "%" not in progress.line() and "left" not in progress.line()
+    progress.close()
+
+
+def test_without_a_terminal_lines_come_on_time_even_while_no_data_moves(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="zfsglacier.progress")
+    progress = Progress("backup p/d@s", 1000, tty=False, interval=0.05)
+    progress.update(100, 50)
+    time.sleep(0.4)  # no update meanwhile: a stream waiting on the remote
+    progress.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "zfsglacier.progress"]
+    assert len(lines) >= 3
+    expected = "backup p/d@s: 100 B of about 1000 B raw (10%), 50 B stored, ratio 2.00"
+    assert all(line.startswith(expected) for line in lines)
+    count = len(lines)
+    time.sleep(0.2)
+    assert len([r for r in caplog.records if r.name == "zfsglacier.progress"]) == count, "closed: no more lines"
+
+
+def test_summary_line() -> None:
+    assert summary_line(3 << 30, 1 << 30, 125.4) == "3.0 GiB raw, 1.0 GiB stored, ratio 3.00, 0:02:05, 24.5 MiB/s"
+    assert duration_text(3725) == "1:02:05" and human_bytes(1023) == "1023 B"
