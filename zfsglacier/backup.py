@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +19,10 @@ from . import __version__, capabilities, estimate, index, leftovers, local_snaps
 from .catalog import Catalog, load_catalog, write_index
 from .codecs import Codec, Level, get_codec
 from .config import BackupConfig
-from .errors import RemoteError, ZfsglacierError
+from .errors import LockBusyError, RemoteError, ZfsglacierError
 from .lock import DatasetLock
 from .manifest import Manifest, Volume, data_object_name, manifest_name, snapshot_of_data_object, volume_name
+from .metrics import record_run
 from .pipeline import StreamStats, VolumeTarget, send_to_remote
 from .progress import Progress, human_bytes, summary_line
 from .prune import prune_after_backup
@@ -59,6 +61,28 @@ class Plan:
 
 def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
            echo: Callable[[str], None] = print) -> Manifest | None:
+    """A run that is not a dry run is recorded in [monitoring] textfile when it is set (metrics.py): a
+    success as soon as its manifest is committed, and a failure when the run fails, before or after that
+    (after it, the success's timestamp stays). Writing the file never fails the run."""
+    if dry_run:
+        return _backup(cfg, full=full, dry_run=True, echo=echo, on_commit=lambda manifest: None)
+    started = time.monotonic()
+
+    def record_commit(manifest: Manifest) -> None:
+        record_run(cfg.monitoring.textfile, cfg.dataset, success=True, finished=_now(),
+                   seconds=time.monotonic() - started, raw_bytes=manifest.raw_bytes, stored_bytes=manifest.stored_bytes)
+
+    try:
+        return _backup(cfg, full=full, dry_run=False, echo=echo, on_commit=record_commit)
+    except LockBusyError:
+        raise  # another run holds the dataset and records its own outcome; this one did nothing
+    except BaseException:
+        record_run(cfg.monitoring.textfile, cfg.dataset, success=False, finished=_now())
+        raise
+
+
+def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str], None],
+            on_commit: Callable[[Manifest], None]) -> Manifest | None:
     local_snapshots.check_snapshot_names_fit(cfg)
     rclone = rclone_for(cfg)
     tools = capabilities.zfs_tools()
@@ -113,6 +137,7 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
         log.log(logging.WARNING if unasked_full else logging.INFO,
                 "%s: %s", plan.snapshot, plan.why)
         manifest = _stream_and_commit(cfg, rclone, catalog, plan, send_argv)
+        on_commit(manifest)
         zfs.clear_pending(plan.snapshot)
         write_index(rclone, catalog, manifest)
         committed = catalog.guids | {manifest.guid}

@@ -4,17 +4,18 @@ errors become exit codes. Tracebacks only with --debug."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, progress, thaw
+from . import __version__, datasets, progress, status, thaw
 from .backup import backup
 from .catalog import load_catalog
-from .config import DEFAULT_CONFIG_PATH, load_config
+from .config import DEFAULT_CONFIG_PATH, BackupConfig, load_config
 from .errors import EXIT_CODES, EXIT_INTEGRITY, EXIT_INTERNAL, EXIT_OK, ZfsglacierError
-from .listing import as_json, as_table
+from .listing import as_records, as_table
 from .prune import prune
 from .rclone import rclone_for
 from .restore import restore
@@ -43,17 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{progress.LOG_INTERVAL:g}); on a terminal a progress bar is shown instead")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, dataset_help: str | None) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, metavar="FILE",
                          help=f"config file (default {DEFAULT_CONFIG_PATH})")
+        if dataset_help:
+            sub.add_argument("--dataset", metavar="POOL/NAME", help=dataset_help)
         return sub
 
-    sub = command("backup", "Snapshot the dataset and send it (full or incremental) to the remote.")
+    every = "only this one of the config's datasets (default: every one)"
+
+    sub = command("backup", "Snapshot each dataset and send it (full or incremental) to the remote.", None)
     sub.add_argument("--full", action="store_true", help="send a full stream even if an incremental is possible")
     sub.add_argument("--dry-run", action="store_true", help="print the commands that would run; change nothing")
 
-    sub = command("restore", "Restore a backup chain from the remote into a dataset.")
+    sub = command("restore", "Restore a backup chain from the remote into a dataset.",
+                  "the backed-up dataset to restore (needed when the config has several)")
     sub.add_argument("--target-dataset", required=True, metavar="POOL/NAME",
                      help="dataset to receive into (must not exist unless --force)")
     sub.add_argument("--snapshot", metavar="NAME",
@@ -71,19 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--dry-run", action="store_true",
                      help="show the plan and print the commands that would run; change nothing")
 
-    sub = command("prune", "Delete the backup chains [retention] no longer keeps, and leftovers of failed runs.")
+    sub = command("prune", "Delete the backup chains [retention] no longer keeps, and leftovers of failed runs.",
+                  every)
     sub.add_argument("--dry-run", action="store_true", help="print what would be deleted; change nothing")
 
-    sub = command("list", "List the committed backups of the dataset on the remote.")
+    sub = command("list", "List the committed backups on the remote.", every)
     sub.add_argument("--json", action="store_true", help="print a JSON array")
 
-    sub = command("verify", "Download backups and check them against their manifests (size, sha256).")
+    sub = command("verify", "Download backups and check them against their manifests (size, sha256).", every)
     which = sub.add_mutually_exclusive_group()
     which.add_argument("--snapshot", metavar="NAME",
                        help="the chain a restore of this snapshot needs (default: of the newest backup)")
     which.add_argument("--all", action="store_true", help="every committed backup")
     sub.add_argument("--deep", action="store_true",
                      help="also receive the chain into a throwaway dataset in the same pool, then destroy it")
+
+    command("status", "Monitoring check (a Nagios/Icinga plugin): the age of the newest backup against [monitoring] "
+                      "warn_after and crit_after, one line on stdout. Its exit codes are the plugins': 0 OK, "
+                      "1 WARNING, 2 CRITICAL, 3 UNKNOWN (the remote cannot be read, or the config is bad).", every)
     return parser
 
 
@@ -112,28 +123,63 @@ def _ask(prompt: str) -> str | None:
         return None
 
 
+def _targets(cfg: BackupConfig, args: argparse.Namespace) -> list[BackupConfig]:
+    """The datasets a command covers: --dataset, else every one the config backs up."""
+    if args.dataset is not None:
+        return [datasets.choose(cfg, args.dataset)]
+    return datasets.remote_targets(cfg, rclone_for(cfg))
+
+
+def _list(cfg: BackupConfig, json_output: bool, several: bool) -> tuple[int, list[dict[str, object]], str]:
+    catalog = load_catalog(cfg, rclone_for(cfg))
+    # The same code verify gives: 5 for a damaged manifest, 8 for a committed one gone missing.
+    codes = [error.exit_code for error in catalog.unusable.values()]
+    code = min(codes) if codes else EXIT_INTEGRITY if catalog.damaged else EXIT_OK
+    table = f"{cfg.dataset}:\n{as_table(catalog)}\n" if several else as_table(catalog)
+    return code, as_records(catalog) if json_output else [], table
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "status":  # loads the config itself: a bad one is UNKNOWN (3) here, not 2 (CRITICAL)
+        return status.run(args.config, dataset=args.dataset)
     cfg = load_config(args.config)
     if args.command == "backup":
-        backup(cfg, full=args.full, dry_run=args.dry_run)
-        return EXIT_OK
+        def back_up(one: BackupConfig) -> int:
+            backup(one, full=args.full, dry_run=args.dry_run)
+            return EXIT_OK
+
+        return datasets.run_each(datasets.local_targets(cfg), back_up)
     if args.command == "restore":
-        restore(cfg, args.target_dataset, snapshot=args.snapshot, yes=args.yes, force=args.force,
+        restore(datasets.choose(cfg, args.dataset), args.target_dataset, snapshot=args.snapshot, yes=args.yes,
+                force=args.force,
                 thaw_options=thaw.ThawOptions(args.thaw_priority, args.thaw_days, args.wait),
                 confirm=_ask, echo=lambda line: print(line, file=sys.stdout if args.dry_run else sys.stderr),
                 dry_run=args.dry_run)
         return EXIT_OK
     if args.command == "list":
-        catalog = load_catalog(cfg, rclone_for(cfg))
-        print(as_json(catalog) if args.json else as_table(catalog))
-        # The same code verify gives: 5 for a damaged manifest, 8 for a committed one gone missing.
-        codes = [error.exit_code for error in catalog.unusable.values()]
-        return min(codes) if codes else EXIT_INTEGRITY if catalog.damaged else EXIT_OK
+        targets = _targets(cfg, args)
+        records: list[dict[str, object]] = []
+
+        def list_one(one: BackupConfig) -> int:
+            code, found, table = _list(one, args.json, len(targets) > 1)
+            records.extend(found)
+            if not args.json:
+                print(table)
+            return code
+
+        code = datasets.run_each(targets, list_one)
+        if args.json:
+            print(json.dumps(records, indent=2))
+        return code
     if args.command == "prune":
-        prune(cfg, dry_run=args.dry_run)
-        return EXIT_OK
+        def prune_one(one: BackupConfig) -> int:
+            prune(one, dry_run=args.dry_run)
+            return EXIT_OK
+
+        return datasets.run_each(_targets(cfg, args), prune_one)
     if args.command == "verify":
-        return verify(cfg, snapshot=args.snapshot, every=args.all, deep=args.deep)
+        return datasets.run_each(_targets(cfg, args), lambda one: verify(one, snapshot=args.snapshot,
+                                                                          every=args.all, deep=args.deep))
     raise AssertionError(f"unhandled command {args.command}")
 
 

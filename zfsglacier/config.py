@@ -31,11 +31,26 @@ DEFAULT_UPLOAD_MEMORY = 1 << 30
 DEFAULT_MAX_OBJECT_SIZE = 100 << 30
 _DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h)?")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+# [monitoring]: `zfsglacier status` warns when the newest backup is older than warn_after, and is
+# critical past crit_after. A daily timer with its randomized delay lands within 24h + a little; 26h
+# and 50h allow for that, and for one missed night before it turns critical.
+DEFAULT_WARN_AFTER = "26h"
+DEFAULT_CRIT_AFTER = "50h"
+MAX_MONITORING_AGE = 3650 * 86400  # ten years: anything longer is a typo
+
+
+@dataclass(frozen=True)
+class MonitoringPolicy:
+    """[monitoring]: the age thresholds of `zfsglacier status`, and the Prometheus textfile to write."""
+
+    warn_after: int = 26 * 3600  # seconds; WARNING when the newest backup is older than this
+    crit_after: int = 50 * 3600  # seconds; CRITICAL when older than this (always > warn_after)
+    textfile: Path | None = None  # node_exporter textfile collector file (*.prom); None: none written
 
 
 @dataclass(frozen=True)
 class BackupConfig:
-    dataset: str
+    dataset: str  # the dataset this config acts on (the first of `datasets`; see datasets.for_dataset)
     snapshot_prefix: str
     snapshot_retention: int
     remote: str
@@ -54,8 +69,11 @@ class BackupConfig:
     upload_concurrency: int = DEFAULT_UPLOAD_CONCURRENCY  # parts uploaded at once
     upload_memory: int = DEFAULT_UPLOAD_MEMORY  # bytes rclone may buffer for one upload
     max_object_size: int | None = DEFAULT_MAX_OBJECT_SIZE  # a longer stream is cut into volumes; None: never
+    datasets: tuple[str, ...] = ()  # when [zfs] dataset lists several: all of them (else empty)
+    recursive: bool = False  # also every filesystem and volume below each, each its own chain
     chain: ChainPolicy = field(default_factory=ChainPolicy)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    monitoring: MonitoringPolicy = field(default_factory=MonitoringPolicy)
 
     @property
     def remote_dir(self) -> str:
@@ -78,11 +96,19 @@ def _bad(where: str, value: str, why: str) -> ConfigError:
     return ConfigError(f"{where} = {value!r}: {why}")
 
 
-def _dataset(where: str, value: str) -> str:
-    problem = names.dataset_problem(value)
-    if problem:
-        raise _bad(where, value, f"dataset name {problem}")
-    return value
+def _datasets(where: str, value: str) -> tuple[str, ...]:
+    """One dataset, or several, one per line (continuation lines indented, as INI lists go)."""
+    found = [line.strip() for line in value.splitlines() if line.strip()]
+    if not found:
+        raise _bad(where, value, "dataset name is empty")
+    for name in found:
+        problem = names.dataset_problem(name)
+        if problem:
+            raise _bad(where, name, f"dataset name {problem}")
+    repeated = sorted({name for name in found if found.count(name) > 1})
+    if repeated:
+        raise _bad(where, repeated[0], "listed more than once")
+    return tuple(found)
 
 
 def _prefix(where: str, value: str) -> str:
@@ -275,6 +301,43 @@ def _extra_flags(where: str, value: str) -> tuple[str, ...]:
     return words
 
 
+_AGE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d)")
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _age_threshold(where: str, value: str) -> int:
+    """`36h`, `2d`, `90m`, `1.5d`: a whole number of seconds, more than 0. A unit is required: a bare
+    `36` could mean hours as well as seconds."""
+    match = _AGE.fullmatch(value)
+    if match is None:
+        raise _bad(where, value, "expected a duration with its unit, such as 90m, 36h or 2d (units: s, m, h, d)")
+    exact = float(match["number"]) * _AGE_UNITS[match["unit"]]  # a long enough number is inf
+    if not exact <= MAX_MONITORING_AGE:
+        raise _bad(where, value, f"expected at most {MAX_MONITORING_AGE // 86400}d")
+    seconds = round(exact)
+    if seconds <= 0:
+        raise _bad(where, value, "expected a duration longer than 0, such as 36h")
+    return seconds
+
+
+def _textfile(where: str, value: str) -> Path | None:
+    """node_exporter's textfile collector reads only `*.prom` files, from one directory: a file named
+    otherwise would be written and never read. Whether the directory exists is checked when the file
+    is written, where a problem is a warning, not a failed backup."""
+    if value == "":
+        return None
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise _bad(where, value, "control characters in a path")
+    path = Path(value)
+    if not path.is_absolute():
+        raise _bad(where, value, "expected an absolute path, such as "
+                                 "/var/lib/prometheus/node-exporter/zfsglacier.prom")
+    if value.endswith("/") or not path.name.endswith(".prom") or path.name == ".prom":
+        raise _bad(where, value, "expected a file named *.prom (node_exporter's textfile collector reads "
+                                 "only those), such as /var/lib/prometheus/node-exporter/zfsglacier.prom")
+    return path
+
+
 def _compressor(where: str, value: str) -> str:
     if value not in CODECS:
         raise _bad(where, value, f"expected one of {', '.join(sorted(CODECS))}")
@@ -292,7 +355,8 @@ def _threads(where: str, value: str) -> int:
 
 
 _SCHEMA = (
-    _Key("zfs", "dataset", _dataset),
+    _Key("zfs", "dataset", _datasets),
+    _Key("zfs", "recursive", _boolean, "no"),
     _Key("zfs", "snapshot_prefix", _prefix, DEFAULT_SNAPSHOT_PREFIX),
     _Key("zfs", "snapshot_retention", _non_negative_int, DEFAULT_RETENTION),
     _Key("zfs", "send_raw", _boolean, "yes"),
@@ -315,6 +379,9 @@ _SCHEMA = (
     _Key("compression", "compressor", _compressor, DEFAULT_CODEC),
     _Key("compression", "level", _level_text, "default"),
     _Key("compression", "threads", _threads, "auto"),
+    _Key("monitoring", "warn_after", _age_threshold, DEFAULT_WARN_AFTER),
+    _Key("monitoring", "crit_after", _age_threshold, DEFAULT_CRIT_AFTER),
+    _Key("monitoring", "textfile", _textfile, None),
 )
 
 SECTIONS = tuple(dict.fromkeys(k.section for k in _SCHEMA))
@@ -349,6 +416,13 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
             value = spec.parse(where, raw.strip())
         values[spec.key] = value
 
+    if values["crit_after"] <= values["warn_after"]:
+        def shown(key: str, default: str) -> str:
+            raw = parser.get("monitoring", key, fallback=None)
+            return repr(raw.strip()) if raw is not None else f"{default!r} (the default)"
+        raise ConfigError(f"[monitoring] crit_after = {shown('crit_after', DEFAULT_CRIT_AFTER)}: must be longer "
+                          f"than [monitoring] warn_after = {shown('warn_after', DEFAULT_WARN_AFTER)}")
+
     codec = CODECS[values["compressor"]]
     level_raw = values.pop("level")
     level: Level
@@ -370,7 +444,9 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
             lo, hi = codec.levels[0], codec.levels[-1]
             raise _bad(where, level_raw, f"compressor {codec.name} takes levels {lo} to {hi}")
     return BackupConfig(
-        dataset=values["dataset"],
+        dataset=values["dataset"][0],
+        datasets=values["dataset"] if len(values["dataset"]) > 1 else (),
+        recursive=values["recursive"],
         snapshot_prefix=values["snapshot_prefix"],
         snapshot_retention=values["snapshot_retention"],
         remote=values["remote"],
@@ -391,6 +467,7 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
         max_object_size=values["max_object_size"],
         chain=ChainPolicy(values["full_every"][0], values["full_every"][1], values["differential"]),
         retention=RetentionPolicy(values["keep_chains"], values["max_age"]),
+        monitoring=MonitoringPolicy(values["warn_after"], values["crit_after"], values["textfile"]),
     )
 
 

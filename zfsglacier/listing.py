@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from .catalog import Catalog
 from .codecs import NO_COMPRESSION
 from .manifest import Manifest
@@ -32,10 +30,6 @@ def as_records(catalog: Catalog) -> list[dict[str, object]]:
         }
         for m in catalog.manifests
     ]
-
-
-def as_json(catalog: Catalog) -> str:
-    return json.dumps(as_records(catalog), indent=2)
 
 
 def compression(m: Manifest) -> str:

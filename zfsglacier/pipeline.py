@@ -211,6 +211,9 @@ class _Counted:
         self.bytes += len(data)
         return self._sink.write(data)
 
+    def flush(self) -> None:
+        self._sink.flush()
+
 
 def _close_quietly(writer: Writer | None) -> None:
     if writer is not None:

@@ -157,6 +157,9 @@ class Rclone:
         # objects on a loopback server, 0.2 s without); names and sizes come with the listing itself.
         return [*self._base(), "lsjson", "--files-only", "--no-mimetype", "--no-modtime", path]
 
+    def dirs_argv(self, path: str) -> list[str]:
+        return [*self._base(), "lsjson", "--dirs-only", "--recursive", "--no-mimetype", "--no-modtime", path]
+
     def copy_listed_argv(self, directory: str, names_file: Path, destination: Path) -> list[str]:
         """Copy the objects named in `names_file` (one per line) into a local folder, in parallel."""
         return [*self._base(), "copy", "--files-from-raw", str(names_file), *self._parallel(), directory,
@@ -266,6 +269,19 @@ class Rclone:
         if result.returncode != 0:
             raise self.failure("rclone lsjson", f"listing {path} failed (exit {result.returncode})", result.stderr)
         return parse_lsjson(result.stdout)
+
+    def list_subdirs(self, path: str) -> list[str]:
+        """Every folder below `path`, as paths relative to it."""
+        result = self._run("rclone lsjson", self.dirs_argv(path), check=False)
+        if result.returncode == _EXIT_DIR_NOT_FOUND:
+            return []
+        if result.returncode != 0:
+            raise self.failure("rclone lsjson", f"listing the folders of {path} failed (exit {result.returncode})",
+                               result.stderr)
+        try:
+            return sorted(str(e["Path"]) for e in json.loads(result.stdout) if e.get("IsDir"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RemoteError("rclone lsjson", f"unexpected output: {exc}") from None
 
     def read(self, path: str) -> bytes:
         return self._run("rclone cat", self.cat_argv(path), what=f"reading {path}").stdout

@@ -141,6 +141,10 @@ def dataset_exists_argv(dataset: str) -> list[str]:
     return [ZFS, "list", "-H", "-o", "name", dataset]
 
 
+def tree_argv(dataset: str) -> list[str]:
+    return [ZFS, "list", "-H", "-o", "name", "-r", "-t", "filesystem,volume", dataset]
+
+
 def parse_snapshots(dataset: str, output: str) -> list[Snapshot]:
     """Snapshots of `dataset` (not of its children), oldest first by creation txg."""
     props: dict[str, dict[str, str]] = {}
@@ -186,6 +190,16 @@ def dataset_exists(dataset: str) -> bool:
     if _is_missing(result.stderr):
         return False
     raise ZfsError("zfs list", f"exited with status {result.returncode}", result.stderr)
+
+
+def list_tree(dataset: str) -> list[str]:
+    """`dataset` and every filesystem and volume below it, parents first."""
+    result = proc.run("zfs list", tree_argv(dataset), error=ZfsError, check=False)
+    if result.returncode != 0:
+        if _is_missing(result.stderr):
+            raise ZfsError("zfs list", f"dataset {dataset} does not exist")
+        raise ZfsError("zfs list", f"exited with status {result.returncode}", result.stderr)
+    return [line for line in result.stdout.decode("utf-8", "replace").splitlines() if line]
 
 
 def list_snapshots(dataset: str) -> list[Snapshot]:

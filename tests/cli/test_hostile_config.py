@@ -21,6 +21,7 @@ from zfsglacier import names
 from zfsglacier.cli import main
 from zfsglacier.errors import EXIT_LOCK_BUSY, EXIT_USAGE, LockBusyError
 from zfsglacier.lock import DatasetLock
+from zfsglacier.status import UNKNOWN as EXIT_UNKNOWN
 
 COMMANDS = {
     "backup": ["backup"],
@@ -30,6 +31,7 @@ COMMANDS = {
     "verify": ["verify", "--all", "--deep"],
     "prune": ["prune"],
     "prune-dry-run": ["prune", "--dry-run"],
+    "status": ["status"],
 }
 GOOD = MINIMAL
 
@@ -56,11 +58,19 @@ def started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
 
 
 def refused(argv: list[str], capsys: pytest.CaptureFixture[str], started: list[str], tmp_path: Path) -> str:
-    """Run main(argv): exit 2, one `error:` line (returned), nothing started, no lock taken."""
+    """Run main(argv): exit 2, one `error:` line (returned), nothing started, no lock taken. `status`, a
+    monitoring plugin, says it the plugins' way: exit 3 (UNKNOWN), its one line on stdout, nothing on stderr."""
     capsys.readouterr()
     code = main(argv)
     out, err = capsys.readouterr()
-    assert "Traceback" not in err
+    assert "Traceback" not in err + out
+    if argv[0] == "status":
+        assert (code, err) == (EXIT_UNKNOWN, ""), (code, err)
+        assert out.endswith("\n") and out.count("\n") == 1, out
+        assert out.startswith("ZFSGLACIER UNKNOWN - config: "), out
+        assert started == []
+        assert not (tmp_path / "locks").exists()
+        return out.strip()
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
     assert lines[0].startswith("zfsglacier: error: "), lines[0]
@@ -122,8 +132,11 @@ BAD_TEXT = [
     ("dataset-parent", with_value("zfs", "dataset", "tank/../other"), ["[zfs] dataset = 'tank/../other'"]),
     ("dataset-inline-comment", with_value("zfs", "dataset", "tank/data ; the main one"),
      ["[zfs] dataset = 'tank/data ; the main one'"]),
-    ("dataset-continuation-line", with_value("zfs", "dataset", "tank/data\n  touch {canary}"),
-     ["[zfs] dataset = 'tank/data\\ntouch"]),
+    # A continuation line is a second dataset (the list form), checked like the first.
+    ("dataset-continuation-line", with_value("zfs", "dataset", "tank/data\n  $(touch {canary})"),
+     ["[zfs] dataset = '$(touch"]),
+    ("dataset-listed-twice", with_value("zfs", "dataset", "tank/data\n  tank/data"),
+     ["[zfs] dataset = 'tank/data': listed more than once"]),
     ("prefix-subshell", with_value("zfs", "snapshot_prefix", "$(touch {canary})"),
      ["[zfs] snapshot_prefix = '$(touch"]),
     ("prefix-at", with_value("zfs", "snapshot_prefix", "a@b"), ["[zfs] snapshot_prefix = 'a@b'"]),

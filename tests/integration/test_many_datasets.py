@@ -1,0 +1,95 @@
+"""Several datasets in one config, and recursive backups: each dataset its own chain, restorable alone;
+one dataset failing does not stop the others, and the exit code says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import rig
+from helpers import cli, error_line, list_json, snapshots, write_config
+
+from zfsglacier.errors import EXIT_USAGE, EXIT_ZFS
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZFSGLACIER_LOCK_DIR", str(tmp_path / "locks"))
+
+
+def config_for(tmp_path: Path, datasets: list[str], remote: rig.Remote, extra_zfs: str = "") -> Path:
+    config = write_config(tmp_path, datasets[0], remote)
+    listed = "\n    ".join(datasets)
+    config.write_text(config.read_text().replace(f"dataset = {datasets[0]}\n", f"dataset = {listed}\n{extra_zfs}"))
+    return config
+
+
+def make(pool: rig.Pool, name: str, seed: str) -> str:
+    dataset = pool.dataset(name)
+    rig.run(["zfs", "create", dataset])
+    rig.populate(pool.path(name), seed=seed, n_files=6)
+    return dataset
+
+
+def test_a_failing_dataset_does_not_stop_the_others_and_each_restores_alone(
+    zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = make(zpool, "first", "one"), make(zpool, "second", "two")
+    missing = zpool.dataset("missing")
+    config = config_for(tmp_path, [first, missing, second], local_remote)
+    capsys.readouterr()
+    assert cli("backup", "--config", config) == EXIT_ZFS
+    err = capsys.readouterr().err
+    assert f"zfsglacier: error: {missing}: zfs get: dataset {missing} does not exist" in err
+    assert f"zfsglacier: error: 1 of 3 datasets failed: {missing} (exit 3: a zfs command failed)" in err
+    assert len(snapshots(first)) == len(snapshots(second)) == 1
+
+    records = list_json(config, capsys)
+    assert sorted(str(r["dataset"]) for r in records) == [first, second]
+
+    target = zpool.dataset("restored")
+    assert cli("restore", "--config", config, "--target-dataset", target, "--yes") == EXIT_USAGE
+    assert "choose one with --dataset" in error_line(capsys)
+    assert cli("restore", "--config", config, "--dataset", zpool.dataset("other"), "--target-dataset", target,
+               "--yes") == EXIT_USAGE
+    assert "--dataset" in error_line(capsys)
+    assert cli("restore", "--config", config, "--dataset", second, "--target-dataset", target, "--yes") == 0
+    assert rig.tree_digest(zpool.path("restored")) == rig.tree_digest(zpool.path("second"))
+
+    capsys.readouterr()
+    assert cli("list", "--config", config, "--dataset", first, "--json") == 0
+
+
+def test_recursive_backs_up_each_child_as_its_own_chain(
+    zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    top = make(zpool, "data", "top")
+    left = make(zpool, "data/left", "left")
+    right = make(zpool, "data/right", "right")
+    deep = make(zpool, "data/right/deep", "deep")
+    config = config_for(tmp_path, [top], local_remote, "recursive = yes\n")
+    assert cli("backup", "--config", config) == 0
+    rig.mutate(zpool.path("data/left"), seed="left-2")
+    assert cli("backup", "--config", config) == 0
+
+    records = list_json(config, capsys)
+    by_dataset: dict[str, list[str]] = {}
+    for record in records:
+        by_dataset.setdefault(str(record["dataset"]), []).append(str(record["kind"]))
+    assert by_dataset == {name: ["full", "incremental"] for name in (top, left, right, deep)}
+
+    capsys.readouterr()
+    assert cli("verify", "--config", config) == 0
+    out = capsys.readouterr().out
+    assert out.count("OK ") >= 4, out
+
+    # Each child restores alone, from its own chain.
+    assert cli("restore", "--config", config, "--dataset", left, "--target-dataset", zpool.dataset("left-copy"),
+               "--yes") == 0
+    assert rig.tree_digest(zpool.path("left-copy")) == rig.tree_digest(zpool.path("data/left"))
+    assert cli("restore", "--config", config, "--dataset", deep, "--target-dataset", zpool.dataset("deep-copy"),
+               "--yes") == 0
+    assert rig.tree_digest(zpool.path("deep-copy")) == rig.tree_digest(zpool.path("data/right/deep"))
+    assert len(snapshots(right)) == 2
