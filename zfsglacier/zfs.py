@@ -192,23 +192,23 @@ def dataset_exists(dataset: str) -> bool:
     raise ZfsError("zfs list", f"exited with status {result.returncode}", result.stderr)
 
 
-def list_tree(dataset: str) -> list[str]:
-    """`dataset` and every filesystem and volume below it, parents first."""
-    result = proc.run("zfs list", tree_argv(dataset), error=ZfsError, check=False)
+def _query(stage: str, argv: list[str], dataset: str) -> str:
+    """The output of a zfs command about `dataset`; a missing dataset is said so."""
+    result = proc.run(stage, argv, error=ZfsError, check=False)
     if result.returncode != 0:
         if _is_missing(result.stderr):
-            raise ZfsError("zfs list", f"dataset {dataset} does not exist")
-        raise ZfsError("zfs list", f"exited with status {result.returncode}", result.stderr)
-    return [line for line in result.stdout.decode("utf-8", "replace").splitlines() if line]
+            raise ZfsError(stage, f"dataset {dataset} does not exist")
+        raise ZfsError(stage, f"exited with status {result.returncode}", result.stderr)
+    return result.stdout.decode("utf-8", "replace")
+
+
+def list_tree(dataset: str) -> list[str]:
+    """`dataset` and every filesystem and volume below it, parents first."""
+    return [line for line in _query("zfs list", tree_argv(dataset), dataset).splitlines() if line]
 
 
 def list_snapshots(dataset: str) -> list[Snapshot]:
-    result = proc.run("zfs get", snapshot_props_argv(dataset), error=ZfsError, check=False)
-    if result.returncode != 0:
-        if _is_missing(result.stderr):
-            raise ZfsError("zfs get", f"dataset {dataset} does not exist")
-        raise ZfsError("zfs get", f"exited with status {result.returncode}", result.stderr)
-    return parse_snapshots(dataset, result.stdout.decode("utf-8", "replace"))
+    return parse_snapshots(dataset, _query("zfs get", snapshot_props_argv(dataset), dataset))
 
 
 def create_snapshot(name: str, pending_run: str) -> None:
