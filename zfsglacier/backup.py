@@ -15,7 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import __version__, capabilities, estimate, index, leftovers, local_snapshots, proc, resume, send_plan, zfs
+from . import (
+    __version__,
+    capabilities,
+    delegation,
+    estimate,
+    index,
+    leftovers,
+    local_snapshots,
+    proc,
+    resume,
+    send_plan,
+    zfs,
+)
 from .catalog import Catalog, load_catalog, write_index
 from .codecs import Codec, Level, get_codec
 from .config import BackupConfig
@@ -81,10 +93,16 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
         raise
 
 
+def _delegated_needs(cfg: BackupConfig) -> frozenset[str]:
+    tools = capabilities.zfs_tools()
+    return delegation.backup_needs(holds=tools.holds, bookmarks=local_snapshots.uses_bookmarks(cfg, tools))
+
+
 def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str], None],
             on_commit: Callable[[Manifest], None]) -> Manifest | None:
     local_snapshots.check_snapshot_names_fit(cfg)
     rclone = rclone_for(cfg)
+    delegation.require(cfg.dataset, lambda: _delegated_needs(cfg), "backup")
     tools = capabilities.zfs_tools()
     with DatasetLock(cfg.dataset, "backup"):
         local = zfs.list_snapshots(cfg.dataset)

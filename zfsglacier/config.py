@@ -385,6 +385,7 @@ _SCHEMA = (
 )
 
 SECTIONS = tuple(dict.fromkeys(k.section for k in _SCHEMA))
+KEYS = tuple((k.section, k.key) for k in _SCHEMA)  # every (section, key) a config may set
 
 
 def parse_config(text: str, source: str = "<config>") -> BackupConfig:

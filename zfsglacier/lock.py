@@ -18,7 +18,11 @@ DEFAULT_LOCK_DIR = Path("/run/lock/zfsglacier")
 
 
 def lock_dir() -> Path:
-    return Path(os.environ.get("ZFSGLACIER_LOCK_DIR", str(DEFAULT_LOCK_DIR)))
+    """Root's runs lock in /run/lock/zfsglacier; a user's (zfs allow delegation) in a directory of
+    its own, since it cannot create files in root's. So root's and a user's runs do not exclude each
+    other: run every command for a dataset as one user."""
+    default = DEFAULT_LOCK_DIR if os.geteuid() == 0 else Path(f"{DEFAULT_LOCK_DIR}-uid{os.geteuid()}")
+    return Path(os.environ.get("ZFSGLACIER_LOCK_DIR", str(default)))
 
 
 # Quoting can triple a 255-character dataset name; file names may have at most 255 bytes.
@@ -45,7 +49,8 @@ class DatasetLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise UsageError(f"cannot create lock file {self.path}: {exc.strerror} (run with sudo?)") from None
+            raise UsageError(f"cannot create lock file {self.path}: {exc.strerror} "
+                             "(set ZFSGLACIER_LOCK_DIR to a writable directory, or run as root)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from . import capabilities, names, proc, thaw, zfs
+from . import capabilities, delegation, names, proc, thaw, zfs
 from .catalog import Catalog, load_catalog
 from .codecs import NO_COMPRESSION, get_codec
 from .config import BackupConfig
@@ -107,6 +107,8 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
         check_target_names(target, chain)
         check_objects(chain, catalog)
         exists = zfs.dataset_exists(target)
+        delegation.require(target if exists else parent_of(target), lambda: delegation.RESTORE_NEEDS,
+                           f"restore into {target}")
         received = already_received(target, chain) if exists else 0
         if exists and not force and not received:
             raise RefusedError(f"{target} already exists: choose a new --target-dataset, or give --force "
@@ -167,7 +169,8 @@ def dry_run_lines(rclone: Rclone, catalog: Catalog, chain: list[Manifest], recei
         downloads = [proc.render(rclone.cat_argv(catalog.path(v.object))) for v in m.parts]
         source = downloads[0] if len(downloads) == 1 else "( " + " && ".join(downloads) + " )"
         steps = [proc.render(get_codec(m.compressor).decompress_argv)] if m.compressor != NO_COMPRESSION else []
-        receive = proc.render(zfs.receive_argv(target, force=force or position > 0))
+        receive = proc.render(zfs.receive_argv(target, force=force or position > 0,
+                                               unmounted=capabilities.zfs_tools().receive_unmounted))
         lines.append(" | ".join([source, *steps, receive]))
     return lines
 
@@ -180,8 +183,16 @@ def _abort_partial_receive(target: str) -> None:
                     target)
 
 
+def parent_of(dataset: str) -> str:
+    return dataset.rpartition("/")[0] or dataset
+
+
 def _mount_or_say_how(target: str, newest: Manifest) -> None:
-    """A raw backup restores encrypted, with the original key: it cannot mount until that key is loaded."""
+    """A raw backup restores encrypted, with the original key: it cannot mount until that key is loaded.
+    Mounting needs root on Linux, whatever zfs allow delegates."""
+    if not delegation.is_root():
+        log.warning("%s is not mounted: mounting needs root: zfs mount %s", target, target)
+        return
     if newest.raw and zfs.get_property(target, "keystatus") == "unavailable":
         log.warning("%s is encrypted with the key of %s and stays unmounted: load that key with "
                     "zfs load-key %s (a key file: zfs load-key -L file:///PATH %s), then zfs mount %s",
@@ -260,7 +271,8 @@ def receive_backup(rclone: Rclone, catalog: Catalog, manifest: Manifest, target:
             download_parts(rclone, catalog, manifest),
             # -F on incrementals rolls back whatever touched the target since the previous receive
             # (a mount updating atimes); the chain itself guarantees we only move forward.
-            zfs.receive_argv(target, force=force),
+            # -u where zfs has it: the target is mounted once, at the end of the chain (never as non-root).
+            zfs.receive_argv(target, force=force, unmounted=capabilities.zfs_tools().receive_unmounted),
             codec,
             Expected(path, manifest.stored_bytes, manifest.sha256, manifest.raw_bytes),
             progress.update,

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import zfs
+from . import delegation, zfs
 from .catalog import Catalog, load_catalog
 from .codecs import get_codec
 from .config import BackupConfig
@@ -92,6 +92,7 @@ def _check(rclone: Rclone, catalog: Catalog, manifest: Manifest) -> Outcome:
 
 def _receive_into_scratch(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, chain: list[Manifest]) -> str:
     pool = cfg.dataset.split("/", 1)[0]
+    delegation.require(pool, lambda: delegation.RESTORE_NEEDS, "verify --deep")
     scratch = f"{pool}/{SCRATCH_PREFIX}{secrets.token_hex(4)}"
     with DatasetLock(scratch, "verify"):
         try:

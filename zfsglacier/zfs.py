@@ -111,8 +111,9 @@ def send_argv(snapshot: str, base: str | None = None, options: Sequence[str] = (
     return [*argv, snapshot]
 
 
-def receive_argv(target: str, *, force: bool) -> list[str]:
-    return [ZFS, "receive", *(["-F"] if force else []), target]
+def receive_argv(target: str, *, force: bool, unmounted: bool = False) -> list[str]:
+    """`unmounted` (-u, OpenZFS): leave the received filesystem unmounted; mounting needs root."""
+    return [ZFS, "receive", *(["-u"] if unmounted else []), *(["-F"] if force else []), target]
 
 
 def snapshot_props_argv(dataset: str) -> list[str]:

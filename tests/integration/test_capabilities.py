@@ -4,6 +4,7 @@ Runs on whatever ZFS the rig has (zfs-fuse here, OpenZFS in the VM of `make test
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,22 @@ def test_each_detected_feature_matches_the_real_zfs(snapshot: str, zpool: rig.Po
     # A flag zfs send does not list is refused (before any stream is written).
     assert works(["zfs", "send", "-L", "-e", "-n", "-P", snapshot]) == (
         tools.large_blocks and tools.embedded_data and tools.send_estimate)
+    if tools.receive_unmounted:  # zfs-fuse accepts -u without listing it; zfsglacier uses only listed flags
+        assert receives_unmounted(snapshot, f"{zpool.name}/caps-received")
+
+
+def receives_unmounted(snapshot: str, target: str) -> bool:
+    """`zfs send | zfs receive -u`: received, and left unmounted."""
+    zfs = rig.find_tool("zfs") or "zfs"
+    send = subprocess.Popen([zfs, "send", snapshot], stdout=subprocess.PIPE)
+    assert send.stdout is not None
+    receive = subprocess.run([zfs, "receive", "-u", target], stdin=send.stdout,
+                             capture_output=True, check=False)
+    send.stdout.close()
+    send.wait()
+    if receive.returncode != 0:
+        return False
+    return rig.out(["zfs", "get", "-H", "-o", "value", "mounted", target]) == "no"
 
 
 def test_a_dataset_without_encryption_is_not_encrypted(snapshot: str) -> None:
