@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -108,15 +109,27 @@ def grant(user: str, permissions: str, dataset: str) -> None:
     rig.run(["zfs", "allow", "-u", user, permissions, dataset])
 
 
-@pytest.mark.openzfs
-def test_a_delegated_user_backs_up_and_restores_and_is_told_to_mount_as_root(
-    zpool: rig.Pool, shared: rig.Remote, user: str, home: Path,
-) -> None:
+@dataclass(frozen=True)
+class Layout:
+    dataset: str  # backed up
+    restores: str  # the parent of restore targets
+    config: Path
+
+
+@pytest.fixture
+def layout(zpool: rig.Pool, shared: rig.Remote, home: Path) -> Layout:
     dataset, restores = zpool.dataset("data"), zpool.dataset("restores")
     for name in (dataset, restores):
         rig.run(["zfs", "create", name])
     rig.populate(zpool.path("data"), seed="delegated")
-    config = user_config(home, dataset, shared)
+    return Layout(dataset, restores, user_config(home, dataset, shared))
+
+
+@pytest.mark.openzfs
+def test_a_delegated_user_backs_up_and_restores_and_is_told_to_mount_as_root(
+    zpool: rig.Pool, layout: Layout, user: str, home: Path,
+) -> None:
+    dataset, restores, config = layout.dataset, layout.restores, layout.config
     grant(user, "snapshot,send,userprop,destroy,mount,hold,release,bookmark", dataset)
     grant(user, "create,mount,receive,rollback,userprop,destroy", restores)
 
@@ -141,14 +154,8 @@ def test_a_delegated_user_backs_up_and_restores_and_is_told_to_mount_as_root(
 
 
 @pytest.mark.openzfs
-def test_a_restore_lists_the_permissions_missing_on_the_target_parent(
-    zpool: rig.Pool, shared: rig.Remote, user: str, home: Path,
-) -> None:
-    dataset, restores = zpool.dataset("data"), zpool.dataset("restores")
-    for name in (dataset, restores):
-        rig.run(["zfs", "create", name])
-    rig.populate(zpool.path("data"), seed="partly")
-    config = user_config(home, dataset, shared)
+def test_a_restore_lists_the_permissions_missing_on_the_target_parent(layout: Layout, user: str, home: Path) -> None:
+    restores, config = layout.restores, layout.config
     assert cli("backup", "--config", config) == EXIT_OK
     grant(user, "create,receive", restores)
 
