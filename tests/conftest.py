@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,17 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import rig
+
+
+@pytest.fixture(autouse=True)
+def _zfsglacier_logger() -> Iterator[None]:
+    """main() sets up the "zfsglacier" logger (a handler on the stderr of that moment, --debug's level):
+    put it back after each test, so that no test sees another's."""
+    logger = logging.getLogger("zfsglacier")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
+
 
 _REAL_TOOL_FIXTURES = {"zpool", "rclone_remote", "local_remote", "s3_server", "killable_s3_server", "moto_server",
                        "moto_remote"}

@@ -14,7 +14,7 @@ from . import __version__, datasets, progress, status, thaw
 from .backup import backup
 from .catalog import load_catalog
 from .config import DEFAULT_CONFIG_PATH, BackupConfig, load_config
-from .errors import EXIT_CODES, EXIT_INTEGRITY, EXIT_INTERNAL, EXIT_OK, ZfsglacierError
+from .errors import EXIT_CODES, EXIT_INTEGRITY, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, ZfsglacierError
 from .listing import as_records, as_table
 from .prune import prune
 from .rclone import rclone_for
@@ -192,12 +192,29 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
     root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand an argument list names, past the global options (for when argparse gave up)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--progress-interval":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help, --version, or a usage error (2)
-        return exc.code if isinstance(exc.code, int) else EXIT_INTERNAL
+        code = exc.code if isinstance(exc.code, int) else EXIT_INTERNAL
+        if code == EXIT_USAGE and _command_of(sys.argv[1:] if argv is None else argv) == "status":
+            # A monitoring system reads 2 as CRITICAL and shows stdout: a mistyped check is UNKNOWN, said there.
+            print(f"{status.PLUGIN_NAME} UNKNOWN - the command line was refused "
+                  "(see above, or zfsglacier status --help)")
+            return status.UNKNOWN
+        return code
     _setup_logging(args.debug, args.quiet)
     progress.set_log_interval(args.progress_interval)
     try:

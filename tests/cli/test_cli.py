@@ -36,6 +36,15 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
     assert "usage:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [["status", "--bogus"], ["status", "--config"], ["-q", "status", "extra"],
+                                  ["--progress-interval", "5", "status", "--datset", "p/d"]])
+def test_a_mistyped_status_check_is_unknown_not_critical(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 3  # the monitoring-plugin UNKNOWN; 2 would read as CRITICAL
+    out, err = capsys.readouterr()
+    assert "usage:" in err
+    assert out.startswith("ZFSGLACIER UNKNOWN - the command line was refused")
+
+
 def one_error_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
