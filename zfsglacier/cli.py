@@ -4,8 +4,11 @@ errors become exit codes. Tracebacks only with --debug."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -192,6 +195,13 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
     root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
 
 
+def _stacks_on_sigusr1() -> None:
+    """`kill -USR1 <pid>` prints where every thread of a run that seems stuck is, to stderr (the journal).
+    Only where stderr is a file descriptor (not under a test's capture)."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr.fileno(), all_threads=True)
+
+
 def _command_of(argv: Sequence[str]) -> str | None:
     """The subcommand an argument list names, past the global options (for when argparse gave up)."""
     words = iter(argv)
@@ -216,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return status.UNKNOWN
         return code
     _setup_logging(args.debug, args.quiet)
+    _stacks_on_sigusr1()
     progress.set_log_interval(args.progress_interval)
     try:
         with signals_as_exceptions():

@@ -10,6 +10,7 @@ An error in a thread is raised in the caller at its next call, as if the call it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import select
@@ -152,7 +153,11 @@ class WriteBehind:
                 self._error = exc
                 self._failed.set()
             finally:
-                self._queue.task_done()
+                # A signal raised in the caller in the middle of Queue.put (signals.py) can leave an item
+                # queued but not counted: its task_done() then raises ValueError, which must not end
+                # this thread, or the caller would wait forever for room in the queue.
+                with contextlib.suppress(ValueError):
+                    self._queue.task_done()
 
     def _raise_error(self) -> None:
         if self._error is not None:
@@ -167,13 +172,26 @@ class WriteBehind:
                 return len(piece)
             except queue.Full:
                 self._raise_error()
+                self._check_alive()
+
+    def _check_alive(self) -> None:
+        if not self._thread.is_alive():
+            raise RuntimeError(f"{self._thread.name}: the writing thread ended unexpectedly")
 
     def flush(self) -> None:
         """Wait until everything given so far is written; raise what went wrong, if anything."""
-        self._queue.join()
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks > 0 and self._thread.is_alive():
+                self._queue.all_tasks_done.wait(_POLL)
         self._raise_error()
+        self._check_alive()
 
     def close(self) -> None:
         """Stop the thread. Pending pieces are dropped once a write failed; otherwise written first."""
-        self._queue.put(None)
+        while self._thread.is_alive():
+            try:
+                self._queue.put(None, timeout=_POLL)
+                break
+            except queue.Full:
+                continue
         self._thread.join()

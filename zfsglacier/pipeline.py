@@ -315,6 +315,8 @@ def check_remote_object(parts: Sequence[Part], codec: Codec, expected: Expected,
             for chunk in _decoded(reader, codec, cats, expected, then=""):
                 raw += len(chunk)
                 progress(len(chunk), cats.whole.bytes)
+        except IntegrityError as undecodable:
+            raise _damaged_volume(ahead, cats) or undecodable from None
         finally:
             reader.close()
         while ahead.read(CHUNK):
@@ -329,6 +331,22 @@ def check_remote_object(parts: Sequence[Part], codec: Codec, expected: Expected,
     finally:
         stages.close_helpers()
     return StreamStats(raw, cats.whole.bytes, cats.whole.hexdigest(), time.monotonic() - started)
+
+
+def _damaged_volume(ahead: Prefetch, cats: Downloads) -> IntegrityError | None:
+    """A damaged volume usually fails to decode before its end is read, and so before its own check
+    could name it. verify downloads every volume anyway: read on to the end of the volume being read,
+    and return its mismatch, if it has one."""
+    if not cats.several:
+        return None
+    reading = cats.position
+    try:
+        while ahead.read(CHUNK):
+            if cats.position > reading:  # that volume matched: the damage is elsewhere
+                return None
+    except IntegrityError as mismatch:
+        return mismatch
+    return None
 
 
 def _decoded(reader: Reader, codec: Codec, cats: Downloads, expected: Expected,

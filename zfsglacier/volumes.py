@@ -156,6 +156,15 @@ class Downloads:
         return self._start("rclone cat", self._parts[self._index].cat_argv, error=RemoteError, stdout=PIPE,
                            env=self._env, redact=self._redact)
 
+    @property
+    def several(self) -> bool:
+        return len(self._parts) > 1
+
+    @property
+    def position(self) -> int:
+        """The volume being read (0-based); it moves on only once the previous one matched its manifest."""
+        return self._index
+
     def first_fd(self) -> int:
         return self.current.stdout.fileno()
 

@@ -210,7 +210,14 @@ def kill_victim(case: Case, pipeline: Pipeline, server: rig.S3Server | None) -> 
 
 
 def finish(process: subprocess.Popen[bytes]) -> tuple[int, str]:
-    _, err = process.communicate(timeout=120)
+    try:
+        _, err = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)  # zfsglacier prints every thread's stack (faulthandler)
+        time.sleep(2)
+        process.kill()
+        _, err = process.communicate()
+        pytest.fail(f"zfsglacier did not exit within 120 s; its stderr and stacks:\n{err.decode()}")
     text = err.decode()
     assert "Traceback" not in text, text
     return process.returncode, text

@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from config_text import with_value
 
+from zfsglacier import pipeline
 from zfsglacier.codecs import get_codec
 from zfsglacier.config import parse_config
 from zfsglacier.errors import ConfigError, IntegrityError
@@ -204,3 +206,50 @@ def test_max_object_size(value: str, expected: int | None) -> None:
 def test_a_bad_max_object_size_names_the_key(value: str) -> None:
     with pytest.raises(ConfigError, match=r"\[rclone\] max_object_size = "):
         parse_config(with_value("rclone", "max_object_size", value))
+
+
+class FakeAhead:
+    """Hands out chunks, then raises what the reading thread found (or ends)."""
+
+    def __init__(self, chunks: list[bytes], then: BaseException | None, on_read: Callable[[int], None]) -> None:
+        self.chunks, self.then, self.on_read, self.reads = list(chunks), then, on_read, 0
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        self.on_read(self.reads)
+        if self.chunks:
+            return self.chunks.pop(0)
+        if self.then is not None:
+            raise self.then
+        return b""
+
+
+class FakeDownloads:
+    def __init__(self, several: bool) -> None:
+        self.several, self.position = several, 1
+
+
+def test_an_undecodable_volume_is_named_once_its_end_is_read() -> None:
+    mismatch = IntegrityError("x.0002: volume 2 of 3 does not match its manifest")
+    cats = FakeDownloads(several=True)
+    ahead = FakeAhead([b"a", b"b"], mismatch, on_read=lambda n: None)
+    assert pipeline._damaged_volume(ahead, cats) is mismatch  # type: ignore[arg-type]
+    assert ahead.reads == 3
+
+
+def test_when_the_volume_being_read_matches_the_decoding_error_stands() -> None:
+    cats = FakeDownloads(several=True)
+
+    def next_volume(reads: int) -> None:
+        if reads == 2:
+            cats.position = 2
+
+    ahead = FakeAhead([b"a", b"b", b"c"], None, on_read=next_volume)
+    assert pipeline._damaged_volume(ahead, cats) is None  # type: ignore[arg-type]
+    assert ahead.reads == 2  # no further than the next volume's start
+
+
+def test_a_single_object_is_not_read_on() -> None:
+    ahead = FakeAhead([b"a"], None, on_read=lambda n: None)
+    assert pipeline._damaged_volume(ahead, FakeDownloads(several=False)) is None  # type: ignore[arg-type]
+    assert ahead.reads == 0
