@@ -111,12 +111,13 @@ _skipped: list[str] = []
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.skipped and not hasattr(report, "wasxfail"):
+    # An expected failure (xfail) is reported as skipped too: it is no pass either.
+    if report.skipped:
         _skipped.append(report.nodeid)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    # A real-tool test skipped in CI would pass green while testing nothing: fail the session instead.
+    # A real-tool test skipped (or xfailed) in CI would pass green while testing nothing: fail the session.
     if rig.in_ci() and _skipped and exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
