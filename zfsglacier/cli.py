@@ -202,11 +202,13 @@ def _stacks_on_sigusr1() -> None:
         faulthandler.register(signal.SIGUSR1, file=sys.stderr.fileno(), all_threads=True)
 
 
-def _command_of(argv: Sequence[str]) -> str | None:
+def _command_of(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
     """The subcommand an argument list names, past the global options (for when argparse gave up)."""
+    with_value = {option for action in parser._actions if action.nargs != 0 and action.option_strings
+                  for option in action.option_strings}
     words = iter(argv)
     for word in words:
-        if word == "--progress-interval":
+        if word in with_value:
             next(words, None)
         elif not word.startswith("-"):
             return word
@@ -219,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help, --version, or a usage error (2)
         code = exc.code if isinstance(exc.code, int) else EXIT_INTERNAL
-        if code == EXIT_USAGE and _command_of(sys.argv[1:] if argv is None else argv) == "status":
+        if code == EXIT_USAGE and _command_of(parser, sys.argv[1:] if argv is None else argv) == "status":
             # A monitoring system reads 2 as CRITICAL and shows stdout: a mistyped check is UNKNOWN, said there.
             print(f"{status.PLUGIN_NAME} UNKNOWN - the command line was refused "
                   "(see above, or zfsglacier status --help)")
