@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import configparser
+import getpass
+import os
+import pwd
 import re
 import shlex
 from collections.abc import Callable
@@ -149,17 +152,42 @@ def _bucket(where: str, value: str) -> str:
     return value
 
 
+def invoking_user() -> str:
+    """Who ran zfsglacier: under sudo the user who invoked it (SUDO_USER), else the current user."""
+    sudo_user = os.environ.get("SUDO_USER", "")
+    if sudo_user and sudo_user != "root":
+        return sudo_user
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return getpass.getuser()
+
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def expand_path(where: str, value: str) -> Path:
+    """`{user}` becomes invoking_user() (so `/home/{user}/.config/rclone/rclone.conf` finds the rclone
+    config of whoever ran `sudo zfsglacier`), then `~` and `~user` expand as in a shell."""
+    unknown = sorted({name for name in _PLACEHOLDER.findall(value) if name != "user"})
+    if unknown:
+        raise _bad(where, value, f"unknown placeholder {{{unknown[0]}}} (only {{user}}: the user who ran "
+                                 "zfsglacier, or who invoked sudo)")
+    return Path(os.path.expanduser(value.replace("{user}", invoking_user())))
+
+
 def _config_path(where: str, value: str) -> Path | None:
     if value == "":
         return None
-    path = Path(value)
+    path = expand_path(where, value)
+    shown = repr(value) if str(path) == value else f"{value!r} (expanded to {path})"
     if not path.is_file():
-        raise _bad(where, value, "no such file (leave the key out to use rclone's default config)")
+        raise ConfigError(f"{where} = {shown}: no such file (leave the key out to use rclone's default config)")
     try:
         with path.open("rb"):
             pass
     except OSError as exc:
-        raise _bad(where, value, f"cannot read it: {exc.strerror}") from None
+        raise ConfigError(f"{where} = {shown}: cannot read it: {exc.strerror}") from None
     return path
 
 

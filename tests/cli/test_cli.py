@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import rig
 
 from zfsglacier import __version__
 from zfsglacier.cli import main
@@ -100,3 +101,26 @@ def test_internal_errors_are_one_line_without_debug_and_traced_with_it(
     assert "internal error: KeyError" in one_error_line(capsys.readouterr().err)
     assert main(["--debug", "backup", "--config", str(cfg)]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_config_path_with_user_finds_the_rclone_config_of_who_invoked_sudo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The documented `config_path = /home/{user}/.config/rclone/rclone.conf`, run as `sudo zfsglacier`."""
+    rig.need_tool("rclone")
+    home = tmp_path / "home" / "alice" / ".config" / "rclone"
+    home.mkdir(parents=True)
+    (tmp_path / "store" / "bucket").mkdir(parents=True)
+    (home / "rclone.conf").write_text(f"[vault]\ntype = alias\nremote = {tmp_path / 'store'}\n")
+    cfg = write(tmp_path, "[zfs]\ndataset = t/a\n[rclone]\nremote = vault\nbucket_name = bucket\n"
+                          f"config_path = {tmp_path}/home/{{user}}/.config/rclone/rclone.conf\n")
+    monkeypatch.setenv("SUDO_USER", "alice")
+    assert main(["list", "--config", str(cfg)]) == 0
+    assert capsys.readouterr().out.strip() == "no committed backups in vault:bucket/t/a"
+
+    monkeypatch.setenv("SUDO_USER", "bob")
+    assert main(["list", "--config", str(cfg)]) == EXIT_USAGE
+    line = one_error_line(capsys.readouterr().err)
+    assert line.endswith(f"[rclone] config_path = '{tmp_path}/home/{{user}}/.config/rclone/rclone.conf' (expanded "
+                         f"to {tmp_path}/home/bob/.config/rclone/rclone.conf): no such file (leave the key out to "
+                         "use rclone's default config)"), line
