@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import socket
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from .pipeline import StreamStats, VolumeTarget, send_to_remote
 from .progress import Progress, human_bytes, summary_line
 from .prune import prune_after_backup
 from .rclone import Rclone, rclone_for
+from .signals import step
 from .uploads import UploadSizing, size_upload
 from .volumes import RegeneratedDiffers
 from .zfs import Bookmark, Snapshot
@@ -104,7 +104,7 @@ def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str
     rclone = rclone_for(cfg)
     delegation.require(cfg.dataset, lambda: _delegated_needs(cfg), "backup")
     tools = capabilities.zfs_tools()
-    with DatasetLock(cfg.dataset, "backup"):
+    with DatasetLock(cfg.dataset, "backup"), step(f"backing up {cfg.dataset}"):
         local = zfs.list_snapshots(cfg.dataset)
         encrypted = tools.raw_send and capabilities.dataset_is_encrypted(cfg.dataset)
         options = send_plan.stream_options(cfg, tools, encrypted)
@@ -156,14 +156,15 @@ def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str
                 "%s: %s", plan.snapshot, plan.why)
         manifest = _stream_and_commit(cfg, rclone, catalog, plan, send_argv)
         on_commit(manifest)
-        zfs.clear_pending(plan.snapshot)
-        write_index(rclone, catalog, manifest)
-        committed = catalog.guids | {manifest.guid}
-        base_next = local_snapshots.next_base_snapshot(cfg, manifest)
-        local_snapshots.hold_base(zfs.list_snapshots(cfg.dataset), base_next, committed)
-        if local_snapshots.uses_bookmarks(cfg, tools):
-            local_snapshots.bookmark_base(cfg, base_next, committed)
-        local_snapshots.prune_local(cfg, zfs.list_snapshots(cfg.dataset), committed, keep=base_next)
+        with step(f"after committing {plan.snapshot}: updating the index, holds and local snapshots"):
+            zfs.clear_pending(plan.snapshot)
+            write_index(rclone, catalog, manifest)
+            committed = catalog.guids | {manifest.guid}
+            base_next = local_snapshots.next_base_snapshot(cfg, manifest)
+            local_snapshots.hold_base(zfs.list_snapshots(cfg.dataset), base_next, committed)
+            if local_snapshots.uses_bookmarks(cfg, tools):
+                local_snapshots.bookmark_base(cfg, base_next, committed)
+            local_snapshots.prune_local(cfg, zfs.list_snapshots(cfg.dataset), committed, keep=base_next)
         if cfg.retention.active:
             prune_after_backup(cfg, rclone)
         return manifest
@@ -228,11 +229,11 @@ class _Volumes:
         self.record = resume.partial_name(plan.snapshot.partition("@")[2])
         volume_bytes = expected if self.limit is None or expected is None else min(expected, self.limit)
         self.sizing = _upload_sizing(cfg, volume_bytes)
-        self._storage_class = data_storage_class(cfg.storage_class, expected)
+        self.storage_class = data_storage_class(cfg.storage_class, expected)
 
     def target(self, stored: tuple[Volume, ...]) -> VolumeTarget:
         def rcat_argv(name: str) -> list[str]:
-            return self._rclone.rcat_argv(self._catalog.path(name), self._storage_class, self.sizing.rclone_flags())
+            return self._rclone.rcat_argv(self._catalog.path(name), self.storage_class, self.sizing.rclone_flags())
 
         resumable = resume.can_resume(self._plan.level, self.limit)
         return VolumeTarget(rcat_argv, self.name, self.limit, stored, self._write_record if resumable else None)
@@ -271,7 +272,8 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
         # Inside the try: a signal that stops `zfs snapshot`, or comes just after it, still gets the
         # snapshot destroyed (the kernel, or zfs-fuse's daemon, finishes the work of a killed `zfs`).
         if plan.resumed is None:
-            zfs.create_snapshot(plan.snapshot, f"{socket.gethostname()}:{uuid.uuid4()}")
+            with step(f"making the snapshot {plan.snapshot}"):
+                zfs.create_snapshot(plan.snapshot, zfs.new_pending_mark())
         expected = estimate.stream_bytes(plan.snapshot, plan.base_name, plan.send_flags, capabilities.zfs_tools())
         if expected is not None:
             log.info("%s: the stream will be about %s", plan.snapshot, human_bytes(expected))
@@ -279,8 +281,9 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
         volumes = _Volumes(cfg, rclone, catalog, plan, expected if expected is not None else
                            estimate.referenced(plan.snapshot))
         log.info("%s: %s", plan.snapshot, volumes.sizing.describe())
-        stats = _send(cfg, rclone, catalog, plan, send_argv, volumes, codec, progress)
-        _check_stored(rclone, catalog, stats)
+        with step(f"sending {plan.snapshot} ({plan.kind}) to {object_path}"):
+            stats = _send(cfg, rclone, catalog, plan, send_argv, volumes, codec, progress)
+            _check_stored(rclone, catalog, stats)
         snapshot = next(s for s in zfs.list_snapshots(cfg.dataset) if s.name == plan.snapshot)
         committed = Manifest(
             dataset=cfg.dataset,
@@ -301,9 +304,11 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
             tool_version=__version__,
             send_flags=plan.send_flags,
             volumes=stats.volumes if len(stats.volumes) > 1 else (),
+            storage_class=volumes.storage_class,
         )
         manifest_tried = True
-        rclone.write(catalog.path(manifest_object), committed.to_json())
+        with step(f"committing {plan.snapshot}: writing {catalog.path(manifest_object)}"):
+            rclone.write(catalog.path(manifest_object), committed.to_json())
     except BaseException as exc:
         if progress is not None:
             progress.close()

@@ -70,13 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     sub.add_argument("--force", action="store_true",
                      help="overwrite an existing target dataset (zfs receive -F)")
-    sub.add_argument("--wait", action="store_true",
-                     help="objects in Glacier or Deep Archive: wait for their thaw, then restore (else exit 9)")
-    sub.add_argument("--thaw-priority", choices=thaw.PRIORITIES, default=thaw.DEFAULT_PRIORITY,
-                     help=f"thaw priority for cold objects (default {thaw.DEFAULT_PRIORITY}; Bulk is cheaper "
-                          "and slower)")
-    sub.add_argument("--thaw-days", type=_days, default=thaw.DEFAULT_DAYS, metavar="N",
-                     help=f"days a thawed copy stays readable (default {thaw.DEFAULT_DAYS})")
+    thaw_arguments(sub, "restore")
     sub.add_argument("--dry-run", action="store_true",
                      help="show the plan and print the commands that would run; change nothing")
 
@@ -94,11 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every committed backup")
     sub.add_argument("--deep", action="store_true",
                      help="also receive the chain into a throwaway dataset in the same pool, then destroy it")
+    sub.add_argument("--yes", action="store_true",
+                     help="objects in Glacier or Deep Archive: request their (billed) thaw without asking")
+    thaw_arguments(sub, "verify")
 
     command("status", "Monitoring check (a Nagios/Icinga plugin): the age of the newest backup against [monitoring] "
                       "warn_after and crit_after, one line on stdout. Its exit codes are the plugins': 0 OK, "
                       "1 WARNING, 2 CRITICAL, 3 UNKNOWN (the remote cannot be read, or the config is bad).", every)
     return parser
+
+
+def thaw_arguments(sub: argparse.ArgumentParser, command: str) -> None:
+    sub.add_argument("--wait", action="store_true",
+                     help=f"objects in Glacier or Deep Archive: wait for their thaw, then {command} (else exit 9)")
+    sub.add_argument("--thaw-priority", choices=thaw.PRIORITIES, default=thaw.DEFAULT_PRIORITY,
+                     help=f"thaw priority for cold objects (default {thaw.DEFAULT_PRIORITY}; Bulk is cheaper "
+                          "and slower)")
+    sub.add_argument("--thaw-days", type=_days, default=thaw.DEFAULT_DAYS, metavar="N",
+                     help=f"days a thawed copy stays readable (default {thaw.DEFAULT_DAYS})")
+
+
+def _thaw_options(args: argparse.Namespace) -> thaw.ThawOptions:
+    return thaw.ThawOptions(args.thaw_priority, args.thaw_days, args.wait)
 
 
 def _days(text: str) -> int:
@@ -155,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "restore":
         restore(datasets.choose(cfg, args.dataset), args.target_dataset, snapshot=args.snapshot, yes=args.yes,
                 force=args.force,
-                thaw_options=thaw.ThawOptions(args.thaw_priority, args.thaw_days, args.wait),
+                thaw_options=_thaw_options(args),
                 confirm=_ask, echo=lambda line: print(line, file=sys.stdout if args.dry_run else sys.stderr),
                 dry_run=args.dry_run)
         return EXIT_OK
@@ -181,8 +192,9 @@ def _run(args: argparse.Namespace) -> int:
 
         return datasets.run_each(_targets(cfg, args), prune_one)
     if args.command == "verify":
-        return datasets.run_each(_targets(cfg, args), lambda one: verify(one, snapshot=args.snapshot,
-                                                                          every=args.all, deep=args.deep))
+        return datasets.run_each(_targets(cfg, args), lambda one: verify(
+            one, snapshot=args.snapshot, every=args.all, deep=args.deep, yes=args.yes, confirm=_ask,
+            thaw_options=_thaw_options(args)))
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from . import proc
-from .errors import UsageError, ZfsError
+from .errors import RUN_AS_ROOT, UsageError, ZfsError
 from .zfs import ZFS
 
 ZFS_DEVICE = "/dev/zfs"  # OpenZFS's control device; zfs-fuse has none
@@ -187,7 +187,7 @@ def require(dataset: str, needed: Callable[[], frozenset[str]], purpose: str) ->
     result = proc.run("zfs allow", allow_argv(dataset), error=ZfsError, check=False)
     if result.returncode != 0:
         raise ZfsError("zfs allow", f"cannot read the permissions delegated on {dataset} as user {identity.user} "
-                       "(run zfsglacier as root, or on OpenZFS as a user given permissions with zfs allow)",
+                       f"({RUN_AS_ROOT}, or on OpenZFS as a user given permissions with zfs allow)",
                        result.stderr)
     have = effective(parse_allow(result.stdout.decode("utf-8", "replace")), dataset, identity)
     missing = needed() - have

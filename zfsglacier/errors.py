@@ -6,6 +6,8 @@ A child's exit status is never passed through as ours: it is part of the message
 
 from __future__ import annotations
 
+from typing import Protocol
+
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
@@ -26,10 +28,10 @@ EXIT_CODES: dict[int, str] = {
     EXIT_REMOTE: "the remote or rclone failed",
     EXIT_INTEGRITY: "integrity failure: a stored object does not match its manifest",
     EXIT_LOCK_BUSY: "another zfsglacier run holds the lock for this dataset",
-    EXIT_REFUSED: "restore refused: not confirmed, or the target exists without --force",
+    EXIT_REFUSED: "refused: a restore or a thaw not confirmed, or the target exists without --force",
     EXIT_CHAIN: "no usable backup: the snapshot is not on the remote or its chain has a gap",
-    EXIT_THAW_PENDING: "restore not started: objects in cold storage (Glacier, Deep Archive) are being thawed; "
-                       "run it again later, or with --wait",
+    EXIT_THAW_PENDING: "restore or verify not done: objects in cold storage (Glacier, Deep Archive) are being "
+                       "thawed; run it again later, or with --wait",
     EXIT_SIGNAL_BASE: "128+N: stopped by signal N (SIGINT 130, SIGTERM 143)",
 }
 
@@ -61,12 +63,34 @@ class StageError(ZfsglacierError):
         super().__init__(message)
 
 
+class StageErrorFactory(Protocol):
+    """What a child's failure is turned into: an error class, or a function that picks one from what the
+    child said (rclone.read_error)."""
+
+    def __call__(self, stage: str, detail: str, stderr_tail: str = "") -> StageError: ...
+
+
+# zfs-fuse's daemon answers root only: every zfs command of another user fails with this.
+_ZFS_FUSE_REFUSED = "connect: Permission denied"
+RUN_AS_ROOT = "run zfsglacier as root"
+
+
 class ZfsError(StageError):
     exit_code = EXIT_ZFS
+
+    def __init__(self, stage: str, detail: str, stderr_tail: str = "") -> None:
+        if _ZFS_FUSE_REFUSED in stderr_tail and RUN_AS_ROOT not in detail:
+            detail += f" (zfs-fuse's daemon answers root only: {RUN_AS_ROOT})"
+        super().__init__(stage, detail, stderr_tail)
 
 
 class RemoteError(StageError):
     exit_code = EXIT_REMOTE
+
+
+class ObjectFrozen(RemoteError):
+    """A read refused because the object is in an archive tier (Glacier, Deep Archive) and not thawed.
+    Restore and verify turn it into a thaw request; it reaches the user only from other commands."""
 
 
 class IntegrityError(ZfsglacierError):
@@ -90,9 +114,10 @@ class ThawPending(ZfsglacierError):
 
 
 class SignalReceived(ZfsglacierError):
-    """Raised in the main thread when SIGINT/SIGTERM/SIGHUP arrives, so that cleanup runs."""
+    """Raised in the main thread when SIGINT/SIGTERM/SIGHUP arrives, so that cleanup runs. `during`: the
+    step of the run it interrupted (signals.step), when one was marked."""
 
-    def __init__(self, signum: int, name: str) -> None:
+    def __init__(self, signum: int, name: str, during: str | None = None) -> None:
         self.signum = signum
         self.exit_code = EXIT_SIGNAL_BASE + signum
-        super().__init__(f"interrupted by {name}")
+        super().__init__(f"interrupted by {name}" + (f" while {during}" if during else ""))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from . import proc
 from .capabilities import ZfsTools
 from .errors import ZfsError
-from .zfs import ZFS, send_argv
+from .zfs import bytes_property_argv, send_argv
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ def stream_bytes(snapshot: str, base: str | None, options: Sequence[str], tools:
 def referenced(snapshot: str) -> int | None:
     """The data a snapshot refers to: about its full stream, and for upload sizing an incremental's
     stand-in where nothing better is known (an incremental rarely exceeds its snapshot)."""
-    result = proc.run("zfs get", [ZFS, "get", "-Hp", "-o", "value", "referenced", snapshot], error=ZfsError,
-                      check=False)
+    result = proc.run("zfs get", bytes_property_argv(snapshot, "referenced"), error=ZfsError, check=False)
     text = result.stdout.decode().strip()
     return int(text) if result.returncode == 0 and text.isdigit() else None

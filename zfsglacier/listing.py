@@ -23,6 +23,7 @@ def as_records(catalog: Catalog) -> list[dict[str, object]]:
             "send_flags": list(m.send_flags),
             "raw_send": m.raw,
             "sha256": m.sha256,
+            "storage_class": m.storage_class,
             "created": m.created,
             "object": catalog.path(m.object),
             "volumes": [{"object": catalog.path(v.object), "stored_bytes": v.stored_bytes, "sha256": v.sha256}

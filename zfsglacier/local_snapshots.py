@@ -95,6 +95,10 @@ def remove_leftovers(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, local:
     committed = {m.snapshot for m in catalog.manifests}
     kept: list[Snapshot] = []
     for snapshot in local:
+        if snapshot.foreign_mark is not None:
+            log.warning("%s carries %s=%s, a value zfsglacier never writes: not taking it for a leftover of an "
+                        "interrupted backup (zfs inherit %s %s clears it)", snapshot.name, zfs.PENDING_PROPERTY,
+                        snapshot.foreign_mark, zfs.PENDING_PROPERTY, snapshot.name)
         if not snapshot.pending or (resuming is not None and snapshot.short_name == resuming.snapshot):
             kept.append(snapshot)
         elif snapshot.short_name in committed:

@@ -90,9 +90,14 @@ class Manifest:
     tool_version: str
     send_flags: tuple[str, ...] = ()  # zfs send's stream flags (-L, -e...); none in older manifests
     volumes: tuple[Volume, ...] = ()  # when the stream was cut into several objects, each in order
+    # The S3 storage class the data objects were uploaded with ([rclone] storage_class), when one was
+    # asked for: restore and verify probe the objects of a cold class even where the listing shows none.
+    storage_class: str | None = None
 
     def to_json(self) -> bytes:
         fields = asdict(self)
+        if self.storage_class is None:
+            del fields["storage_class"]
         if len(self.volumes) > 1:
             doc: dict[str, Any] = {"format": FORMAT, "version": VOLUMES_VERSION, **fields}
         else:
@@ -176,6 +181,9 @@ def _field_problems(f: dict[str, Any]) -> list[str | None]:
         problems.append(f"unknown compressor {f['compressor']!r}")
     if isinstance(f["sha256"], str) and not re.fullmatch(r"[0-9a-f]{64}", f["sha256"]):
         problems.append("sha256 is not 64 hex digits")
+    if f["storage_class"] is not None and not (isinstance(f["storage_class"], str)
+                                               and re.fullmatch(r"[A-Z][A-Z_]*", f["storage_class"])):
+        problems.append("storage_class must be an S3 storage class such as DEEP_ARCHIVE")
     flags = f["send_flags"]
     if not isinstance(flags, list) or not all(isinstance(x, str) and re.fullmatch(r"-[A-Za-z]", x) for x in flags):
         problems.append("send_flags must be a list of one-letter flags such as -L")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from .errors import StageError
+from .errors import StageError, StageErrorFactory
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class Child:
         stage: str,
         argv: Sequence[str],
         *,
-        error: type[StageError],
+        error: StageErrorFactory,
         stdin: int | IO[bytes] | None = None,
         stdout: int | IO[bytes] | None = None,
         env: dict[str, str] | None = None,
@@ -216,7 +216,7 @@ def run(
     stage: str,
     argv: Sequence[str],
     *,
-    error: type[StageError],
+    error: StageErrorFactory,
     input: bytes | None = None,
     check: bool = True,
     env: dict[str, str] | None = None,

@@ -23,6 +23,7 @@ from .manifest import Manifest, manifest_name
 from .progress import human_bytes
 from .rclone import Rclone, rclone_for
 from .retention import age_days, billed_anyway, chains_of, expired
+from .signals import step
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +72,14 @@ def prune_chains(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, *, dry_run
                 for volume in m.parts:
                     echo(proc.render(rclone.deletefile_argv(catalog.path(volume.object))))
         return deleted
-    rewrite_index(rclone, catalog, {manifest_name(m.snapshot) for m in deleted})
-    for chain, _ in doomed:
-        for m in reversed(chain.backups):
-            rclone.delete(catalog.path(manifest_name(m.snapshot)))
-            for volume in m.parts:
-                if volume.object in catalog.objects:
-                    rclone.delete(catalog.path(volume.object))
+    with step(f"pruning {len(deleted)} backup(s) in {catalog.directory}"):
+        rewrite_index(rclone, catalog, {manifest_name(m.snapshot) for m in deleted})
+        for chain, _ in doomed:
+            for m in reversed(chain.backups):
+                rclone.delete(catalog.path(manifest_name(m.snapshot)))
+                for volume in m.parts:
+                    if volume.object in catalog.objects:
+                        rclone.delete(catalog.path(volume.object))
     log.info("prune: deleted %d backup(s) in %d chain(s), %s stored", len(deleted), len(doomed),
              human_bytes(sum(m.stored_bytes for m in deleted)))
     return deleted
@@ -85,7 +87,7 @@ def prune_chains(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, *, dry_run
 
 def _warn_if_billed_anyway(catalog: Catalog, m: Manifest, now: datetime) -> None:
     stored = catalog.objects.get(m.object)  # the volumes of one backup share its class and age
-    tier = stored.tier if stored else None
+    tier = (stored.tier if stored else None) or m.storage_class  # a provider may list no tiers
     age = age_days(m, now)
     days = billed_anyway(tier, age)
     if days:

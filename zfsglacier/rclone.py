@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import proc
-from .errors import ConfigError, RemoteError, ZfsglacierError
+from .errors import ConfigError, ObjectFrozen, RemoteError, ZfsglacierError
 
 if TYPE_CHECKING:
     from .config import BackupConfig
@@ -204,7 +204,7 @@ class Rclone:
         if config_problem is not None:
             return ConfigError(config_problem)
         lines = [_LOG_TIMESTAMP.sub("", line) for line in stderr.splitlines()]
-        return RemoteError(stage, detail, redact(" | ".join(lines[-_STDERR_TAIL_LINES:]), config_file))
+        return read_error(stage, detail, redact(" | ".join(lines[-_STDERR_TAIL_LINES:]), config_file))
 
     def config_file(self) -> Path | None:
         """The rclone config file in use: [rclone] config_path, else the one rclone finds by itself."""
@@ -347,7 +347,7 @@ class Rclone:
         result = self._run("rclone cat", self.head_argv(path), check=False)
         if result.returncode == 0:
             return True
-        if any(sign in result.stderr for sign in _FROZEN_SIGNS):
+        if says_frozen(result.stderr):
             return False
         raise self.failure("rclone cat", f"reading {path} failed (exit {result.returncode})", result.stderr)
 
@@ -381,7 +381,21 @@ def _glob_escape(name: str) -> str:
     return re.sub(r"([*?\[\]{}\\])", r"\\\1", name)
 
 
+# How S3 (through rclone) refuses to read an object of an archive tier that is not thawed: rclone's own
+# "Object in GLACIER, restore first" when it knows the tier, else the S3 error code.
 _FROZEN_SIGNS = ("restore first", "InvalidObjectState")
+
+
+def says_frozen(stderr: str) -> bool:
+    return any(sign in stderr for sign in _FROZEN_SIGNS)
+
+
+def read_error(stage: str, detail: str, stderr_tail: str = "") -> RemoteError:
+    """The error for a failed rclone call: ObjectFrozen when the remote refused to read an object that is
+    in an archive tier, whatever the listing or the manifest said of its storage class."""
+    if says_frozen(stderr_tail):
+        return ObjectFrozen(stage, detail, stderr_tail)
+    return RemoteError(stage, detail, stderr_tail)
 
 
 def parse_thaw_statuses(output: bytes) -> dict[str, str]:

@@ -12,17 +12,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from . import capabilities, delegation, names, proc, thaw, zfs
 from .catalog import Catalog, load_catalog
 from .codecs import NO_COMPRESSION, get_codec
 from .config import BackupConfig
-from .errors import ChainError, IntegrityError, RefusedError, UsageError, ZfsglacierError
+from .errors import ChainError, IntegrityError, ObjectFrozen, RefusedError, UsageError, ZfsglacierError
 from .lock import DatasetLock
 from .manifest import ChainGap, Manifest, build_chain
 from .pipeline import Expected, receive_from_remote
 from .progress import Progress, human_bytes, summary_line
 from .rclone import Rclone, rclone_for
+from .signals import step
 from .volumes import Part
 
 log = logging.getLogger(__name__)
@@ -101,7 +103,7 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
     if problem:
         raise UsageError(f"--target-dataset {target!r}: dataset name {problem}")
     rclone = rclone_for(cfg)
-    with DatasetLock(target, "restore"):
+    with DatasetLock(target, "restore"), step(f"restoring {cfg.dataset} into {target}"):
         catalog = load_catalog(cfg, rclone)
         chain = resolve_chain(catalog, snapshot)
         check_target_names(target, chain)
@@ -115,19 +117,16 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
                                "to overwrite it (zfs receive -F)")
         frozen = thaw.frozen_objects(rclone, catalog, chain[received:])
         thaw.check_priority(frozen, thaw_options.priority)
-        for line in [*plan_lines(chain, catalog, target, received), *thaw.plan_lines(frozen, thaw_options)]:
+        space = Space.of(target if exists else parent_of(target), chain[received:])
+        for line in [*plan_lines(chain, catalog, target, received), *space.lines(),
+                     *thaw.plan_lines(frozen, thaw_options)]:
             echo(line)
         if dry_run:
             for line in dry_run_lines(rclone, catalog, chain, received, target, frozen, thaw_options,
                                       exists=exists, force=force):
                 echo(line)
             return chain
-        if not yes:
-            answer = confirm(f"Type the target dataset name ({target}) to start the restore: ")
-            if answer is None:
-                raise RefusedError("no terminal to confirm on: give --yes to restore without asking")
-            if answer.strip() != target:
-                raise RefusedError("not confirmed (the name typed does not match): nothing was changed")
+        _confirm(target, yes, confirm, thaw_needed=bool(frozen), space=space)
         if frozen:
             thaw.thaw(rclone, catalog, frozen, thaw_options)
         if exists:
@@ -135,11 +134,20 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
             # Received over while mounted, zfs-fuse at times fails the receive with an I/O error
             # after writing the snapshot; unmounted, it does not. OpenZFS would unmount it itself.
             zfs.unmount_if_mounted(target)
-        position = received
         started = time.monotonic()
+        thawing = Thawing(rclone, catalog, chain, target, thaw_options, lambda state: _confirm(
+            target, yes, confirm, thaw_needed=True, space=space, state=state), echo)
+        position = received
         try:
-            for position in range(received, len(chain)):
-                receive_in_chain(rclone, catalog, chain, position, target, force=force)
+            while position < len(chain):
+                try:
+                    receive_in_chain(rclone, catalog, chain, position, target, force=force)
+                except ObjectFrozen as refused:
+                    if position == 0 and not exists:
+                        _remove_failed_new_target(target)
+                    thawing.after_refused_read(position, refused)
+                    continue  # thawed (--wait): the same backup again
+                position += 1
         except BaseException:
             if not exists and position == 0:  # the full itself failed: nothing was received
                 _remove_failed_new_target(target)
@@ -151,6 +159,86 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
                  summary_line(sum(m.raw_bytes for m in done), sum(m.stored_bytes for m in done),
                               time.monotonic() - started))
     return chain
+
+
+def _confirm(target: str, yes: bool, confirm: Confirm, *, thaw_needed: bool, space: Space,
+             state: str = "nothing was changed") -> None:
+    """The user's go-ahead; `state`: what a refusal leaves. A thaw is billed and takes hours: for a chain
+    that may not fit the target it is never requested on --yes alone."""
+    risky = thaw_needed and not space.fits
+    if yes and not risky:
+        return
+    if yes:
+        raise RefusedError(f"{space.problem()}: not requesting a billed thaw for a restore that may not fit; free "
+                           "space, choose a --target-dataset in a larger pool, or run without --yes on a terminal "
+                           f"to confirm it anyway; {state}")
+    question = (f"Type the target dataset name ({target}) to request the thaw and restore anyway: " if risky
+                else f"Type the target dataset name ({target}) to start the restore: ")
+    answer = confirm(question)
+    if answer is None:
+        raise RefusedError(f"no terminal to confirm on: give --yes to restore without asking; {state}")
+    if answer.strip() != target:
+        raise RefusedError(f"not confirmed (the name typed does not match): {state}")
+
+
+@dataclass(frozen=True)
+class Space:
+    """The chain's raw stream size against what the target (or its parent) can still hold."""
+
+    dataset: str
+    needed: int
+    available: int | None
+
+    @classmethod
+    def of(cls, dataset: str, chain: list[Manifest]) -> Space:
+        return cls(dataset, sum(m.raw_bytes for m in chain), zfs.available_bytes(dataset))
+
+    @property
+    def fits(self) -> bool:
+        return self.available is None or self.needed <= self.available
+
+    def problem(self) -> str:
+        return (f"the chain's streams are {human_bytes(self.needed)} raw and {self.dataset} has "
+                f"{human_bytes(self.available or 0)} available")
+
+    def lines(self) -> list[str]:
+        if self.available is None:
+            return []
+        if self.fits:
+            return [f"space: {human_bytes(self.needed)} raw to receive, {human_bytes(self.available)} available "
+                    f"in {self.dataset}"]
+        return [f"WARNING: {self.problem()}: the restore may not fit (it needs less where the target "
+                "compresses; zfs receive stops with 'out of space' if it does not)"]
+
+
+class Thawing:
+    """A read the remote refused because the object is frozen, though neither the listing nor its manifest
+    put it in a cold class (a lifecycle rule moved it, or a provider lists no tiers): find what of the
+    rest of the chain is frozen, and thaw it after the same confirmation as a planned thaw."""
+
+    def __init__(self, rclone: Rclone, catalog: Catalog, chain: list[Manifest], target: str,
+                 options: thaw.ThawOptions, confirm: Callable[[str], None], echo: Callable[[str], None]) -> None:
+        self._rclone, self._catalog, self._chain, self._target = rclone, catalog, chain, target
+        self._options, self._confirm, self._echo = options, confirm, echo
+        self._found_nothing = 0
+
+    def after_refused_read(self, position: int, refused: ObjectFrozen) -> None:
+        """Returns once the rest of the chain is readable (--wait); else raises ThawPending."""
+        frozen = thaw.frozen_objects(self._rclone, self._catalog, self._chain[position:], probe_all=True)
+        if not frozen:
+            self._found_nothing += 1
+            if self._found_nothing > 1:  # refused again, yet every object reads: not a thaw's business
+                raise refused
+            log.warning("%s; every object reads now: trying again", refused)
+            return
+        log.warning("the remote refused to read %s: it is in an archive tier and not thawed, though the listing "
+                    "and its manifest named no cold storage class", self._catalog.path(frozen[0].volume.object))
+        thaw.check_priority(frozen, self._options.priority)
+        for line in thaw.plan_lines(frozen, self._options):
+            self._echo(line)
+        meanwhile = unfinished_note(self._target, self._chain, position, thawing=True) if position else ""
+        self._confirm(f"no thaw was requested; {meanwhile or 'nothing was received'}")
+        thaw.thaw(self._rclone, self._catalog, frozen, self._options, meanwhile=meanwhile)
 
 
 def dry_run_lines(rclone: Rclone, catalog: Catalog, chain: list[Manifest], received: int, target: str,
@@ -190,13 +278,16 @@ def parent_of(dataset: str) -> str:
 def _mount_or_say_how(target: str, newest: Manifest) -> None:
     """A raw backup restores encrypted, with the original key: it cannot mount until that key is loaded.
     Mounting needs root on Linux, whatever zfs allow delegates."""
-    if not delegation.is_root():
-        log.warning("%s is not mounted: mounting needs root: zfs mount %s", target, target)
-        return
+    steps = []
     if newest.raw and zfs.get_property(target, "keystatus") == "unavailable":
-        log.warning("%s is encrypted with the key of %s and stays unmounted: load that key with "
-                    "zfs load-key %s (a key file: zfs load-key -L file:///PATH %s), then zfs mount %s",
-                    target, newest.dataset, target, target, target)
+        steps.append(f"it is encrypted with the key of {newest.dataset}: load that key with zfs load-key {target} "
+                     f"(a key file: zfs load-key -L file:///PATH {target})")
+    if not delegation.is_root():
+        steps.append(f"mounting needs root: zfs mount {target}")
+    elif steps:
+        steps.append(f"then zfs mount {target}")
+    if steps:
+        log.warning("%s is not mounted: %s", target, "; ".join(steps))
         return
     zfs.mount_if_mountable(target)
 
@@ -223,7 +314,10 @@ def receive_in_chain(rclone: Rclone, catalog: Catalog, chain: list[Manifest], po
     """Receive chain[position]; after the full, mark the target unfinished until the end of the chain."""
     manifest = chain[position]
     try:
-        receive_backup(rclone, catalog, manifest, target, force=force or position > 0)
+        with step(f"receiving {manifest.snapshot} ({position + 1} of {len(chain)}) into {target}"):
+            receive_backup(rclone, catalog, manifest, target, force=force or position > 0)
+    except ObjectFrozen:
+        raise  # thawed, and then continued (restore)
     except ZfsglacierError as exc:
         if position > 0:
             exc.args = (f"{exc}; {unfinished_note(target, chain, position)}",)
@@ -234,10 +328,11 @@ def receive_in_chain(rclone: Rclone, catalog: Catalog, chain: list[Manifest], po
     log.info("restored %s@%s (%d of %d)", target, manifest.snapshot, position + 1, len(chain))
 
 
-def unfinished_note(target: str, chain: list[Manifest], failed: int) -> str:
+def unfinished_note(target: str, chain: list[Manifest], failed: int, *, thawing: bool = False) -> str:
+    then = "the same restore run again continues from there" if thawing else \
+        f"run the same restore again to continue once {chain[failed].object} is fixed, or zfs destroy -r {target}"
     return (f"{target} is unfinished: it holds {target}@{chain[failed - 1].snapshot} ({failed} of {len(chain)} "
-            f"backups), is marked {RESTORE_PROPERTY}={INCOMPLETE} and not mounted; run the same restore again "
-            f"to continue once {chain[failed].object} is fixed, or zfs destroy -r {target}")
+            f"backups), is marked {RESTORE_PROPERTY}={INCOMPLETE} and not mounted; {then}")
 
 
 def already_received(target: str, chain: list[Manifest]) -> int:

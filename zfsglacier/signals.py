@@ -5,6 +5,9 @@ during that cleanup is noted, not raised, so the cleanup can finish.
 Inside `held_back()` a signal is kept and raised when the block ends: for steps that must not be
 cut in two, such as starting a child process and taking charge of it.
 
+`step("sending pool/data@x ...")` marks what the run is doing, so that the interruption names it:
+"interrupted by SIGTERM while sending pool/data@x ...". Steps are marked in the main thread only.
+
 An exception raised inside the logging module (or tqdm) can leave one of its module-wide locks
 held: every other thread that logs then blocks forever, and so does the cleanup that waits for
 those threads. A signal that arrives there is delivered again a moment later instead.
@@ -29,6 +32,16 @@ _REDELIVER_AFTER = 0.01  # seconds
 _LOCK_HOLDING_FILES = frozenset({logging.__file__, tqdm.std.__file__})
 _held: list[SignalReceived] = []
 _holding = 0
+_steps: list[str] = []
+
+
+@contextmanager
+def step(what: str) -> Iterator[None]:
+    _steps.append(what)
+    try:
+        yield
+    finally:
+        _steps.pop()
 
 
 @contextmanager
@@ -66,7 +79,7 @@ def signals_as_exceptions() -> Iterator[None]:
             timer.start()
             return
         raised = True
-        received = SignalReceived(signum, signal.Signals(signum).name)
+        received = SignalReceived(signum, signal.Signals(signum).name, _steps[-1] if _steps else None)
         if _holding:
             _held.append(received)
             return

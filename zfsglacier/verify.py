@@ -14,17 +14,18 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import delegation, zfs
+from . import delegation, thaw, zfs
 from .catalog import Catalog, load_catalog
 from .codecs import get_codec
 from .config import BackupConfig
-from .errors import EXIT_INTEGRITY, EXIT_OK, ZfsglacierError
+from .errors import EXIT_INTEGRITY, EXIT_OK, ObjectFrozen, RefusedError, ZfsglacierError
 from .lock import DatasetLock
 from .manifest import Manifest
 from .pipeline import Expected, check_remote_object
 from .progress import Progress, human_bytes
 from .rclone import Rclone, rclone_for
-from .restore import check_objects, download_parts, receive_backup, resolve_chain
+from .restore import Confirm, check_objects, download_parts, receive_backup, resolve_chain
+from .signals import step
 
 log = logging.getLogger(__name__)
 SCRATCH_PREFIX = "zfsglacier-verify-"
@@ -39,6 +40,8 @@ class Outcome:
         m = self.manifest
         if self.error is None:
             return f"OK      {m.snapshot}  {m.kind}  {human_bytes(m.stored_bytes)} stored, sha256 and sizes match"
+        if isinstance(self.error, ObjectFrozen):
+            return f"FROZEN  {m.snapshot}  not verified: in an archive tier and not thawed"
         return f"FAILED  {m.snapshot}  {self.error}"
 
 
@@ -51,10 +54,32 @@ def to_verify(catalog: Catalog, snapshot: str | None, every: bool) -> list[Manif
 
 
 def verify(cfg: BackupConfig, *, snapshot: str | None = None, every: bool = False, deep: bool = False,
-           echo: Callable[[str], None] = print) -> int:
+           echo: Callable[[str], None] = print, yes: bool = False, confirm: Confirm = lambda _: None,
+           thaw_options: thaw.ThawOptions = thaw.NO_WAIT) -> int:
+    with step(f"verifying {cfg.dataset}"):
+        return _verify(cfg, snapshot, every, deep, echo, yes, confirm, thaw_options)
+
+
+def _verify(cfg: BackupConfig, snapshot: str | None, every: bool, deep: bool, echo: Callable[[str], None],
+            yes: bool, confirm: Confirm, thaw_options: thaw.ThawOptions) -> int:
     rclone = rclone_for(cfg)
     catalog = load_catalog(cfg, rclone, read_manifests=True)
-    outcomes = [_check(rclone, catalog, m) for m in to_verify(catalog, snapshot, every)]
+    manifests = to_verify(catalog, snapshot, every)
+    frozen = thaw.frozen_objects(rclone, catalog, manifests)
+    if frozen:
+        _thaw(rclone, catalog, frozen, thaw_options, yes, confirm, echo)
+    outcomes = [_check(rclone, catalog, m) for m in manifests]
+    refused = [n for n, outcome in enumerate(outcomes) if isinstance(outcome.error, ObjectFrozen)]
+    if refused:  # frozen, though neither the listing nor the manifest said so
+        frozen = thaw.frozen_objects(rclone, catalog, [outcomes[n].manifest for n in refused], probe_all=True)
+        try:
+            _thaw(rclone, catalog, frozen, thaw_options, yes, confirm, echo)
+        except ZfsglacierError:
+            for outcome in outcomes:
+                echo(outcome.line())
+            raise
+        for n in refused:
+            outcomes[n] = _check(rclone, catalog, outcomes[n].manifest)
     for outcome in outcomes:
         echo(outcome.line())
     errors = [o.error for o in outcomes if o.error is not None]
@@ -73,15 +98,34 @@ def verify(cfg: BackupConfig, *, snapshot: str | None = None, every: bool = Fals
     return EXIT_INTEGRITY if catalog.damaged else EXIT_OK
 
 
+def _thaw(rclone: Rclone, catalog: Catalog, frozen: list[thaw.Frozen], options: thaw.ThawOptions, yes: bool,
+          confirm: Confirm, echo: Callable[[str], None]) -> None:
+    """Objects to verify are frozen: show what their thaw costs, and request it once confirmed. Returns
+    once they are readable (--wait); else raises ThawPending."""
+    if not frozen:
+        return
+    thaw.check_priority(frozen, options.priority)
+    for line in thaw.plan_lines(frozen, options):
+        echo(line)
+    if not yes:
+        answer = confirm(f"Type thaw to request the thaw of {len(frozen)} object(s) for this verify: ")
+        if answer is None:
+            raise RefusedError(f"{len(frozen)} object(s) to verify are frozen in an archive tier: verify requests "
+                               "their billed thaw only when asked: give --yes, or run it on a terminal")
+        if answer.strip() != "thaw":
+            raise RefusedError("the thaw was not confirmed: nothing was requested")
+    thaw.thaw(rclone, catalog, frozen, options, command="verify")
+
+
 def _check(rclone: Rclone, catalog: Catalog, manifest: Manifest) -> Outcome:
     path = catalog.path(manifest.object)
     progress = Progress(f"verify {manifest.snapshot}", manifest.raw_bytes)
     try:
-        check_objects([manifest], catalog)
-        check_remote_object(download_parts(rclone, catalog, manifest), get_codec(manifest.compressor),
-                            Expected(path, manifest.stored_bytes, manifest.sha256, manifest.raw_bytes),
-                            progress.update, rclone.stall_timeout,
-                            rclone.redact)
+        with step(f"verifying {manifest.snapshot} ({path})"):
+            check_objects([manifest], catalog)
+            check_remote_object(download_parts(rclone, catalog, manifest), get_codec(manifest.compressor),
+                                Expected(path, manifest.stored_bytes, manifest.sha256, manifest.raw_bytes),
+                                progress.update, rclone.stall_timeout, rclone.redact)
     except ZfsglacierError as exc:
         log.debug("verify %s: %r", manifest.snapshot, exc)
         return Outcome(manifest, exc)
@@ -94,7 +138,7 @@ def _receive_into_scratch(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, c
     pool = cfg.dataset.split("/", 1)[0]
     delegation.require(pool, lambda: delegation.RESTORE_NEEDS, "verify --deep")
     scratch = f"{pool}/{SCRATCH_PREFIX}{secrets.token_hex(4)}"
-    with DatasetLock(scratch, "verify"):
+    with DatasetLock(scratch, "verify"), step(f"receiving the chain of {chain[-1].snapshot} into {scratch}"):
         try:
             for position, manifest in enumerate(chain):
                 receive_backup(rclone, catalog, manifest, scratch, force=position > 0)

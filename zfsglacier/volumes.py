@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from .errors import IntegrityError, RemoteError
 from .manifest import Volume
 from .proc import PIPE, Child
+from .rclone import read_error
 from .stall import StallWatch
 
 # Starts a child as a stage of the pipeline: (stage, argv, **Child options) -> Child
@@ -153,7 +154,7 @@ class Downloads:
         self.watch = watch_for(self.current)
 
     def _start_part(self) -> Child:
-        return self._start("rclone cat", self._parts[self._index].cat_argv, error=RemoteError, stdout=PIPE,
+        return self._start("rclone cat", self._parts[self._index].cat_argv, error=read_error, stdout=PIPE,
                            env=self._env, redact=self._redact)
 
     @property

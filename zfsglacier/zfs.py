@@ -6,7 +6,10 @@ Only commands and flags that both OpenZFS and zfs-fuse (pool version 23) accept 
 
 from __future__ import annotations
 
+import re
+import socket
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +20,7 @@ ZFS = "zfs"
 # Marks a snapshot this tool made and has not yet committed to the remote. A snapshot that still
 # carries it when no run holds the lock is a leftover of a killed run.
 PENDING_PROPERTY = "org.zfsglacier:pending"
+_PENDING_MARK = re.compile(r"[^\s:]*:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -25,8 +29,9 @@ class Snapshot:
     guid: str  # decimal string: 64-bit guids do not survive JSON numbers
     createtxg: int
     creation: int  # seconds since the epoch
-    pending: bool
+    pending: bool  # marked by a backup that has not committed it (PENDING_PROPERTY, a value we write)
     holds: int = 0  # user holds on it (zfs hold), by any tool
+    foreign_mark: str | None = None  # PENDING_PROPERTY set to a value zfsglacier never writes (by hand)
 
     @property
     def short_name(self) -> str:
@@ -44,6 +49,16 @@ class Bookmark:
     @property
     def short_name(self) -> str:
         return self.name.partition("#")[2]
+
+
+def new_pending_mark() -> str:
+    """The value of PENDING_PROPERTY on a snapshot a backup makes: which host and run made it."""
+    return f"{socket.gethostname()}:{uuid.uuid4()}"
+
+
+def is_pending_mark(value: str) -> bool:
+    """A value new_pending_mark writes. Any other is someone else's doing: never a reason to destroy."""
+    return _PENDING_MARK.fullmatch(value) is not None
 
 
 def snapshot_argv(name: str, pending_run: str) -> list[str]:
@@ -156,17 +171,19 @@ def parse_snapshots(dataset: str, output: str) -> list[Snapshot]:
         name, prop, value = fields
         if name.startswith(dataset + "@"):
             props.setdefault(name, {})[prop] = value
-    snapshots = [
-        Snapshot(
+    snapshots = []
+    for name, p in props.items():
+        mark = p.get(PENDING_PROPERTY, "-")
+        marked = mark not in ("-", "")
+        snapshots.append(Snapshot(
             name=name,
             guid=p["guid"],
             createtxg=int(p["createtxg"]),
             creation=int(p["creation"]),
-            pending=p.get(PENDING_PROPERTY, "-") not in ("-", ""),
+            pending=marked and is_pending_mark(mark),
             holds=int(p["userrefs"]) if p.get("userrefs", "").isdigit() else 0,
-        )
-        for name, p in props.items()
-    ]
+            foreign_mark=mark if marked and not is_pending_mark(mark) else None,
+        ))
     return sorted(snapshots, key=lambda s: s.createtxg)
 
 
@@ -224,6 +241,16 @@ def get_property(dataset: str, prop: str) -> str:
     """A property's value ("-" when a user property is not set)."""
     result = proc.run("zfs get", get_property_argv(dataset, prop), error=ZfsError)
     return result.stdout.decode("utf-8", "replace").strip()
+
+
+def bytes_property_argv(dataset: str, prop: str) -> list[str]:
+    return [ZFS, "get", "-Hp", "-o", "value", prop, dataset]
+
+
+def available_bytes(dataset: str) -> int | None:
+    """What more `dataset` can hold (`available`: the pool's free space within quotas); None if unknown."""
+    text = _query("zfs get", bytes_property_argv(dataset, "available"), dataset).strip()
+    return int(text) if text.isdigit() else None
 
 
 def set_property(dataset: str, prop: str, value: str | None) -> None:

@@ -12,6 +12,7 @@ import rig
 from helpers import cli, destroy_snapshot_on_purpose, list_json, snapshots, write_config
 
 from zfsglacier.errors import EXIT_CHAIN
+from zfsglacier.zfs import PENDING_PROPERTY, new_pending_mark
 
 pytestmark = pytest.mark.integration
 PREFIX = "glacier-backup-"
@@ -205,3 +206,25 @@ def test_clock_set_back(zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Pat
     assert restored_digest(zpool, config, "newest") == digests[4]
     assert restored_digest(zpool, config, "first", names[0]) == digests[0]
     assert restored_digest(zpool, config, "second", names[1]) == digests[1]
+
+
+def test_a_pending_mark_set_by_hand_is_warned_about_never_destroyed(
+    zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset, files = make_dataset(zpool, "marked")
+    config = write_config(tmp_path, dataset, local_remote)
+    backup_logged(config, capsys)
+    # Named as zfsglacier names its own, and marked pending, but with a value zfsglacier never writes; beside
+    # it a true leftover of a killed run, with a mark as a backup writes it.
+    by_hand, leftover = f"{dataset}@{PREFIX}20200101T000000Z", f"{dataset}@{PREFIX}20200102T000000Z"
+    rig.run(["zfs", "snapshot", "-o", f"{PENDING_PROPERTY}=yes", by_hand])
+    rig.run(["zfs", "snapshot", "-o", f"{PENDING_PROPERTY}={new_pending_mark()}", leftover])
+
+    rig.mutate(files, seed="marked")
+    said = backup_logged(config, capsys)
+    assert f"{by_hand} carries {PENDING_PROPERTY}=yes, a value zfsglacier never writes: not taking it for a " \
+           "leftover" in said
+    assert f"destroying {leftover}: left uncommitted by an interrupted run" in said
+    assert by_hand in snapshots(dataset) and leftover not in snapshots(dataset)
+    records = list_json(config, capsys)
+    assert [r["kind"] for r in records] == ["full", "incremental"]

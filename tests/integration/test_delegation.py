@@ -166,3 +166,24 @@ def test_a_restore_lists_the_permissions_missing_on_the_target_parent(layout: La
             f"destroy, mount, rollback, userprop; as root, delegate them with: "
             f"zfs allow -u {user} destroy,mount,rollback,userprop {restores}") in done.stderr
     assert not dataset_exists(f"{restores}/copy")
+
+
+def test_a_restore_by_a_user_without_permissions_says_what_to_do_before_anything_changes(
+    layout: Layout, user: str, home: Path,
+) -> None:
+    restores, config = layout.restores, layout.config
+    assert cli("backup", "--config", config) == EXIT_OK
+
+    done = as_user(user, home, "restore", "--config", config, "--target-dataset", f"{restores}/copy", "--yes")
+
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("zfsglacier: error:")]
+    assert len(errors) == 1, done.stderr
+    if rig.kernel_openzfs():
+        assert done.returncode == EXIT_USAGE, done.stderr
+        assert f"user {user} lacks zfs permissions on {restores} that restore into {restores}/copy needs" \
+            in errors[0]
+    else:  # zfs-fuse's daemon refuses every client but root, from the first zfs command on
+        assert done.returncode == EXIT_ZFS, done.stderr
+        assert "(zfs-fuse's daemon answers root only: run zfsglacier as root)" in errors[0], errors[0]
+    assert not dataset_exists(f"{restores}/copy")

@@ -227,7 +227,7 @@ def error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("zfsglacier: error:")]
 
 
-def check_outcome(case: Case, code: int, err: str) -> None:
+def check_outcome(case: Case, code: int, err: str, dataset: str) -> None:
     """The exit code and the one line that names the stage that failed."""
     if case.victim == SELF and case.sig == signal.SIGKILL:
         assert code == -signal.SIGKILL
@@ -250,7 +250,9 @@ def check_outcome(case: Case, code: int, err: str) -> None:
         assert "error: rclone rcat: exited with status" in line, line
     else:
         assert code == EXIT_SIGNAL_BASE + case.sig, err
-        assert line.endswith(f"error: interrupted by {case.sig.name}"), line
+        # The step it interrupted: the stream of the new snapshot to its object.
+        assert f"error: interrupted by {case.sig.name} while sending {dataset}@" in line, line
+        assert f" ({case.kind}) to " in line and line.endswith(".zfs.zst"), line
 
 
 # --- the dataset, its committed states and the remote ----------------------------------------------
@@ -394,7 +396,7 @@ def test_kill(case: Case, zpool: rig.Pool, tmp_path: Path, lock_env: dict[str, s
         code, err = finish(process)
         if server is not None and not server.running():
             server.restart()
-        check_outcome(case, code, err)
+        check_outcome(case, code, err, scene.dataset)
         check_nothing_committed(case, scene, before, pipeline, err, capsys)
         check_next_backup_cleans_up(case, scene, before, process.pid, capsys)
         check_every_backup_restores(scene, capsys)

@@ -68,7 +68,8 @@ def test_an_interrupted_restore_is_marked_unfinished_and_continues(
         assert process.returncode == EXIT_SIGNAL_BASE + signal.SIGTERM
         errors = [line for line in err.splitlines() if "error:" in line]
         assert len(errors) == 1, err
-        assert "interrupted by SIGTERM" in errors[0]
+        assert f"interrupted by SIGTERM while receiving {records[1]['snapshot']} (2 of 3) into {target}" \
+            in errors[0], errors[0]
         assert f"is unfinished: it holds {target}@{records[0]['snapshot']} (1 of 3 backups)" in errors[0]
     else:
         assert process.returncode == -signal.SIGKILL

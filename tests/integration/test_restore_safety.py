@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
 import pytest
 import rig
-from helpers import back_up_a_chain, cli, dataset_exists, error_line, list_json, snapshots
+from helpers import back_up_a_chain, cli, dataset_exists, error_line, list_json, snapshots, write_config
 
-from zfsglacier.errors import EXIT_CHAIN, EXIT_INTEGRITY, EXIT_REFUSED
+from zfsglacier.errors import EXIT_CHAIN, EXIT_INTEGRITY, EXIT_REFUSED, EXIT_ZFS
 from zfsglacier.lock import DatasetLock
 
 pytestmark = pytest.mark.integration
@@ -157,3 +158,30 @@ def test_a_restore_into_a_locked_target_is_refused(backed_up, capsys) -> None:  
     with DatasetLock(pool.dataset("r"), "test"):
         assert cli("restore", "--config", config, "--target-dataset", pool.dataset("r"), "--yes") == 6
     assert "busy" in error_line(capsys)
+
+
+def test_the_plan_warns_before_any_download_when_the_chain_may_not_fit_the_target(
+    zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset = zpool.dataset("data")
+    rig.run(["zfs", "create", dataset])
+    (zpool.path("data") / "random.bin").write_bytes(os.urandom(12 << 20))
+    config = write_config(tmp_path, dataset, local_remote)
+    assert cli("backup", "--config", config) == 0
+    small = zpool.dataset("small")
+    rig.run(["zfs", "create", "-o", "quota=6M", small])  # its available space: 6 MiB at most
+
+    capsys.readouterr()
+    assert cli("restore", "--config", config, "--target-dataset", f"{small}/copy", "--yes", "--dry-run") == 0
+    plan = capsys.readouterr().out
+    assert "WARNING: the chain's streams are 12." in plan and f"MiB raw and {small} has " in plan, plan
+    assert "the restore may not fit" in plan
+    assert plan.index("WARNING") < plan.index("rclone"), "the warning comes before any command"
+
+    assert cli("restore", "--config", config, "--target-dataset", zpool.dataset("roomy"), "--yes", "--dry-run") == 0
+    plan = capsys.readouterr().out
+    assert "WARNING" not in plan and "MiB raw to receive, " in plan and f"available in {zpool.name}" in plan
+
+    assert cli("restore", "--config", config, "--target-dataset", f"{small}/copy", "--yes") == EXIT_ZFS
+    said = capsys.readouterr().err
+    assert said.index("the restore may not fit") < said.index("zfsglacier: error: zfs receive"), said

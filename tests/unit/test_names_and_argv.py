@@ -43,16 +43,29 @@ def test_parse_snapshots_keeps_only_the_datasets_own_sorted_by_txg() -> None:
         "t/a@late\tguid\t18446744073709551615", "t/a@late\tcreatetxg\t90", "t/a@late\tcreation\t50",
         f"t/a@late\t{zfs.PENDING_PROPERTY}\t-",
         "t/a@early\tguid\t7", "t/a@early\tcreatetxg\t10", "t/a@early\tcreation\t999",
-        f"t/a@early\t{zfs.PENDING_PROPERTY}\thost:run",
+        f"t/a@early\t{zfs.PENDING_PROPERTY}\tbackup-host:0b6f2d3e-9a41-4c7e-8f21-5d0c9e7a1b23",
         "t/a@early\tuserrefs\t2",
+        "t/a@byhand\tguid\t6", "t/a@byhand\tcreatetxg\t95", "t/a@byhand\tcreation\t60",
+        f"t/a@byhand\t{zfs.PENDING_PROPERTY}\tyes",
         "t/a/child@x\tguid\t8", "t/a/child@x\tcreatetxg\t11", "t/a/child@x\tcreation\t1",
         "t/ab@y\tguid\t9", "t/ab@y\tcreatetxg\t12", "t/ab@y\tcreation\t1",
     ])
     snaps = zfs.parse_snapshots("t/a", output)
-    assert [s.short_name for s in snaps] == ["early", "late"]
+    assert [s.short_name for s in snaps] == ["early", "late", "byhand"]
     assert snaps[1].guid == "18446744073709551615"
-    assert snaps[0].pending and not snaps[1].pending
+    assert [(s.pending, s.foreign_mark) for s in snaps] == [(True, None), (False, None), (False, "yes")]
     assert (snaps[0].holds, snaps[1].holds) == (2, 0)  # userrefs; absent counts as none
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "host:run", "DRY-RUN", "host:0B6F2D3E-9A41-4C7E-8F21-5D0C9E7A1B23",
+                                   "a b:0b6f2d3e-9a41-4c7e-8f21-5d0c9e7a1b23"])
+def test_a_pending_mark_zfsglacier_never_writes_is_not_one(value: str) -> None:
+    assert not zfs.is_pending_mark(value)
+
+
+def test_the_pending_marks_zfsglacier_writes_are_recognised() -> None:
+    marks = {zfs.new_pending_mark() for _ in range(3)}
+    assert len(marks) == 3 and all(zfs.is_pending_mark(mark) for mark in marks)
 
 
 def test_hold_and_release_argv() -> None:
