@@ -32,7 +32,7 @@ from typing import Any
 from zfsglacier import index
 from zfsglacier.catalog import load_catalog
 from zfsglacier.config import load_config
-from zfsglacier.errors import EXIT_REFUSED
+from zfsglacier.errors import EXIT_USAGE
 from zfsglacier.manifest import Manifest, build_chain, data_object_name, manifest_name
 from zfsglacier.rclone import Rclone
 
@@ -41,7 +41,8 @@ from .machine import describe, one_line
 from .settings import RESULTS_DIR, positive_int
 
 DATASET = "benchpool/data"
-TARGET = "zfsglacier-bench-no-such-pool/restored"  # never created: the run stops at the prompt
+# In a pool that does not exist: the restore plans the chain, then refuses the target (no terminal needed).
+TARGET = "zfsglacier-bench-no-such-pool/restored"
 DATA_BYTES = 64  # the data objects' content does not matter for planning, only their listed size
 
 
@@ -96,9 +97,9 @@ def measure(config: Path, env: dict[str, str], repeat: int) -> dict[str, float]:
     catalog = load_catalog(cfg, rclone)
     return {
         "list": _median_seconds(_cli(["-q", "list", "--config", str(config)], env, 0), repeat),
-        # No terminal and no --yes: the restore prints its plan and refuses at the prompt.
+        # The catalog is loaded and the chain resolved and checked before the target's parent is found missing.
         "plan": _median_seconds(_cli(["-q", "restore", "--config", str(config), "--target-dataset", TARGET,
-                                      "--snapshot", newest], env, EXIT_REFUSED), repeat),
+                                      "--snapshot", newest], env, EXIT_USAGE), repeat),
         "load": _median_seconds(lambda: load_catalog(cfg, rclone), repeat),
         "chain": _median_seconds(lambda: build_chain(catalog.manifests, newest), repeat),
     }

@@ -60,6 +60,8 @@ def load_catalog(cfg: BackupConfig, rclone: Rclone, *, read_manifests: bool = Fa
     """`read_manifests`: read every manifest object instead of trusting the index's copies (verify)."""
     directory = cfg.remote_dir
     objects = {o.name: o for o in rclone.list_dir(directory)}
+    if not objects:
+        _warn_if_undecryptable(rclone, cfg.remote)
     manifest_names = sorted(name for name in objects if snapshot_of_manifest(name) is not None)
     copies = _read_index(rclone, directory, objects)
     if read_manifests:
@@ -99,6 +101,21 @@ def load_catalog(cfg: BackupConfig, rclone: Rclone, *, read_manifests: bool = Fa
     ]
     manifests.sort(key=lambda m: (m.createtxg, m.created))
     return Catalog(directory, manifests, objects, orphans, damaged, manifest_bytes, unusable, lost)
+
+
+def _warn_if_undecryptable(rclone: Rclone, remote: str) -> None:
+    """Through a crypt remote with another password than the backups were made with, their names cannot be
+    decrypted and rclone skips them: the dataset's folder looks empty. Say so, rather than let a restore
+    find nothing and a backup start a new chain without a word."""
+    try:
+        skipped = rclone.undecryptable_names(remote)
+    except ZfsglacierError as exc:
+        log.debug("could not check %s: for names its password cannot decrypt: %s", remote, exc)
+        return
+    if skipped:
+        log.warning("%s holds %d name(s) this crypt remote's password cannot decrypt: if backups were made there, "
+                    "they were made with another password (the password and password2 of [%s] in the rclone "
+                    "config), and they stay unreadable until it is given back", f"{remote}:", skipped, remote)
 
 
 def _parse(cfg: BackupConfig, path: str, snapshot: str, text: bytes) -> Manifest:

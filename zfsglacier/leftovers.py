@@ -60,8 +60,9 @@ def abort_unfinished_uploads(rclone: Rclone, catalog: Catalog, dry_run: bool,
     Failing to abort one is a warning: the backup itself does not depend on it."""
     try:
         if dry_run:
-            if rclone.unfinished_uploads(catalog.directory):
-                echo(proc.render(rclone.abort_uploads_argv(catalog.directory)) + "  # left by an interrupted upload")
+            target, _ = rclone.backend_path(catalog.directory)
+            if rclone.unfinished_uploads(target):
+                echo(proc.render(rclone.abort_uploads_argv(target)) + "  # left by an interrupted upload")
             return
         for key in rclone.abort_unfinished_uploads(catalog.directory):
             log.warning("aborted the unfinished multipart upload of %s left by a failed or interrupted upload", key)

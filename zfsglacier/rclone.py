@@ -179,6 +179,13 @@ class Rclone:
     def deletefile_argv(self, path: str) -> list[str]:
         return [*self._base(), "deletefile", path]
 
+    def config_dump_argv(self) -> list[str]:
+        return [*self._base(), "config", "dump"]
+
+    def encode_argv(self, remote: str, paths: Sequence[str]) -> list[str]:
+        """A crypt remote's encrypted names of `paths` (relative to its root), one per line."""
+        return [*self._base(), "backend", "encode", f"{remote}:", *paths]
+
     def list_uploads_argv(self, directory: str) -> list[str]:
         return [*self._base(), "backend", "list-multipart-uploads", directory]
 
@@ -310,9 +317,48 @@ class Rclone:
                                                   f"(exit {result.returncode})", result.stderr)
             return fetched
 
+    @functools.cached_property
+    def _remotes(self) -> dict[str, dict[str, str]]:
+        """Every remote of the rclone config, as `rclone config dump` gives it (secrets included: this never
+        leaves the process, and is never logged)."""
+        result = self._run("rclone config dump", self.config_dump_argv(), what="reading the rclone config")
+        try:
+            remotes = json.loads(result.stdout)
+            return {str(name): {str(k): str(v) for k, v in options.items()} for name, options in remotes.items()}
+        except (ValueError, AttributeError) as exc:
+            raise RemoteError("rclone config dump", f"unexpected output: {exc}") from None
+
+    def backend_path(self, directory: str, names: Sequence[str] = ()) -> tuple[str, dict[str, str]]:
+        """Where the `rclone backend` commands of S3 (thaw, multipart uploads) for `directory` go, and what
+        each of `names` is called there (that name -> the name given). A crypt remote passes no backend
+        command on: they go to the remote it wraps, under the encrypted names. Any other remote: as given."""
+        remote, _, path = directory.partition(":")
+        options = self._remotes.get(remote, {})
+        if options.get("type") != "crypt" or ":" not in options.get("remote", ""):
+            return directory, {name: name for name in names}
+        path = path.strip("/")
+        result = self._run("rclone backend encode", self.encode_argv(remote, [path, *(f"{path}/{n}" for n in names)]),
+                           what=f"encoding the names of {directory} (crypt)")
+        encoded = result.stdout.decode("utf-8", "replace").split()
+        if len(encoded) != 1 + len(names):
+            raise RemoteError("rclone backend encode", f"expected {1 + len(names)} names, got {len(encoded)}")
+        wrapped = options["remote"]
+        below = wrapped if wrapped.endswith(":") else wrapped.rstrip("/") + "/"
+        return below + encoded[0], {name.rpartition("/")[2]: plain for name, plain in zip(encoded[1:], names,
+                                                                                         strict=True)}
+
+    def undecryptable_names(self, remote: str) -> int:
+        """How many names at the top of a crypt remote its password cannot decrypt (rclone skips them with a
+        notice, as if they were not there); 0 for any other remote."""
+        if self._remotes.get(remote, {}).get("type") != "crypt":
+            return 0
+        result = self._run("rclone lsjson", [*self._base(), "lsjson", "--max-depth", "1", "--no-mimetype",
+                                             "--no-modtime", f"{remote}:"], check=False)
+        return result.stderr.count("Skipping undecryptable")
+
     def unfinished_uploads(self, directory: str) -> list[str] | None:
-        """Keys of the unfinished multipart uploads under `directory`; None where the backend has no
-        such thing (or cannot tell: this is only ever a cleanup)."""
+        """Keys of the unfinished multipart uploads under `directory` (for a crypt remote, of the remote it
+        wraps); None where the backend has no such thing (or cannot tell: this is only ever a cleanup)."""
         result = self._run("rclone backend", self.list_uploads_argv(directory), check=False)
         if result.returncode != 0:
             log.debug("no multipart upload listing for %s: %s", directory, redact(result.stderr, self.config_file()))
@@ -324,15 +370,16 @@ class Rclone:
         upload; S3 bills their parts while no listing shows them). Returns their keys. Uploads of
         deeper paths (another dataset's directory) could be running: if there are any, none is touched,
         since rclone's cleanup takes a whole directory tree."""
-        keys = self.unfinished_uploads(directory) or []
+        target, _ = self.backend_path(directory)
+        keys = self.unfinished_uploads(target) or []
         if not keys:
             return []
-        own = directory.partition(":")[2].partition("/")[2].strip("/")
+        own = target.partition(":")[2].partition("/")[2].strip("/")
         deeper = [key for key in keys if key.rpartition("/")[0] != own]
         if deeper:
             raise RemoteError("rclone backend cleanup", f"not aborting the unfinished uploads in {directory}: "
                                                         f"it also holds uploads of deeper paths ({deeper[0]})")
-        self._run("rclone backend cleanup", self.abort_uploads_argv(directory),
+        self._run("rclone backend cleanup", self.abort_uploads_argv(target),
                   what=f"aborting the unfinished uploads in {directory}")
         return keys
 
@@ -351,12 +398,13 @@ class Rclone:
             return False
         raise self.failure("rclone cat", f"reading {path} failed (exit {result.returncode})", result.stderr)
 
-    def request_thaw(self, directory: str, names: Iterable[str], priority: str, days: int) -> dict[str, str]:
+    def request_thaw(self, directory: str, names: Sequence[str], priority: str, days: int) -> dict[str, str]:
         """Ask the remote to thaw objects of `directory` (`rclone backend restore`). Returns, for each
         object, "OK" or the remote's answer (a thaw already in progress is answered with an error)."""
-        result = self._run("rclone backend restore", self.thaw_argv(directory, names, priority, days),
+        target, called = self.backend_path(directory, names)
+        result = self._run("rclone backend restore", self.thaw_argv(target, list(called), priority, days),
                            what=f"requesting a thaw in {directory}")
-        return parse_thaw_statuses(result.stdout)
+        return {called.get(name, name): status for name, status in parse_thaw_statuses(result.stdout).items()}
 
     def delete(self, path: str) -> None:
         self._run("rclone deletefile", self.deletefile_argv(path), what=f"deleting {path}")

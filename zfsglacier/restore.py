@@ -109,6 +109,9 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
         check_target_names(target, chain)
         check_objects(chain, catalog)
         exists = zfs.dataset_exists(target)
+        if not exists and not zfs.dataset_exists(parent_of(target)):
+            raise UsageError(f"--target-dataset {target}: its parent {parent_of(target)} does not exist (zfs receive "
+                             "creates the last part of the name only)")
         delegation.require(target if exists else parent_of(target), lambda: delegation.RESTORE_NEEDS,
                            f"restore into {target}")
         received = already_received(target, chain) if exists else 0
@@ -247,8 +250,8 @@ def dry_run_lines(rclone: Rclone, catalog: Catalog, chain: list[Manifest], recei
     and guid made on the way, and the mark on an unfinished target (see receive_in_chain)."""
     lines = ["# dry run: nothing is changed; these are the commands the restore would run"]
     if frozen:
-        lines.append(proc.render(rclone.thaw_argv(catalog.directory, [f.volume.object for f in frozen],
-                                                  options.priority, options.days))
+        target, called = rclone.backend_path(catalog.directory, [f.volume.object for f in frozen])
+        lines.append(proc.render(rclone.thaw_argv(target, list(called), options.priority, options.days))
                      + "  # then wait until they are readable")
     if exists:
         lines.append(proc.render(zfs.unmount_argv(target)))

@@ -5,8 +5,11 @@ with exit 9, and that the next run (or --wait) restores the chain."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import re
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -307,3 +310,65 @@ def test_no_thaw_is_requested_on_yes_alone_for_a_chain_that_may_not_fit(
     first = data_objects(config, capsys)[0]
     still = rig.run(moto_remote.argv("cat", "--count", "1", first), check=False)
     assert still.returncode != 0 and "restore first" in still.stderr.decode(), "no thaw was requested"
+
+
+# --- through an rclone crypt remote over S3: crypt passes no `rclone backend` command on ----------------
+
+@pytest.fixture
+def crypt_over_moto(moto_remote: rig.Remote, tmp_path: Path) -> rig.Remote:
+    """A crypt remote (encrypted names) over the moto bucket's folder `vault`."""
+    password = rig.out(["rclone", "obscure", secrets.token_hex(16)])
+    config = tmp_path / "rclone-crypt.conf"
+    config.write_text(moto_remote.config_path.read_text() + "\n".join([
+        "[zgtvault]", "type = crypt", f"remote = {moto_remote.path('vault')}", "filename_encryption = standard",
+        "directory_name_encryption = true", f"password = {password}"]) + "\n")
+    return rig.Remote("crypt", config, "zgtvault", "folder", tmp_path / "no-local-folder")
+
+
+def moto_call(server: rig.MotoServer, method: str, path: str) -> bytes:
+    """A request to moto's S3 API (it checks no credentials)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request(method, path, body=b"x" * (5 << 20) if method == "PUT" else None)
+        response = connection.getresponse()
+        body = response.read()
+        assert response.status == 200, f"{method} {path}: {response.status} {body[:300]!r}"
+        return body
+    finally:
+        connection.close()
+
+
+def unfinished_uploads(server: rig.MotoServer, bucket: str) -> list[str]:
+    listing = moto_call(server, "GET", f"/{bucket}?uploads")
+    return re.findall(r"<Key>([^<]+)</Key>", listing.decode())
+
+
+def test_through_crypt_a_restore_thaws_on_the_remote_below_and_a_backup_aborts_unfinished_uploads(
+    zpool: rig.Pool, moto_server: rig.MotoServer, moto_remote: rig.Remote, crypt_over_moto: rig.Remote,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset, config = back_up_in_volumes(zpool, crypt_over_moto, tmp_path, "storage_class = DEEP_ARCHIVE\n")
+    target = zpool.dataset("restored")
+    capsys.readouterr()
+    assert cli("restore", "--config", config, "--target-dataset", target, "--yes") == EXIT_THAW_PENDING
+    said = capsys.readouterr().err
+    assert "5 object(s), " in said and "are in DEEP_ARCHIVE and must be thawed first" in said
+    assert "thaw requested for 5 object(s)" in error_line_of(said)
+    assert cli("restore", "--config", config, "--target-dataset", target, "--yes") == 0
+    assert rig.tree_digest(zpool.path("restored")) == rig.tree_digest(zpool.path("data"))
+
+    # A killed upload's unfinished multipart upload, under the dataset's encrypted folder on S3.
+    folder = rig.out(crypt_over_moto.argv("backend", "encode", "zgtvault:", crypt_over_moto.path(dataset)
+                                          .partition(":")[2]))
+    key = f"vault/{folder}/{rig.out(crypt_over_moto.argv('backend', 'encode', 'zgtvault:', 'x')).strip()}"
+    upload_id = re.search(rb"<UploadId>([^<]+)</UploadId>",
+                          moto_call(moto_server, "POST", f"/{moto_remote.bucket}/{key}?uploads"))
+    assert upload_id is not None
+    moto_call(moto_server, "PUT", f"/{moto_remote.bucket}/{key}?partNumber=1&uploadId={upload_id[1].decode()}")
+    assert unfinished_uploads(moto_server, moto_remote.bucket) == [key]
+
+    rig.populate(zpool.path("data") / "more", seed="crypt-more", n_files=3)
+    capsys.readouterr()
+    assert cli("backup", "--config", config) == 0
+    assert f"aborted the unfinished multipart upload of {key}" in capsys.readouterr().err
+    assert unfinished_uploads(moto_server, moto_remote.bucket) == []

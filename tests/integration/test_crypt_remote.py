@@ -178,3 +178,25 @@ def test_the_readme_by_hand_recipe_works_through_crypt(backed_up: Backed, vault:
         pipeline([vault.crypt.argv("cat", vault.crypt.path(f"{dataset}/{name}")), ["zstd", "-d", "-q"], receive],
                  tmp_path)
     assert rig.tree_digest(pool.path("byhand")) == rig.tree_digest(pool.path(CHILD))
+
+
+def test_another_password_is_said_not_taken_for_an_empty_remote(backed_up: Backed, vault: Vault, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """rclone skips the names a wrong password cannot decrypt, so the dataset's folder reads as empty."""
+    other = rig.out(["rclone", "obscure", secrets.token_hex(16)])
+    text = vault.crypt.config_path.read_text()
+    wrong_conf = tmp_path / "rclone-wrong.conf"
+    wrong_conf.write_text("\n".join(f"password = {other}" if line.startswith("password =") else line
+                                    for line in text.splitlines()) + "\n")
+    (tmp_path / "wrong").mkdir()
+    wrong = write_config(tmp_path / "wrong", backed_up.dataset,
+                         rig.Remote("crypt", wrong_conf, CRYPT, FOLDER, vault.crypt.root))
+    capsys.readouterr()
+    assert cli("list", "--config", wrong) == EXIT_OK
+    said = capsys.readouterr()
+    assert said.out.startswith("no committed backups in")
+    assert f"{CRYPT}: holds 1 name(s) this crypt remote's password cannot decrypt: if backups were made there, " \
+           f"they were made with another password (the password and password2 of [{CRYPT}]" in said.err, said.err
+    # With the right password, nothing is said.
+    assert cli("list", "--config", backed_up.config) == EXIT_OK
+    assert "cannot decrypt" not in capsys.readouterr().err

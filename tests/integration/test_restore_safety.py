@@ -10,7 +10,7 @@ import pytest
 import rig
 from helpers import back_up_a_chain, cli, dataset_exists, error_line, list_json, snapshots, write_config
 
-from zfsglacier.errors import EXIT_CHAIN, EXIT_INTEGRITY, EXIT_REFUSED, EXIT_ZFS
+from zfsglacier.errors import EXIT_CHAIN, EXIT_INTEGRITY, EXIT_REFUSED, EXIT_USAGE, EXIT_ZFS
 from zfsglacier.lock import DatasetLock
 
 pytestmark = pytest.mark.integration
@@ -185,3 +185,12 @@ def test_the_plan_warns_before_any_download_when_the_chain_may_not_fit_the_targe
     assert cli("restore", "--config", config, "--target-dataset", f"{small}/copy", "--yes") == EXIT_ZFS
     said = capsys.readouterr().err
     assert said.index("the restore may not fit") < said.index("zfsglacier: error: zfs receive"), said
+
+
+def test_a_target_whose_parent_does_not_exist_is_refused_before_anything_runs(backed_up, capsys) -> None:  # type: ignore[no-untyped-def]
+    pool, _, config = backed_up
+    target = pool.dataset("missing/parent/copy")
+    assert cli("restore", "--config", config, "--target-dataset", target, "--yes") == EXIT_USAGE
+    assert f"--target-dataset {target}: its parent {pool.dataset('missing/parent')} does not exist" \
+        in error_line(capsys)
+    assert not dataset_exists(pool.dataset("missing"))
