@@ -1,10 +1,16 @@
 """`python -m bench.e2e`: the end-to-end benchmark. zfsglacier backup and restore against the shell
-pipelines they replace, and each stage alone, on the same snapshot and the same remotes (a local directory
-and S3 served by `rclone serve s3` on 127.0.0.1), side by side in one run; medians of the repeats.
+pipelines they replace, and each stage alone, on the same snapshot and the same remotes (a local directory,
+S3 served by `rclone serve s3` on 127.0.0.1, and that S3 server reached through bench.wan's proxy, which
+gives each connection an internet link's rate cap and latency), side by side in one run; medians of the
+repeats.
 
-BENCH_E2E_SIZE  generated corpus in MiB (default 1024; 64 with BENCH_QUICK)
-BENCH_DATASET   pool/x: use this dataset's newest snapshot (or one made and destroyed here) instead
-BENCH_STREAM    a saved `zfs send` stream: only the stages that need no zfs run
+BENCH_E2E_SIZE     generated corpus in MiB (default 1024; 64 with BENCH_QUICK)
+BENCH_DATASET      pool/x: use this dataset's newest snapshot (or one made and destroyed here) instead
+BENCH_STREAM       a saved `zfs send` stream: only the stages that need no zfs run
+BENCH_E2E_REMOTES  which remotes, comma-separated (default local,s3,wan)
+BENCH_WAN_MBPS     the wan remote's cap in MB/s per connection and direction (default 25)
+BENCH_WAN_RTT_MS   its round-trip time (default 20 ms)
+BENCH_WAN_HANDSHAKE_RTTS  round trips a new connection waits before its first byte (default 2: TCP + TLS)
 BENCH_REPEAT, BENCH_QUICK, BENCH_SEED, BENCH_OUT: as for `python -m bench` (bench/settings.py)
 
 Table: MB/s of raw (uncompressed stream) bytes; CPU s per raw GB of the whole process tree (this process
@@ -36,14 +42,17 @@ from typing import Any
 
 from zfsglacier.codecs import get_codec
 
+from . import chart, wan
 from .e2e_run import (
     Moved,
     Usage,
     compress_file,
     decompress_file,
+    process_cpu,
     run_chain,
     run_zfsglacier,
     stop_all,
+    stream_seconds,
 )
 from .e2e_setup import (
     ZFS,
@@ -105,6 +114,8 @@ class Case:
     prepare: Callable[[], None] = _nothing
     cleanup: Callable[[], None] = _nothing
     stages: tuple[str, ...] = ()  # the stage cases it is made of: its efficiency is against the slowest
+    remote: str | None = None  # the remote it moves data to or from
+    variant: str | None = None  # Variant.key of the stream it moves
     samples: list[dict[str, Any]] = field(default_factory=list)
 
     def median(self, key: str) -> float | None:
@@ -178,7 +189,7 @@ class Bench:
                 )
             )
         for v in variants(self.nproc):
-            cases.append(Case("backup", "stage", f"compress: {v.label}", self._compress_alone(v)))
+            cases.append(Case("backup", "stage", f"compress: {v.label}", self._compress_alone(v), variant=v.key))
         for remote in self.remotes:
             for v in variants(self.nproc):
                 cases.append(self._rcat_alone(remote, v))
@@ -186,7 +197,8 @@ class Bench:
             for v in variants(self.nproc):
                 cases.append(self._cat_alone(remote, v))
         for v in variants(self.nproc):
-            cases.append(Case("restore", "stage", f"decompress: {self._decompressor(v)}", self._decompress_alone(v)))
+            name = f"decompress: {self._decompressor(v)}"
+            cases.append(Case("restore", "stage", name, self._decompress_alone(v), variant=v.key))
         if snapshot and target:
 
             def receive() -> Moved:
@@ -233,6 +245,8 @@ class Bench:
             f"rclone rcat -> {remote}: {v.label} output",
             rcat,
             prepare=lambda: remove(r.root / "stage" / v.key),
+            remote=remote,
+            variant=v.key,
         )
 
     def _cat_alone(self, remote: str, v: Variant) -> Case:
@@ -243,6 +257,8 @@ class Bench:
             "stage",
             f"rclone cat <- {remote}: {v.label} output",
             lambda: Moved(self.raw_size, run_chain([argv], drain_output=True)),
+            remote=remote,
+            variant=v.key,
         )
 
     def end_to_end_cases(self) -> list[Case]:
@@ -258,15 +274,16 @@ class Bench:
         r, config, env = self.remotes[remote], str(self.config(remote, v)), self.zfsglacier_env()
         target = str(self.source.restore_target)
 
-        def backup() -> Moved:
-            ran = run_zfsglacier(["backup", "--config", config, "--full"], env)
+        def moved(ran: Moved) -> Moved:
             m = self.manifest(remote, v)
-            return Moved(m["raw_bytes"], m["stored_bytes"], ran.peak_rss_kib, ran.stream_s)
+            raw = m["raw_bytes"]
+            return Moved(raw, m["stored_bytes"], ran.peak_rss_kib, stream_seconds(raw, ran.stream_rate))
+
+        def backup() -> Moved:
+            return moved(run_zfsglacier(["backup", "--config", config, "--full"], env))
 
         def restore() -> Moved:
-            ran = run_zfsglacier(["restore", "--config", config, "--target-dataset", target, "--yes"], env)
-            m = self.manifest(remote, v)
-            return Moved(m["raw_bytes"], m["stored_bytes"], ran.peak_rss_kib, ran.stream_s)
+            return moved(run_zfsglacier(["restore", "--config", config, "--target-dataset", target, "--yes"], env))
 
         codec = get_codec(v.codec)
         return [
@@ -277,6 +294,8 @@ class Bench:
                 backup,
                 prepare=lambda: remove(r.root / v.key),
                 stages=self._backup_stages(remote, v),
+                remote=remote,
+                variant=v.key,
             ),
             Case(
                 "restore",
@@ -285,6 +304,8 @@ class Bench:
                 restore,
                 cleanup=lambda: destroy(target),
                 stages=self._restore_stages(remote, v),
+                remote=remote,
+                variant=v.key,
             ),
         ]
 
@@ -320,6 +341,8 @@ class Bench:
                 run_backup,
                 prepare=lambda: remove(r.root / v.key),
                 stages=self._backup_stages(remote, v),
+                remote=remote,
+                variant=v.key,
             ),
             Case(
                 "restore",
@@ -328,6 +351,8 @@ class Bench:
                 run_restore,
                 cleanup=lambda: destroy(target),
                 stages=self._restore_stages(remote, v),
+                remote=remote,
+                variant=v.key,
             ),
         ]
 
@@ -337,9 +362,11 @@ class Bench:
         case.prepare()
         sync_disks()
         pids = list(self.daemons.values())
+        each = {name: process_cpu(pid) for name, pid in self.daemons.items()}
         before = Usage.now(pids)
         moved = case.run()
         after = Usage.now(pids)
+        each = {name: process_cpu(pid) - each[name] for name, pid in self.daemons.items()}
         case.cleanup()
         wall = after.wall - before.wall
         gb = moved.raw_bytes / GB
@@ -350,6 +377,7 @@ class Bench:
             "wall_s": wall,
             "cpu_s": after.tree_cpu - before.tree_cpu,
             "daemon_cpu_s": after.daemon_cpu - before.daemon_cpu,
+            "daemon_cpu_s_by": each,
             "mb_per_s": moved.raw_bytes / 1e6 / wall,
             "cpu_s_per_gb": (after.tree_cpu - before.tree_cpu) / gb,
             "daemon_cpu_s_per_gb": (after.daemon_cpu - before.daemon_cpu) / gb,
@@ -492,10 +520,84 @@ def summary(cases: list[Case], meta: dict[str, Any]) -> str:
             "listings, manifest, checks):"
         )
         lines += [f"  {c.name}: {c.median('overhead_s'):.2f} s of {c.median('wall_s'):.2f} s" for c in overhead]
+    if meta.get("wan"):
+        lines += wan_lines(meta["wan"])
     if meta["snapshot"] is None:
         lines.append("BENCH_STREAM: no zfs here, so only the stages that need no zfs ran; no end-to-end case.")
     lines.append(f"run took {meta['seconds']:.0f} s")
     return "\n".join(lines)
+
+
+def _find(cases: list[Case], phase: str, kind: str, remote: str, variant: str) -> Case | None:
+    found = [c for c in cases if (c.phase, c.kind, c.remote, c.variant) == (phase, kind, remote, variant)]
+    return found[0] if found and found[0].samples else None
+
+
+def wan_comparisons(cases: list[Case], remote: str = "wan") -> list[dict[str, Any]]:
+    """zfsglacier against the shell pipeline it replaces on `remote`, per phase, zstd with zstd and pigz with
+    pigz: both MB/s, zfsglacier's time / the shell's (medians), zfsglacier's peak RSS and fixed cost."""
+    out = []
+    for phase in ("backup", "restore"):
+        for mine, theirs in (("zg-zstd", "sh-zstd"), ("zg-pigz", "sh-pigz")):
+            zg, sh = _find(cases, phase, "zfsglacier", remote, mine), _find(cases, phase, "shell", remote, theirs)
+            if zg is None or sh is None:
+                continue
+            out.append(
+                {
+                    "phase": phase,
+                    "codec": mine.removeprefix("zg-"),
+                    "zfsglacier": zg.name,
+                    "shell": sh.name,
+                    "zfsglacier_mb_per_s": zg.median("mb_per_s"),
+                    "shell_mb_per_s": sh.median("mb_per_s"),
+                    "time_ratio": (zg.median("wall_s") or 0.0) / (sh.median("wall_s") or float("inf")),
+                    "zfsglacier_peak_rss_mib": zg.median("peak_rss_mib"),
+                    "zfsglacier_overhead_s": zg.median("overhead_s"),
+                }
+            )
+    return out
+
+
+def proxy_cpu_per_gb(cases: list[Case], remote: str = "wan") -> float | None:
+    """The proxy's CPU seconds per GB of stored bytes it forwarded, over every sample of `remote`'s cases."""
+    samples = [s for c in cases if c.remote == remote for s in c.samples if s.get("stored_bytes")]
+    moved = sum(s["stored_bytes"] for s in samples)
+    cpu = sum(s["daemon_cpu_s_by"].get("wan proxy", 0.0) for s in samples)
+    return cpu / (moved / GB) if moved else None
+
+
+def wan_meta(link: wan.Link, cases: list[Case]) -> dict[str, Any]:
+    return {
+        "mbps": link.mbps,
+        "rtt_ms": link.rtt_ms,
+        "handshake_ms": link.handshake * 1000,
+        "buffer_bytes": link.buffer,
+        "model": link.describe(),
+        "proxy_cpu_s_per_gb": proxy_cpu_per_gb(cases),
+        "comparisons": wan_comparisons(cases),
+    }
+
+
+def wan_lines(meta: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"WAN model (remote wan: the s3 remote's server through bench/wan.py, loopback): {meta['model']}; "
+        "no packet loss, no slow start, no shared bottleneck",
+    ]
+    shown = [c for c in meta["comparisons"] if c["codec"] == "zstd"]
+    lines += [
+        f"  {c['phase']}: {c['zfsglacier']} {c['zfsglacier_mb_per_s']:.1f} MB/s (peak RSS "
+        f"{_fmt(c['zfsglacier_peak_rss_mib'], 1)} MiB) vs {c['shell']} {c['shell_mb_per_s']:.1f} MB/s: "
+        f"zfsglacier's time / the shell's {c['time_ratio']:.2f}"
+        for c in shown
+    ]
+    if not shown:
+        lines.append("  no end-to-end case ran on it")
+    if meta["proxy_cpu_s_per_gb"] is not None:
+        lines.append(
+            f"  the proxy's CPU (in daemon CPU): {meta['proxy_cpu_s_per_gb']:.2f} s per GB of stored bytes it forwarded"
+        )
+    return lines
 
 
 def record(cases: list[Case], meta: dict[str, Any]) -> dict[str, Any]:
@@ -519,6 +621,8 @@ def record(cases: list[Case], meta: dict[str, Any]) -> dict[str, Any]:
                 "phase": c.phase,
                 "kind": c.kind,
                 "name": c.name,
+                "remote": c.remote,
+                "variant": c.variant,
                 "stages": list(c.stages),
                 "median": {k: c.median(k) for k in keys},
                 "efficiency": found[0] if found else None,
@@ -542,10 +646,35 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(_interrupted[-1])
 
 
+def wan_remote(direct: rig.Remote, server: rig.S3Server, proxy: wan.Proxy, work: Path) -> rig.Remote:
+    """`direct`'s bucket on the same server, through the proxy: an rclone config whose endpoint is the proxy."""
+    config = work / "wan-rclone.conf"
+    config.write_text(
+        "[zgtwan]\ntype = s3\nprovider = Rclone\n"
+        f"endpoint = {proxy.endpoint}\naccess_key_id = {server.access_key}\nsecret_access_key = {server.secret_key}\n"
+    )
+    return rig.Remote("wan", config, "zgtwan", direct.bucket, direct.root)
+
+
 @contextlib.contextmanager
-def _remotes(rclone: str) -> Iterator[tuple[dict[str, rig.Remote], int]]:
-    with rig.local_remote() as local, rig.s3_server(rclone) as server, server.remote() as s3:
-        yield {"local": local, "s3": s3}, server.pid
+def _remotes(rclone: str, settings: E2ESettings, work: Path) -> Iterator[tuple[dict[str, rig.Remote], dict[str, int]]]:
+    """The chosen remotes, in the order local, s3, wan, and the pids of the daemons serving them."""
+    remotes: dict[str, rig.Remote] = {}
+    daemons: dict[str, int] = {}
+    with contextlib.ExitStack() as stack:
+        if "local" in settings.remotes:
+            remotes["local"] = stack.enter_context(rig.local_remote())
+        if {"s3", "wan"} & set(settings.remotes):
+            server = stack.enter_context(rig.s3_server(rclone))
+            daemons["rclone serve s3"] = server.pid
+            if "s3" in settings.remotes:
+                remotes["s3"] = stack.enter_context(server.remote())
+            if "wan" in settings.remotes:
+                # Its log names the run's work dir, so a check for leftovers finds a proxy left running.
+                proxy = stack.enter_context(wan.proxy(server.port, settings.wan_link, work / "wan-proxy.log"))
+                daemons["wan proxy"] = proxy.pid
+                remotes["wan"] = wan_remote(stack.enter_context(server.remote()), server, proxy, work)
+        yield remotes, daemons
 
 
 def run(settings: E2ESettings, stack: contextlib.ExitStack) -> dict[str, Any]:
@@ -555,10 +684,8 @@ def run(settings: E2ESettings, stack: contextlib.ExitStack) -> dict[str, Any]:
         raise RuntimeError("rclone not found (run scripts/bootstrap)")
     work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zgbench-e2e-")))
     source = stack.enter_context(input_for(settings, work, _say))
-    remotes, server_pid = stack.enter_context(_remotes(rclone))
-    bench = Bench(
-        settings, source, remotes, work, {**daemon_pids(), "rclone serve s3": server_pid}, settings.base.nproc
-    )
+    remotes, daemons = stack.enter_context(_remotes(rclone, settings, work))
+    bench = Bench(settings, source, remotes, work, {**daemon_pids(), **daemons}, settings.base.nproc)
     bench.prepare()
     cases = bench.end_to_end_cases() + bench.stage_cases()
     bench.run_all(cases)
@@ -573,6 +700,7 @@ def run(settings: E2ESettings, stack: contextlib.ExitStack) -> dict[str, Any]:
             "dataset": settings.dataset,
             "stream": str(settings.base.stream) if settings.base.stream else None,
             "nproc": bench.nproc,
+            "remotes": list(settings.remotes),
         },
         "input": source.description,
         "snapshot": source.snapshot,
@@ -581,6 +709,7 @@ def run(settings: E2ESettings, stack: contextlib.ExitStack) -> dict[str, Any]:
         "daemons_measured": sorted(bench.daemons),
         "load_start": [round(x, 2) for x in load_start],
         "load_end": [round(x, 2) for x in os.getloadavg()],
+        "wan": wan_meta(settings.wan_link, cases) if "wan" in remotes else None,
         "seconds": time.monotonic() - started,
     }
     text = summary(cases, meta)
@@ -611,6 +740,10 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1) + "\n")
     print(f"wrote {out}")
+    if chart.available():
+        print(f"wrote {chart.draw_e2e(data, out.with_suffix('.png'))}")
+    else:
+        print("matplotlib is not installed: no chart")
     return 0
 
 

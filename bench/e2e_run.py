@@ -26,9 +26,11 @@ from zfsglacier.volumes import Digest
 REPO = Path(__file__).resolve().parent.parent
 PIPE, DEVNULL = subprocess.PIPE, subprocess.DEVNULL
 _LIVE: set[subprocess.Popen[bytes]] = set()
-# zfsglacier's own timing of the stream, from its log line ("..., ratio 2.01, 5.3 s, ..." for a backup,
-# "... stored, 5.3 s, ..." for a restore): its wall time minus this is the fixed overhead around it.
-_STREAM_SECONDS = re.compile(r"(?:ratio [\d.]+|stored), ([\d.]+) s, ")
+# zfsglacier's own timing of the stream, from the summary line of a backup or of each backup received
+# ("..., ratio 2.01, 0:00:05, 210.3 MiB/s"): the duration is in whole seconds, so the stream's time is its
+# raw bytes / that rate. zfsglacier's wall time minus it is the fixed overhead around the stream.
+_STREAM_RATE = re.compile(r"ratio [\d.-]+, [\d:]+, ([\d.]+) (B|KiB|MiB|GiB|TiB)/s")
+_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 
 
 class ChildFailed(RuntimeError):
@@ -60,6 +62,11 @@ class Moved:
     stored_bytes: int | None = None
     peak_rss_kib: int | None = None  # zfsglacier's own process
     stream_s: float | None = None  # zfsglacier's own timing of the stream
+    stream_rate: float | None = None  # raw bytes/s of the stream, as zfsglacier reported it
+
+
+def stream_seconds(raw_bytes: int, rate: float | None) -> float | None:
+    return raw_bytes / rate if rate else None
 
 
 def process_cpu(pid: int) -> float:
@@ -165,8 +172,9 @@ def run_zfsglacier(args: Sequence[str], env: Mapping[str, str]) -> Moved:
         text = _tail(log, 1 << 20)
         if code != 0:
             raise ChildFailed(f"zfsglacier {' '.join(args)} exited {code}: {text[-1500:]}")
-        found = _STREAM_SECONDS.search(text)
-        return Moved(0, peak_rss_kib=int(rss_file.read_text()), stream_s=float(found[1]) if found else None)
+        found = _STREAM_RATE.search(text)
+        rate = float(found[1]) * _UNITS[found[2]] if found else None
+        return Moved(0, peak_rss_kib=int(rss_file.read_text()), stream_rate=rate)
 
 
 def compress_file(raw: Path, codec_name: str, threads: int, out: IO[bytes]) -> int:

@@ -13,13 +13,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from zfsglacier import zfs as zfs_mod
 from zfsglacier.lock import DatasetLock
 
-from . import machine
+from . import machine, wan
 from .corpus import write_corpus
 from .e2e_run import REPO
 from .settings import MIB, Settings, from_env
@@ -30,6 +30,7 @@ import rig as rig  # the test rig (re-exported): file-backed pools, `rclone serv
 KIB = 1 << 10
 ZFS = rig.find_tool("zfs") or "zfs"
 Say = Callable[[str], None]
+REMOTES = ("local", "s3", "wan")  # wan: the s3 server through bench.wan's proxy
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,23 @@ class E2ESettings:
     size_mib: int  # BENCH_E2E_SIZE
     dataset: str | None  # BENCH_DATASET
     token: str  # unique to this run: names of snapshots, folders and datasets it makes
+    remotes: tuple[str, ...] = REMOTES  # BENCH_E2E_REMOTES
+    wan_link: wan.Link = field(default_factory=wan.Link.of)  # BENCH_WAN_MBPS, _RTT_MS, _HANDSHAKE_RTTS
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    return float(raw) if raw else default
+
+
+def remotes_from_env() -> tuple[str, ...]:
+    raw = os.environ.get("BENCH_E2E_REMOTES", "").strip()
+    if not raw:
+        return REMOTES
+    chosen = {name.strip() for name in raw.split(",") if name.strip()}
+    if not chosen or chosen - set(REMOTES):
+        raise ValueError(f"BENCH_E2E_REMOTES={raw}: a comma-separated list of {', '.join(REMOTES)}")
+    return tuple(name for name in REMOTES if name in chosen)
 
 
 def settings_from_env() -> E2ESettings:
@@ -49,7 +67,12 @@ def settings_from_env() -> E2ESettings:
     dataset = os.environ.get("BENCH_DATASET", "").strip() or None
     if dataset and base.stream:
         raise ValueError("give BENCH_DATASET or BENCH_STREAM, not both")
-    return E2ESettings(base, size, dataset, secrets.token_hex(3))
+    link = wan.Link.of(
+        _float("BENCH_WAN_MBPS", wan.DEFAULT_MBPS),
+        _float("BENCH_WAN_RTT_MS", wan.DEFAULT_RTT_MS),
+        _float("BENCH_WAN_HANDSHAKE_RTTS", wan.DEFAULT_HANDSHAKE_RTTS),
+    )
+    return E2ESettings(base, size, dataset, secrets.token_hex(3), remotes_from_env(), link)
 
 
 @dataclass(frozen=True)

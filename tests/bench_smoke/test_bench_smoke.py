@@ -6,12 +6,18 @@ These check that the benchmarks work and record what they claim, never how fast 
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import importlib.util
 import json
 import os
 import re
+import socket
+import struct
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,11 +191,21 @@ def test_end_to_end_stage(tmp_path: Path) -> None:
     assert {(c["phase"], c["kind"]) for c in cases.values()} == {
         (phase, kind) for phase in ("backup", "restore") for kind in ("zfsglacier", "shell", "stage")
     }
-    for remote in ("local", "s3"):
+    assert data["settings"]["remotes"] == ["local", "s3", "wan"]
+    for remote in ("local", "s3", "wan"):
         for codec in ("zstd", "pigz"):
             backups = [n for n in cases if n.startswith(f"zfsglacier backup {codec} -") and n.endswith(f"-> {remote}")]
             assert len(backups) == 1, (codec, remote, backups)
             assert f"zfsglacier restore {codec} <- {remote}" in cases
+        # zfsglacier, both shell pipelines and the four uploads and downloads alone, each on this remote
+        on_remote = [c for c in cases.values() if c["remote"] == remote]
+        assert sorted((c["phase"], c["kind"]) for c in on_remote) == sorted(
+            [(phase, kind) for phase in ("backup", "restore") for kind in ("zfsglacier", "shell") for _ in "ab"]
+            + [(phase, "stage") for phase in ("backup", "restore") for _ in "abcd"]
+        ), remote
+        assert f"zfs send | zstd -q -3 -T0 | rclone rcat -> {remote}" in cases
+        assert f"rclone cat <- {remote} | zstd -q -d | zfs receive" in cases
+        assert f"rclone cat <- {remote}: zstd -3 -T0 output" in cases
     assert {"zfs send > pipe", "zfs receive < file"} <= set(cases)
     for name, c in cases.items():
         median = c["median"]
@@ -215,6 +231,55 @@ def test_end_to_end_stage(tmp_path: Path) -> None:
         row = next(line for line in ran.stdout.splitlines() if line.startswith(f"{c['phase']}: {name}  "))
         assert row.split()[-2:] == [f"{c['cpu_ceiling_mb_per_s']:.1f}", f"{c['of_ceiling']:.2f}"], row
     assert data["summary"] in ran.stdout
+    # zfsglacier's own timing of its stream, so its fixed cost around it is known
+    for name, c in cases.items():
+        if c["kind"] == "zfsglacier":
+            assert 0 < c["median"]["overhead_s"] < c["median"]["wall_s"], name
+    assert "zfsglacier's fixed cost" in ran.stdout
+
+    # The WAN model: the s3 server through bench.wan's proxy, measured as a daemon and stopped (its argv names
+    # a log in the run's work dir, so run_bench's leftover check would have found it still running).
+    assert {"rclone serve s3", "wan proxy"} <= set(data["daemons_measured"])
+    wan = data["wan"]
+    assert (wan["mbps"], wan["rtt_ms"], wan["handshake_ms"]) == (25, 20, 40)
+    assert wan["proxy_cpu_s_per_gb"] > 0
+    assert [(w["phase"], w["codec"]) for w in wan["comparisons"]] == [
+        (phase, codec) for phase in ("backup", "restore") for codec in ("zstd", "pigz")
+    ]
+    for w in wan["comparisons"]:
+        zg, sh = cases[w["zfsglacier"]], cases[w["shell"]]
+        assert zg["remote"] == sh["remote"] == "wan" and (zg["kind"], sh["kind"]) == ("zfsglacier", "shell")
+        assert w["zfsglacier_mb_per_s"] == zg["median"]["mb_per_s"] > 0 and w["shell_mb_per_s"] > 0
+        assert w["time_ratio"] == pytest.approx(zg["median"]["wall_s"] / sh["median"]["wall_s"])
+        assert w["zfsglacier_peak_rss_mib"] > 0
+    block = ran.stdout.split("\nWAN model (", 1)[1].split("\nrun took", 1)[0]
+    assert f"{wan['model']};" in block
+    for w in wan["comparisons"]:
+        if w["codec"] == "zstd":
+            assert (f"  {w['phase']}: {w['zfsglacier']} {w['zfsglacier_mb_per_s']:.1f} MB/s (peak RSS "
+                    f"{w['zfsglacier_peak_rss_mib']:.1f} MiB) vs {w['shell']} {w['shell_mb_per_s']:.1f} MB/s: "
+                    f"zfsglacier's time / the shell's {w['time_ratio']:.2f}") in block, block
+    assert "of stored bytes it forwarded" in block
+
+    if importlib.util.find_spec("matplotlib") is not None or rig.in_ci():
+        assert ran.one("e2e-*-quick.png").read_bytes().startswith(PNG_SIGNATURE)
+    else:
+        assert "matplotlib is not installed: no chart" in ran.stdout
+
+
+@pytest.mark.integration
+def test_end_to_end_wan_only(tmp_path: Path) -> None:
+    """BENCH_E2E_REMOTES=wan runs only the WAN remote (and the stages that use no remote), with its settings."""
+    for tool in ("zfs", "zpool", "rclone", "zstd", "pigz"):
+        rig.need_tool(tool)
+    ran = run_bench("bench.e2e", tmp_path, BENCH_E2E_SIZE="1", BENCH_E2E_REMOTES="wan", BENCH_WAN_MBPS="50",
+                    BENCH_WAN_RTT_MS="10", BENCH_WAN_HANDSHAKE_RTTS="0")
+    data = ran.json("e2e-*-quick.json")
+    assert data["settings"]["remotes"] == ["wan"]
+    assert {c["remote"] for c in data["cases"]} == {"wan", None}
+    assert (data["wan"]["mbps"], data["wan"]["rtt_ms"], data["wan"]["handshake_ms"]) == (50, 10, 0)
+    assert len(data["wan"]["comparisons"]) == 4
+    assert "rclone serve s3" in data["daemons_measured"]
 
 
 def test_end_to_end_cpu_ceiling() -> None:
@@ -230,6 +295,139 @@ def test_end_to_end_cpu_ceiling() -> None:
     assert cpu_ceiling(2.0, 0.0, 1) == pytest.approx(500.0)
     assert cpu_ceiling(None, 1.0, 2) is None
     assert cpu_ceiling(0.0, 0.0, 2) is None
+
+
+# --- bench.wan: the WAN model's proxy ------------------------------------------------------------------
+
+
+class _Peer:
+    """A TCP server on 127.0.0.1, a thread per connection; the first byte says what to do: b"e" echo until
+    EOF, then close; b"u" read until EOF, then answer the count (8 bytes); b"d" + 8 bytes N: send N bytes and
+    close; b"r": close with a reset."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _serve(conn: socket.socket) -> None:
+        with conn:
+            what = _recv_exactly(conn, 1)
+            if what == b"e":
+                while data := conn.recv(1 << 16):
+                    conn.sendall(data)
+            elif what == b"u":
+                total = 0
+                while data := conn.recv(1 << 16):
+                    total += len(data)
+                conn.sendall(struct.pack("!Q", total))
+            elif what == b"d":
+                conn.sendall(bytes(struct.unpack("!Q", _recv_exactly(conn, 8))[0]))
+            elif what == b"r":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def _recv_exactly(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        more = conn.recv(size - len(data))
+        if not more:
+            raise ConnectionError(f"closed after {len(data)} of {size} bytes")
+        data += more
+    return data
+
+
+def _recv_all(conn: socket.socket) -> bytes:
+    chunks = []
+    while data := conn.recv(1 << 16):
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def test_wan_proxy(tmp_path: Path) -> None:
+    """Bytes arrive intact both ways through bench.wan's proxy, EOF and resets pass, and it imposes its rate
+    cap and its latency. Bounds are loose (a check that the cap and the delay exist, not a benchmark): the
+    proxy may only ever be slower than its model, never faster."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    wan = importlib.import_module("bench.wan")
+    mbps, rtt_ms, size = 5, 100, 3_000_000
+    link = wan.Link.of(mbps, rtt_ms, handshake_rtts=1)
+    peer = _Peer()
+    log = tmp_path / "wan.log"
+    try:
+        with wan.proxy(peer.port, link, log) as proxy:
+            pid = proxy.pid
+            address = ("127.0.0.1", proxy.port)
+
+            # Both directions intact, and the client's EOF (half-close) reaches the server, whose EOF comes back.
+            data = os.urandom(1_000_000)
+            with socket.create_connection(address, timeout=60) as conn:
+
+                def send() -> None:
+                    conn.sendall(b"e" + data)
+                    conn.shutdown(socket.SHUT_WR)
+
+                sender = threading.Thread(target=send)
+                sender.start()
+                echoed = _recv_all(conn)
+                sender.join()
+            assert echoed == data
+
+            # The cap, upload and download: at least size / cap, less the bucket's small burst.
+            at = time.monotonic()
+            with socket.create_connection(address, timeout=60) as conn:
+                conn.sendall(b"u" + bytes(size))
+                conn.shutdown(socket.SHUT_WR)
+                assert struct.unpack("!Q", _recv_exactly(conn, 8))[0] == size
+            up = time.monotonic() - at
+            at = time.monotonic()
+            with socket.create_connection(address, timeout=60) as conn:
+                conn.sendall(b"d" + struct.pack("!Q", size))
+                assert len(_recv_all(conn)) == size
+            down = time.monotonic() - at
+            floor = 0.8 * size / (mbps * 1e6)
+            assert floor <= up < 60 and floor <= down < 60, (up, down)
+
+            # The latency: a new connection's first exchange pays the handshake and a round trip; each
+            # exchange after that at least a round trip.
+            at = time.monotonic()
+            with socket.create_connection(address, timeout=60) as conn:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn.sendall(b"ex")
+                _recv_exactly(conn, 1)
+                first = time.monotonic() - at
+                trips = []
+                for _ in range(3):
+                    at = time.monotonic()
+                    conn.sendall(b"x")
+                    _recv_exactly(conn, 1)
+                    trips.append(time.monotonic() - at)
+            assert first >= 2 * 0.099 and first < 60, first
+            assert all(0.099 <= trip < 60 for trip in trips), trips
+
+            # A reset by the server reaches the client as a reset or an EOF, not a hang; the proxy carries on.
+            with socket.create_connection(address, timeout=60) as conn:
+                conn.sendall(b"r")
+                with contextlib.suppress(ConnectionResetError):
+                    assert conn.recv(1) == b""
+            with socket.create_connection(address, timeout=60) as conn:
+                conn.sendall(b"eok")
+                assert _recv_exactly(conn, 2) == b"ok"
+    finally:
+        peer.sock.close()
+    assert not Path(f"/proc/{pid}").exists(), "the proxy is still running"
+    stats = json.loads(log.read_text().splitlines()[-1])
+    assert stats["connections"] == 6 and stats["bytes_up"] >= size and stats["bytes_down"] >= size, stats
 
 
 # --- python -m bench.adaptive: level = auto against fixed levels --------------------------------------
