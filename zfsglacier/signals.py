@@ -8,6 +8,11 @@ cut in two, such as starting a child process and taking charge of it.
 `step("sending pool/data@x ...")` marks what the run is doing, so that the interruption names it:
 "interrupted by SIGTERM while sending pool/data@x ...". Steps are marked in the main thread only.
 
+The kernel may hand a signal sent to the process to any of its threads. CPython then runs the
+handler in the main thread, but only once that thread runs Python code again: a main thread blocked
+in an endless wait (a lock, a queue, waitpid) would never see it. So the main thread never waits
+without a timeout (overlap.Prefetch, proc.Child.wait).
+
 An exception raised inside the logging module (or tqdm) can leave one of its module-wide locks
 held: every other thread that logs then blocks forever, and so does the cleanup that waits for
 those threads. A signal that arrives there is delivered again a moment later instead.
