@@ -35,7 +35,7 @@ from .manifest import Volume
 from .overlap import POLL
 from .progress import human_bytes
 from .stall import describe_seconds
-from .volumes import Digest
+from .volumes import StreamHashes
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +149,7 @@ class Downloads:
         self._stop = threading.Event()
         self._pause = sleep or self._stop.wait  # returns True once stopped
         self._threads: list[threading.Thread] = []
-        self.whole = Digest()
-        self._volume = Digest()
+        self.hashes = StreamHashes()  # the whole stream (the manifest's sha256), and each part of several
         self.position = 0  # the part being handed on; it moves on only once the previous one matched
 
     @property
@@ -179,8 +178,7 @@ class Downloads:
                 else:
                     piece = b""
             if piece:
-                self.whole.update(piece)
-                self._volume.update(piece)
+                self.hashes.update(piece)
                 return piece
             self._open.popleft()
             if head.number == head.of:
@@ -197,14 +195,12 @@ class Downloads:
 
     def _end_of_part(self, index: int) -> None:
         """A part was handed on whole: for a backup of several, it must match its own manifest entry."""
-        if self.several:
-            part = self._parts[index]
-            if (self._volume.bytes, self._volume.hexdigest()) != (part.volume.stored_bytes, part.volume.sha256):
-                raise IntegrityError(
-                    f"{part.path}: volume {index + 1} of {len(self._parts)} does not match its manifest (size "
-                    f"{self._volume.bytes}, expected {part.volume.stored_bytes}; sha256 {self._volume.hexdigest()}, "
-                    f"expected {part.volume.sha256}){self._then}")
-        self._volume = Digest()
+        size, sha256 = self.hashes.end_volume()
+        part = self._parts[index]
+        if self.several and (size, sha256) != (part.volume.stored_bytes, part.volume.sha256):
+            raise IntegrityError(
+                f"{part.path}: volume {index + 1} of {len(self._parts)} does not match its manifest (size {size}, "
+                f"expected {part.volume.stored_bytes}; sha256 {sha256}, expected {part.volume.sha256}){self._then}")
         self.position = index + 1
 
     # --- the range threads ----------------------------------------------------------------------------

@@ -205,7 +205,7 @@ def send_to_remote(
         raise
     finally:
         stages.close_helpers()
-    return StreamStats(raw, uploads.whole.bytes, uploads.whole.hexdigest(), time.monotonic() - started,
+    return StreamStats(raw, uploads.hashes.whole.bytes, uploads.hashes.whole.hexdigest(), time.monotonic() - started,
                        tuple(volumes))
 
 
@@ -286,7 +286,7 @@ def receive_from_remote(source: Source, codec: Codec, expected: Expected, progre
                 if behind is not None:
                     for ready in held.push(chunk):
                         behind.write(ready)
-                progress(len(chunk), cats.whole.bytes)
+                progress(len(chunk), cats.hashes.whole.bytes)
         except IntegrityError as undecodable:
             raise (_damaged_volume(ahead, cats) if receive is None else None) or undecodable from None
         finally:
@@ -294,7 +294,7 @@ def receive_from_remote(source: Source, codec: Codec, expected: Expected, progre
         while ahead.read(CHUNK):  # anything after the end of the compressed stream counts too
             pass
         cats.check()
-        _check_expected(expected, cats.whole, raw, then)
+        _check_expected(expected, cats.hashes.whole, raw, then)
         if receive is not None and behind is not None:
             for rest in held.release():
                 behind.write(rest)
@@ -312,7 +312,7 @@ def receive_from_remote(source: Source, codec: Codec, expected: Expected, progre
         raise
     finally:
         stages.close_helpers()
-    return StreamStats(raw, cats.whole.bytes, cats.whole.hexdigest(), time.monotonic() - started)
+    return StreamStats(raw, cats.hashes.whole.bytes, cats.hashes.whole.hexdigest(), time.monotonic() - started)
 
 
 def _range_opener(stages: _Stages, source: Source) -> OpenRange:

@@ -40,6 +40,28 @@ class Digest:
         return self._hash.hexdigest()
 
 
+class StreamHashes:
+    """sha256 and size of a whole stream and of its current volume. Each byte is hashed once while in the
+    first volume (whose digest is the whole's so far), twice only from the second volume on."""
+
+    def __init__(self) -> None:
+        self.whole = Digest()
+        self._volume: Digest | None = None  # None: in the first volume
+        self.volume_bytes = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        self.whole.update(data)
+        if self._volume is not None:
+            self._volume.update(data)
+        self.volume_bytes += len(data)
+
+    def end_volume(self) -> tuple[int, str]:
+        """The size and sha256 of the volume that ends here; the next one starts."""
+        ended = (self.volume_bytes, (self._volume or self.whole).hexdigest())
+        self._volume, self.volume_bytes = Digest(), 0
+        return ended
+
+
 class RegeneratedDiffers(Exception):
     """A resumed backup's stream differs from a volume stored by the interrupted run."""
 
@@ -71,8 +93,7 @@ class Uploads:
         self._stored = list(stored)
         self._on_volume = on_volume
         self.volumes: list[Volume] = []
-        self.whole = Digest()  # the whole stored stream: the manifest's sha256
-        self._volume = Digest()
+        self.hashes = StreamHashes()  # the whole stored stream (the manifest's sha256) and the volume
         self.current: Child | None = None  # the rcat of the volume being uploaded
 
     @property
@@ -82,10 +103,9 @@ class Uploads:
     def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            room = len(view) if self._limit is None else self._limit - self._volume.bytes
+            room = len(view) if self._limit is None else self._limit - self.hashes.volume_bytes
             piece, view = view[:room], view[room:]
-            self.whole.update(piece)
-            self._volume.update(piece)
+            self.hashes.update(piece)
             if not self._comparing:
                 if self.current is None:
                     self.current = self._start("rclone rcat", self._rcat_argv(self._names(len(self.volumes) + 1)),
@@ -93,14 +113,14 @@ class Uploads:
                     self._watch.follow(self.current)
                 with self._watch.waiting():
                     self.current.stdin.write(piece)
-            if self._limit is not None and self._volume.bytes == self._limit:
+            if self._limit is not None and self.hashes.volume_bytes == self._limit:
                 self._end_volume()
                 if self._on_volume is not None and not self._comparing:
                     self._on_volume(list(self.volumes))
 
     def finish(self) -> list[Volume]:
         """End the last volume (after everything was written); the complete list of volumes."""
-        if self._volume.bytes or not self.volumes:
+        if self.hashes.volume_bytes or not self.volumes:
             self._end_volume()
         if self._comparing:
             raise RegeneratedDiffers(len(self.volumes) + 1, self._stored[len(self.volumes)], "(none)", 0)
@@ -108,7 +128,7 @@ class Uploads:
 
     def _end_volume(self) -> None:
         number = len(self.volumes) + 1
-        volume = Volume(self._names(number), self._volume.bytes, self._volume.hexdigest())
+        volume = Volume(self._names(number), *self.hashes.end_volume())
         if self._comparing:
             stored = self._stored[number - 1]
             if (volume.stored_bytes, volume.sha256) != (stored.stored_bytes, stored.sha256):
@@ -119,4 +139,3 @@ class Uploads:
                 self.current.check()
             self.current = None
         self.volumes.append(volume)
-        self._volume = Digest()

@@ -128,7 +128,7 @@ def test_ranges_finishing_out_of_order_are_handed_on_in_order() -> None:
         remote.script[("r:b/x", offset)] = [{"delay": 0.2 - 0.04 * number}]
     downloads = Downloads(parts_of(remote.objects), remote.open, settings())
     assert read_all(downloads) == data
-    assert downloads.whole.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert downloads.hashes.whole.hexdigest() == hashlib.sha256(data).hexdigest()
     assert [(offset, count) for _, offset, count in remote.asked] == [
         (o, min(64 * KIB, len(data) - o)) for o in range(0, len(data), 64 * KIB)]
 

@@ -267,3 +267,16 @@ def test_a_single_object_is_not_read_on() -> None:
     ahead = FakeAhead([b"a"], None, on_read=lambda n: None)
     assert pipeline._damaged_volume(ahead, FakeDownloads(several=False)) is None  # type: ignore[arg-type]
     assert ahead.reads == 0
+
+
+def test_stream_hashes_give_each_volume_and_the_whole_stream() -> None:
+    from zfsglacier.volumes import StreamHashes
+
+    first, second = os.urandom(1000), os.urandom(700)
+    hashes = StreamHashes()
+    hashes.update(first[:300])
+    hashes.update(first[300:])
+    assert hashes.end_volume() == (1000, hashlib.sha256(first).hexdigest())
+    hashes.update(second)
+    assert hashes.end_volume() == (700, hashlib.sha256(second).hexdigest())
+    assert (hashes.whole.bytes, hashes.whole.hexdigest()) == (1700, hashlib.sha256(first + second).hexdigest())
