@@ -143,7 +143,7 @@ class Downloads:
         self._open_range = open_range
         self._settings = settings
         self._then = then  # appended to an integrity error: what it means for the receive
-        self._pending = plan_ranges(self._parts, settings)  # not started yet, in order
+        self._pending = collections.deque(plan_ranges(self._parts, settings))  # not started yet, in order
         self._open: collections.deque[_Range] = collections.deque()  # started, not yet handed on, in order
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -185,8 +185,11 @@ class Downloads:
                 self._end_of_part(head.part)
 
     def _start_ranges(self) -> None:
+        if len(self._open) >= self._settings.streams or not self._pending:
+            return
+        self._threads = [thread for thread in self._threads if thread.is_alive()]
         while self._pending and len(self._open) < self._settings.streams:
-            r = self._pending.pop(0)
+            r = self._pending.popleft()
             self._open.append(r)
             thread = threading.Thread(target=self._fetch, args=(r,), daemon=True,
                                       name=f"read: {self._parts[r.part].path} @{r.offset}")
