@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, datasets, progress, status, thaw
+from . import __version__, config, datasets, progress, status, thaw
 from .backup import backup
 from .catalog import load_catalog
 from .config import DEFAULT_CONFIG_PATH, BackupConfig, load_config
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--force", action="store_true",
                      help="overwrite an existing target dataset (zfs receive -F)")
     thaw_arguments(sub, "restore")
+    streams_argument(sub)
     sub.add_argument("--dry-run", action="store_true",
                      help="show the plan and print the commands that would run; change nothing")
 
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--yes", action="store_true",
                      help="objects in Glacier or Deep Archive: request their (billed) thaw without asking")
     thaw_arguments(sub, "verify")
+    streams_argument(sub)
 
     command("status", "Monitoring check (a Nagios/Icinga plugin): the age of the newest backup against [monitoring] "
                       "warn_after and crit_after, one line on stdout. Its exit codes are the plugins': 0 OK, "
@@ -106,6 +108,18 @@ def thaw_arguments(sub: argparse.ArgumentParser, command: str) -> None:
                           "and slower)")
     sub.add_argument("--thaw-days", type=_days, default=thaw.DEFAULT_DAYS, metavar="N",
                      help=f"days a thawed copy stays readable (default {thaw.DEFAULT_DAYS})")
+
+
+def streams_argument(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--streams", type=_streams, metavar="N",
+                     help="read each object as N ranges at once, each on its own connection (default [restore] "
+                          f"streams, {config.DEFAULT_RESTORE_STREAMS}; 1: one stream per object)")
+
+
+def _streams(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= config.MAX_RESTORE_STREAMS:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number, 1 to {config.MAX_RESTORE_STREAMS}")
+    return int(text)
 
 
 def _thaw_options(args: argparse.Namespace) -> thaw.ThawOptions:
@@ -168,7 +182,7 @@ def _run(args: argparse.Namespace) -> int:
                 force=args.force,
                 thaw_options=_thaw_options(args),
                 confirm=_ask, echo=lambda line: print(line, file=sys.stdout if args.dry_run else sys.stderr),
-                dry_run=args.dry_run)
+                dry_run=args.dry_run, streams=args.streams)
         return EXIT_OK
     if args.command == "list":
         targets = _targets(cfg, args)
@@ -194,7 +208,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "verify":
         return datasets.run_each(_targets(cfg, args), lambda one: verify(
             one, snapshot=args.snapshot, every=args.all, deep=args.deep, yes=args.yes, confirm=_ask,
-            thaw_options=_thaw_options(args)))
+            thaw_options=_thaw_options(args), streams=args.streams))
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -32,6 +32,10 @@ DEFAULT_MAX_UPLOAD_PARTS = 10_000  # S3's limit; some S3-compatible providers al
 DEFAULT_UPLOAD_CONCURRENCY = 4  # rclone's default
 DEFAULT_UPLOAD_MEMORY = 1 << 30
 DEFAULT_MAX_OBJECT_SIZE = 100 << 30
+# [restore]: chosen by measurement (make bench, the WAN model): see README "Performance".
+DEFAULT_RESTORE_STREAMS = 4
+DEFAULT_RANGE_BYTES = 16 << 20
+MAX_RESTORE_STREAMS = 64
 _DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h)?")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 # [monitoring]: `zfsglacier status` warns when the newest backup is older than warn_after, and is
@@ -49,6 +53,15 @@ class MonitoringPolicy:
     warn_after: int = 26 * 3600  # seconds; WARNING when the newest backup is older than this
     crit_after: int = 50 * 3600  # seconds; CRITICAL when older than this (always > warn_after)
     textfile: Path | None = None  # node_exporter textfile collector file (*.prom); None: none written
+
+
+@dataclass(frozen=True)
+class RestorePolicy:
+    """[restore]: how restore and verify read each stored object: `streams` ranges of `range_bytes` at once,
+    each on its own connection (1: one `rclone cat` per object)."""
+
+    streams: int = DEFAULT_RESTORE_STREAMS
+    range_bytes: int = DEFAULT_RANGE_BYTES
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,7 @@ class BackupConfig:
     chain: ChainPolicy = field(default_factory=ChainPolicy)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     monitoring: MonitoringPolicy = field(default_factory=MonitoringPolicy)
+    restore: RestorePolicy = field(default_factory=RestorePolicy)
 
     @property
     def remote_dir(self) -> str:
@@ -226,28 +240,39 @@ _SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[KMGT]?)(i?B)?", re.IG
 _UNIT_BYTES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
-def _size(where: str, value: str) -> int:
-    """512M, 1G, 1.5GiB: binary units."""
+def _bytes(where: str, value: str, low: int, high: int | None, expected: str) -> int:
+    """A size in binary units (512M, 1G, 1.5GiB) from `low` to `high` bytes; `expected` says what is."""
     match = _SIZE.fullmatch(value)
     if match is None:
-        raise _bad(where, value, "expected a size such as 512M or 2G")
+        raise _bad(where, value, expected)
     size = int(float(match["number"]) * _UNIT_BYTES[match["unit"].upper()])
-    if size < 16 << 20:
-        raise _bad(where, value, "expected at least 16M")
+    if size < low or (high is not None and size > high):
+        raise _bad(where, value, expected)
     return size
+
+
+def _size(where: str, value: str) -> int:
+    return _bytes(where, value, 16 << 20, None, "expected a size of at least 16M, such as 512M or 2G")
 
 
 def _object_size(where: str, value: str) -> int | None:
     """100G; 0: one object, however long."""
     if value.strip() == "0":
         return None
-    match = _SIZE.fullmatch(value)
-    if match is None:
-        raise _bad(where, value, "expected a size such as 100G, or 0 (never cut the stream into volumes)")
-    size = int(float(match["number"]) * _UNIT_BYTES[match["unit"].upper()])
-    if size < 1 << 20:
-        raise _bad(where, value, "expected at least 1M, or 0 (never cut the stream into volumes)")
-    return size
+    return _bytes(where, value, 1 << 20, None, "expected a size of at least 1M such as 100G, or 0 (never cut the "
+                                               "stream into volumes)")
+
+
+def _range_size(where: str, value: str) -> int:
+    return _bytes(where, value, 1 << 20, 1 << 30, "expected a size from 1M to 1G, such as 16M or 64M")
+
+
+def _streams(where: str, value: str) -> int:
+    expected = f"expected a whole number of streams, 1 to {MAX_RESTORE_STREAMS}"
+    number = _whole_number(where, value, 1, expected)
+    if number > MAX_RESTORE_STREAMS:
+        raise _bad(where, value, expected)
+    return number
 
 
 def _parts(where: str, value: str) -> int:
@@ -407,6 +432,8 @@ _SCHEMA = (
     _Key("compression", "compressor", _compressor, DEFAULT_CODEC),
     _Key("compression", "level", _level_text, "default"),
     _Key("compression", "threads", _threads, "auto"),
+    _Key("restore", "streams", _streams, str(DEFAULT_RESTORE_STREAMS)),
+    _Key("restore", "range_size", _range_size, f"{DEFAULT_RANGE_BYTES >> 20}M"),
     _Key("monitoring", "warn_after", _age_threshold, DEFAULT_WARN_AFTER),
     _Key("monitoring", "crit_after", _age_threshold, DEFAULT_CRIT_AFTER),
     _Key("monitoring", "textfile", _textfile, None),
@@ -497,6 +524,7 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
         chain=ChainPolicy(values["full_every"][0], values["full_every"][1], values["differential"]),
         retention=RetentionPolicy(values["keep_chains"], values["max_age"]),
         monitoring=MonitoringPolicy(values["warn_after"], values["crit_after"], values["textfile"]),
+        restore=RestorePolicy(values["streams"], values["range_size"]),
     )
 
 

@@ -16,30 +16,55 @@ import queue
 import select
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .stall import StallWatch
+from typing import Protocol
 
 DEPTH = 4
-_POLL = 0.1  # how often a thread blocked on a full or empty queue checks whether it should stop
+POLL = 0.1  # how often a thread blocked on a full or empty queue checks whether it should stop
+
+
+class PieceSource(Protocol):
+    """Where Prefetch reads from, in its thread."""
+
+    def next_piece(self, stop: threading.Event) -> bytes | None:
+        """The next piece of the stream, in order: b"" at its end, None once `stop` is set."""
+
+
+class PipeSource:
+    """A pipe read in `chunk`-sized pieces (fewer bytes only at its end); `seen` is called with each.
+
+    It waits with poll() rather than in read(), so that it can always be stopped: under zfs-fuse the
+    daemon, not the `zfs send` process, holds the pipe's other end, so killing the child does not always
+    end the stream."""
+
+    def __init__(self, fd: int, chunk: int, seen: Callable[[bytes], object] = len) -> None:
+        self._fd = fd
+        self._chunk = chunk
+        self._seen = seen
+
+    def next_piece(self, stop: threading.Event) -> bytes | None:
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        parts: list[bytes] = []
+        size = 0
+        while size < self._chunk:
+            if stop.is_set():
+                return None
+            if not poller.poll(POLL * 1000):
+                continue
+            data = os.read(self._fd, self._chunk - size)
+            if not data:
+                break
+            self._seen(data)
+            parts.append(data)
+            size += len(data)
+        return b"".join(parts)
 
 
 class Prefetch:
-    """Reads a pipe in `chunk`-sized pieces in a thread; `read()` hands them out in order.
+    """Reads a source's pieces ahead in a thread, up to DEPTH of them; `read()` hands them out in order."""
 
-    The thread waits with poll() rather than in read(), so that it can always be stopped: under
-    zfs-fuse the daemon, not the `zfs send` process, holds the pipe's other end, so killing the
-    child does not always end the stream.
-    """
-
-    def __init__(self, fd: int, chunk: int, name: str, seen: Callable[[bytes], object] = len,
-                 watch: StallWatch | None = None, next_fd: Callable[[], int | None] | None = None) -> None:
-        self._fd = fd
-        self._next_fd = next_fd  # at the end of `fd`: the pipe to go on reading from, or None (the end)
-        self._watch = watch  # told how long we wait for the other end
-        self._chunk = chunk
-        self._seen = seen  # called in the thread with every piece read (hashing, counting)
+    def __init__(self, source: PieceSource, name: str) -> None:
+        self._source = source
         self._queue: queue.Queue[bytes | BaseException] = queue.Queue(DEPTH)
         self._stop = threading.Event()
         self._left = memoryview(b"")
@@ -47,44 +72,10 @@ class Prefetch:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def _read_piece(self) -> bytes | None:
-        """Up to `chunk` bytes (fewer only at the end of the stream); None once stopped."""
-        poller = select.poll()
-        poller.register(self._fd, select.POLLIN)
-        parts: list[bytes] = []
-        size = 0
-        if self._watch is not None:
-            self._watch.begin()
-        try:
-            while size < self._chunk:
-                if self._stop.is_set():
-                    return None
-                if not poller.poll(_POLL * 1000):
-                    continue
-                data = os.read(self._fd, self._chunk - size)
-                if not data:
-                    following = self._next_fd() if self._next_fd is not None else None
-                    if following is None:
-                        self._next_fd = None  # the end: asked once
-                        break
-                    poller.unregister(self._fd)
-                    self._fd = following
-                    poller.register(self._fd, select.POLLIN)
-                    continue
-                if self._watch is not None:
-                    self._watch.moved()
-                self._seen(data)  # before a next_fd call, which checks what was seen of its pipe
-                parts.append(data)
-                size += len(data)
-        finally:
-            if self._watch is not None:
-                self._watch.end()
-        return b"".join(parts)
-
     def _put(self, item: bytes | BaseException) -> bool:
         while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=_POLL)
+                self._queue.put(item, timeout=POLL)
                 return True
             except queue.Full:
                 continue
@@ -92,7 +83,7 @@ class Prefetch:
 
     def _run(self) -> None:
         try:
-            while (piece := self._read_piece()) is not None:
+            while (piece := self._source.next_piece(self._stop)) is not None:
                 if not self._put(piece) or not piece:
                     return
         except BaseException as exc:  # handed to the caller, who raises it
@@ -102,7 +93,7 @@ class Prefetch:
         if not self._left:
             if self._eof:
                 return b""
-            item = self._queue.get()
+            item = self._next()
             if isinstance(item, BaseException):
                 self._eof = True
                 raise item
@@ -115,6 +106,15 @@ class Prefetch:
         take = len(self._left) if size < 0 else size
         data, self._left = self._left[:take], self._left[take:]
         return bytes(data)
+
+    def _next(self) -> bytes | BaseException:
+        # Never an endless wait: a signal that the kernel hands to another thread reaches the main thread's
+        # handler only once it runs again (signals.py), and a read may wait for hours on a stalled remote.
+        while True:
+            try:
+                return self._queue.get(timeout=POLL)
+            except queue.Empty:
+                continue
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
         data = self.read(len(buffer))
@@ -168,7 +168,7 @@ class WriteBehind:
         piece = bytes(data)
         while True:
             try:
-                self._queue.put(piece, timeout=_POLL)
+                self._queue.put(piece, timeout=POLL)
                 return len(piece)
             except queue.Full:
                 self._raise_error()
@@ -182,7 +182,7 @@ class WriteBehind:
         """Wait until everything given so far is written; raise what went wrong, if anything."""
         with self._queue.all_tasks_done:
             while self._queue.unfinished_tasks > 0 and self._thread.is_alive():
-                self._queue.all_tasks_done.wait(_POLL)
+                self._queue.all_tasks_done.wait(POLL)
         self._raise_error()
         self._check_alive()
 
@@ -190,7 +190,7 @@ class WriteBehind:
         """Stop the thread. Pending pieces are dropped once a write failed; otherwise written first."""
         while self._thread.is_alive():
             try:
-                self._queue.put(None, timeout=_POLL)
+                self._queue.put(None, timeout=POLL)
                 break
             except queue.Full:
                 continue

@@ -2,10 +2,12 @@
 
 backup:   zfs send --stdout--> [read thread] 1 MiB chunks -> codec writer -> [write thread] sha256 + count
           -> rclone rcat --stdin-->
-restore:  rclone cat --stdout--> [read thread] sha256 + count -> codec reader -> hold back the last MiB
+restore:  rclone cat --offset --count (several at once, downloads.py) --stdout--> [range threads]
+          -> in order: [read thread] sha256 + count -> codec reader -> hold back the last MiB
           -> [write thread] zfs receive --stdin-->
           the held-back tail (which holds the stream's END record, without which zfs receive commits
           nothing) is written only after the whole object matched its size and sha256.
+verify:   the same without zfs receive.
 
 Every child's exit status is checked: a `zfs send` that dies looks like a clean end of input, and so
 does a download that `rclone cat` gave up on.
@@ -23,18 +25,18 @@ from typing import Any
 
 from . import rclone as rclone_mod
 from .codecs import Codec, Level, Reader, Writer
-from .errors import IntegrityError, StageError, ZfsError, ZfsglacierError
+from .downloads import Downloads, OpenRange, Part, ReadSettings
+from .errors import IntegrityError, StageError, ZfsError
 from .manifest import Volume
-from .overlap import Prefetch, WriteBehind
+from .overlap import PipeSource, Prefetch, WriteBehind
 from .proc import PIPE, Child, child_env
 from .signals import held_back
 from .stall import StallWatch
-from .volumes import Digest, Downloads, Part, Uploads
+from .volumes import Digest, Uploads
 
 CHUNK = 1 << 20
 HOLD_BACK = 1 << 20
 _STOPPED = "; the stream was stopped before zfs receive could commit it"
-_NO_DATA = "the remote sent no data"
 
 # Called with (raw bytes just moved, stored bytes so far).
 ProgressFn = Callable[[int, int], None]
@@ -88,6 +90,7 @@ class _Stages:
     def __init__(self) -> None:
         self._children: list[Child] = []
         self._closers: list[Callable[[], object]] = []
+        self._stoppers: list[Callable[[], object]] = []
         self._lock = threading.Lock()
         self._killed = False
 
@@ -99,12 +102,18 @@ class _Stages:
             self._children.append(child)
             return child
 
-    def helper(self, close: Callable[[], object]) -> None:
+    def helper(self, close: Callable[[], object], stop: Callable[[], object] | None = None) -> None:
+        """`close` ends a helper at the end of the stream; `stop`, when given, is told first when the stream
+        is killed (so that its threads take the deaths of their children for what they are)."""
         self._closers.append(close)
+        if stop is not None:
+            self._stoppers.append(stop)
 
     def kill(self) -> None:
         """SIGKILL each child before its stdin is closed, the last started first: the consumer (rclone
         rcat, zfs receive) dies before its producer, so it never sees a clean end of a cut stream."""
+        for stop in self._stoppers:
+            stop()
         with self._lock:
             self._killed = True
             children = list(self._children)
@@ -163,7 +172,7 @@ def send_to_remote(
             stages.helper(watch.close)
             uploads = Uploads(stages.start, target.rcat_argv, target.names, target.limit, rclone_mod.env(), watch,
                               redact, target.stored, target.on_volume)
-            ahead = Prefetch(send.stdout.fileno(), CHUNK, "read: zfs send")
+            ahead = Prefetch(PipeSource(send.stdout.fileno(), CHUNK), "read: zfs send")
             stages.helper(ahead.close)
             behind = WriteBehind(uploads.write, "write: rclone rcat")
             stages.helper(behind.close)
@@ -196,7 +205,7 @@ def send_to_remote(
         raise
     finally:
         stages.close_helpers()
-    return StreamStats(raw, uploads.whole.bytes, uploads.whole.hexdigest(), time.monotonic() - started,
+    return StreamStats(raw, uploads.hashes.whole.bytes, uploads.hashes.whole.hexdigest(), time.monotonic() - started,
                        tuple(volumes))
 
 
@@ -231,106 +240,89 @@ class Expected:
     raw_bytes: int
 
 
-def receive_from_remote(
-    parts: Sequence[Part],
-    receive_argv: Sequence[str],
-    codec: Codec,
-    expected: Expected,
-    progress: ProgressFn,
-    stall_timeout: float | None = None,
-    redact: Redact = _as_is,
-) -> StreamStats:
-    """`parts`: the backup's volumes in order (one for most backups); `expected`: the whole stream."""
+@dataclass(frozen=True)
+class Source:
+    """Where a stored backup is read from: its objects in order, the rclone argv that reads one of them
+    (path, offset, count or None for the whole object), and how (ranges, streams, retries)."""
+
+    parts: Sequence[Part]
+    cat_argv: Callable[[str, int, int | None], list[str]]
+    settings: ReadSettings
+    redact: Redact = _as_is
+
+
+def receive_from_remote(source: Source, codec: Codec, expected: Expected, progress: ProgressFn,
+                        receive_argv: Sequence[str] | None) -> StreamStats:
+    """Download a backup, check it and decompress it into `zfs receive RECEIVE_ARGV`, or to nowhere when
+    None (verify: the objects are intact and decodable; only a receive proves the stream).
+
+    What the objects hold must match the manifest (`expected`: the whole stream; the parts' own entries
+    for a backup of several volumes) in size, sha256 and decompressed size. zfs receive never sees the
+    stream's last HOLD_BACK bytes (its END record) before all of that matched, so a damaged stream is
+    never committed."""
     started = time.monotonic()
     stages = _Stages()
-    stall: StallWatch | None = None
+    then = _STOPPED if receive_argv is not None else ""
     raw = 0
     held = HeldBack(HOLD_BACK)
+    receive: Child | None = None
+    behind: WriteBehind | None = None
     try:
         with held_back():
-            cats = Downloads(stages.start, parts, rclone_mod.env(), redact,
-                             lambda child: StallWatch(child, stall_timeout, _NO_DATA), _STOPPED)
-            stall = cats.watch
-            stages.helper(stall.close)
-            receive = stages.start("zfs receive", receive_argv, error=ZfsError, stdin=PIPE, env=child_env())
-            ahead = Prefetch(cats.first_fd(), CHUNK, "read: rclone cat", seen=cats.seen, watch=stall,
-                             next_fd=cats.next_fd)
+            cats = Downloads(source.parts, _range_opener(stages, source), source.settings, then)
+            stages.helper(cats.close, stop=cats.stop)
+            if receive_argv is not None:
+                receive = stages.start("zfs receive", receive_argv, error=ZfsError, stdin=PIPE, env=child_env())
+            ahead = Prefetch(cats, "read: rclone cat")
             stages.helper(ahead.close)
-            behind = WriteBehind(receive.stdin.write, "write: zfs receive")
-            stages.helper(behind.close)
-        _check_format(ahead, cats, codec, expected)
+            if receive is not None:
+                behind = WriteBehind(receive.stdin.write, "write: zfs receive")
+                stages.helper(behind.close)
+        _check_format(ahead, codec, expected)
         reader = codec.open_reader(ahead)
         try:
-            for chunk in _decoded(reader, codec, cats, expected):
+            for chunk in _decoded(reader, codec, expected, then):
                 raw += len(chunk)
-                for ready in held.push(chunk):
-                    behind.write(ready)
-                progress(len(chunk), cats.whole.bytes)
+                if behind is not None:
+                    for ready in held.push(chunk):
+                        behind.write(ready)
+                progress(len(chunk), cats.hashes.whole.bytes)
+        except IntegrityError as undecodable:
+            raise (_damaged_volume(ahead, cats) if receive is None else None) or undecodable from None
         finally:
             reader.close()
         while ahead.read(CHUNK):  # anything after the end of the compressed stream counts too
             pass
         cats.check()
-        _check_expected(expected, cats.whole, raw)
-        for rest in held.release():
-            behind.write(rest)
-        behind.flush()
-        receive.close_stdin()
-        receive.check()
+        _check_expected(expected, cats.hashes.whole, raw, then)
+        if receive is not None and behind is not None:
+            for rest in held.release():
+                behind.write(rest)
+            behind.flush()
+            receive.close_stdin()
+            receive.check()
     except (BrokenPipeError, ConnectionResetError) as exc:
+        if receive is None:
+            raise
         failure = _failure_of(receive, exc)
         stages.kill()
         raise failure from None
     except BaseException:
         stages.kill()  # zfs receive killed before its stdin closes: an unfinished stream commits nothing
-        if stall is not None and stall.fired:
-            raise stall.error() from None
         raise
     finally:
         stages.close_helpers()
-    return StreamStats(raw, cats.whole.bytes, cats.whole.hexdigest(), time.monotonic() - started)
+    return StreamStats(raw, cats.hashes.whole.bytes, cats.hashes.whole.hexdigest(), time.monotonic() - started)
 
 
-def check_remote_object(parts: Sequence[Part], codec: Codec, expected: Expected, progress: ProgressFn,
-                        stall_timeout: float | None = None, redact: Redact = _as_is) -> StreamStats:
-    """Download a backup's objects and decompress them to nowhere: sizes, sha256 and decompressed size
-    must match its manifest. Proves the objects are intact and decodable; only a `zfs receive` proves
-    the stream."""
-    started = time.monotonic()
-    stages = _Stages()
-    stall: StallWatch | None = None
-    raw = 0
-    try:
-        with held_back():
-            cats = Downloads(stages.start, parts, rclone_mod.env(), redact,
-                             lambda child: StallWatch(child, stall_timeout, _NO_DATA), "")
-            stall = cats.watch
-            stages.helper(stall.close)
-            ahead = Prefetch(cats.first_fd(), CHUNK, "read: rclone cat", seen=cats.seen, watch=stall,
-                             next_fd=cats.next_fd)
-            stages.helper(ahead.close)
-        _check_format(ahead, cats, codec, expected)
-        reader = codec.open_reader(ahead)
-        try:
-            for chunk in _decoded(reader, codec, cats, expected, then=""):
-                raw += len(chunk)
-                progress(len(chunk), cats.whole.bytes)
-        except IntegrityError as undecodable:
-            raise _damaged_volume(ahead, cats) or undecodable from None
-        finally:
-            reader.close()
-        while ahead.read(CHUNK):
-            pass
-        cats.check()
-        _check_expected(expected, cats.whole, raw, then="")
-    except BaseException:
-        stages.kill()
-        if stall is not None and stall.fired:
-            raise stall.error() from None
-        raise
-    finally:
-        stages.close_helpers()
-    return StreamStats(raw, cats.whole.bytes, cats.whole.hexdigest(), time.monotonic() - started)
+def _range_opener(stages: _Stages, source: Source) -> OpenRange:
+    env = rclone_mod.env()
+
+    def open_range(part: Part, offset: int, count: int | None) -> Child:
+        return stages.start("rclone cat", source.cat_argv(part.path, offset, count), error=rclone_mod.read_error,
+                            stdout=PIPE, env=env, redact=source.redact)
+
+    return open_range
 
 
 def _damaged_volume(ahead: Prefetch, cats: Downloads) -> IntegrityError | None:
@@ -349,20 +341,20 @@ def _damaged_volume(ahead: Prefetch, cats: Downloads) -> IntegrityError | None:
     return None
 
 
-def _decoded(reader: Reader, codec: Codec, cats: Downloads, expected: Expected,
-             then: str = _STOPPED) -> Iterator[bytes]:
+def _decoded(reader: Reader, codec: Codec, expected: Expected, then: str) -> Iterator[bytes]:
     """The decompressed stream in chunks; a decoding error becomes the error that names the object."""
     while True:
         try:
             chunk = reader.read(CHUNK)
         except codec.decode_errors as exc:
-            raise _decode_failure(cats.current, expected, exc, then) from None
+            raise IntegrityError(f"{expected.path}: cannot be decompressed ({type(exc).__name__}: {exc}){then}") \
+                from None
         if not chunk:
             return
         yield chunk
 
 
-def _check_format(ahead: Prefetch, cats: Downloads, codec: Codec, expected: Expected) -> None:
+def _check_format(ahead: Prefetch, codec: Codec, expected: Expected) -> None:
     head = b""
     while len(head) < len(codec.magic) and (piece := ahead.read(len(codec.magic) - len(head))):
         head += piece
@@ -370,8 +362,6 @@ def _check_format(ahead: Prefetch, cats: Downloads, codec: Codec, expected: Expe
     if head.startswith(codec.magic):
         return
     if not head:
-        if cats.current.wait() != 0:
-            raise cats.current.failure()
         raise IntegrityError(f"{expected.path}: empty, or gone from the remote since it was listed")
     raise IntegrityError(f"{expected.path}: not a {codec.format} stream (it starts with {head.hex()!r})")
 
@@ -387,13 +377,3 @@ def _check_expected(expected: Expected, stored: Digest, raw: int, then: str = _S
         raise IntegrityError(
             f"{expected.path}: decompresses to {raw} bytes, its manifest says {expected.raw_bytes}{then}"
         )
-
-
-def _decode_failure(cat: Child, expected: Expected, exc: Exception, then: str = _STOPPED) -> ZfsglacierError:
-    # A download that rclone gave up on also ends in a truncated stream; blame the download then.
-    code = cat.exit_status_within(2)
-    if code not in (None, 0):
-        return cat.failure()
-    return IntegrityError(
-        f"{expected.path}: cannot be decompressed ({type(exc).__name__}: {exc}){then}"
-    )

@@ -32,6 +32,7 @@ _PR_SET_PDEATHSIG = 1
 _F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
 _STDERR_TAIL_LINES = 20
+_WAIT_SLICE = 0.5  # seconds
 
 # Variables every child may need: where programs are, and who and where it runs. Credentials
 # (RCLONE_*, AWS_*, ...) only for rclone: rclone.env() asks for them by prefix.
@@ -160,7 +161,14 @@ class Child:
                 self.popen.stdin.close()
 
     def wait(self, timeout: float | None = None) -> int:
-        return self.popen.wait(timeout)
+        if timeout is not None:
+            return self.popen.wait(timeout)
+        # In slices, not one endless waitpid(): see signals.py on signals given to another thread.
+        while True:
+            try:
+                return self.popen.wait(_WAIT_SLICE)
+            except subprocess.TimeoutExpired:
+                continue
 
     def exit_status_within(self, seconds: float) -> int | None:
         """The exit status if the child ends within `seconds`, else None (it keeps running)."""

@@ -13,8 +13,7 @@ import sys
 import threading
 import time
 from datetime import timedelta
-
-from tqdm import tqdm
+from typing import Any
 
 log = logging.getLogger(__name__)
 LOG_INTERVAL = 60.0  # seconds between progress lines without a terminal (--progress-interval)
@@ -49,6 +48,13 @@ def summary_line(raw: int, stored: int, seconds: float) -> str:
             f"{duration_text(seconds)}, {human_bytes(raw / max(seconds, 1e-9))}/s")
 
 
+def _bar(label: str, total: int | None) -> Any:
+    from tqdm import tqdm  # only on a terminal: importing it costs more than the rest of zfsglacier
+
+    return tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024, leave=False, file=sys.stderr,
+                dynamic_ncols=True)
+
+
 class Progress:
     """`total`: the expected raw bytes (an estimate for a backup, exact for a restore), or None."""
 
@@ -62,11 +68,7 @@ class Progress:
         self._started = time.monotonic()
         self._last_postfix = 0.0
         on_tty = sys.stderr.isatty() if tty is None else tty
-        self._bar = (
-            tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
-                 file=sys.stderr, dynamic_ncols=True)
-            if on_tty else None
-        )
+        self._bar = _bar(label, total) if on_tty else None
         self._closed = threading.Event()
         self._ticker: threading.Thread | None = None
         if self._bar is None:

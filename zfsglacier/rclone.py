@@ -149,8 +149,12 @@ class Rclone:
         return [*self._base(), "backend", "restore", *includes, "-o", f"priority={priority}",
                 "-o", f"lifetime={days}", directory]
 
-    def cat_argv(self, path: str) -> list[str]:
-        return [*self._base(), "cat", path]
+    def cat_argv(self, path: str, offset: int = 0, count: int | None = None) -> list[str]:
+        """The whole object, or `count` bytes of it from `offset` (one ranged request)."""
+        ranged = ["--offset", str(offset), "--count", str(count)] if count is not None else []
+        if count is None and offset:
+            ranged = ["--offset", str(offset)]
+        return [*self._base(), "cat", *ranged, path]
 
     def lsjson_argv(self, path: str) -> list[str]:
         # --no-modtime: on S3 each object's modification time costs a HEAD request (27 s for 2,000

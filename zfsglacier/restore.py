@@ -18,14 +18,14 @@ from . import capabilities, delegation, names, proc, thaw, zfs
 from .catalog import Catalog, load_catalog
 from .codecs import NO_COMPRESSION, get_codec
 from .config import BackupConfig
+from .downloads import Part, ReadSettings
 from .errors import ChainError, IntegrityError, ObjectFrozen, RefusedError, UsageError, ZfsglacierError
 from .lock import DatasetLock
 from .manifest import ChainGap, Manifest, build_chain
-from .pipeline import Expected, receive_from_remote
+from .pipeline import Expected, Source, receive_from_remote
 from .progress import Progress, human_bytes, summary_line
 from .rclone import Rclone, rclone_for
 from .signals import step
-from .volumes import Part
 
 log = logging.getLogger(__name__)
 RESTORE_PROPERTY = "org.zfsglacier:restore"
@@ -91,14 +91,20 @@ def check_objects(chain: list[Manifest], catalog: Catalog) -> None:
                 )
 
 
-def download_parts(rclone: Rclone, catalog: Catalog, manifest: Manifest) -> list[Part]:
-    """How to download each object of a backup, in order."""
-    return [Part(rclone.cat_argv(catalog.path(v.object)), catalog.path(v.object), v) for v in manifest.parts]
+def read_settings(cfg: BackupConfig, streams: int | None = None) -> ReadSettings:
+    """How restore and verify read objects: [restore] streams and range_size (`streams`: --streams)."""
+    return ReadSettings(streams or cfg.restore.streams, cfg.restore.range_bytes, cfg.stall_timeout)
+
+
+def source_of(rclone: Rclone, catalog: Catalog, manifest: Manifest, reads: ReadSettings) -> Source:
+    """Where and how to download the objects of a backup, in order."""
+    return Source([Part(catalog.path(v.object), v) for v in manifest.parts], rclone.cat_argv, reads, rclone.redact)
 
 
 def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes: bool = False,
             force: bool = False, confirm: Confirm, echo: Callable[[str], None] = print,
-            thaw_options: thaw.ThawOptions = thaw.NO_WAIT, dry_run: bool = False) -> list[Manifest]:
+            thaw_options: thaw.ThawOptions = thaw.NO_WAIT, dry_run: bool = False,
+            streams: int | None = None) -> list[Manifest]:
     problem = names.dataset_problem(target)
     if problem:
         raise UsageError(f"--target-dataset {target!r}: dataset name {problem}")
@@ -138,13 +144,15 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
             # after writing the snapshot; unmounted, it does not. OpenZFS would unmount it itself.
             zfs.unmount_if_mounted(target)
         started = time.monotonic()
+        reads = read_settings(cfg, streams)
+        log.info("reading each object with %s", reads.describe())
         thawing = Thawing(rclone, catalog, chain, target, thaw_options, lambda state: _confirm(
             target, yes, confirm, thaw_needed=True, space=space, state=state), echo)
         position = received
         try:
             while position < len(chain):
                 try:
-                    receive_in_chain(rclone, catalog, chain, position, target, force=force)
+                    receive_in_chain(rclone, catalog, chain, position, target, force=force, reads=reads)
                 except ObjectFrozen as refused:
                     if position == 0 and not exists:
                         _remove_failed_new_target(target)
@@ -313,12 +321,12 @@ def _remove_failed_new_target(target: str, settle: float = 10.0) -> None:
 
 
 def receive_in_chain(rclone: Rclone, catalog: Catalog, chain: list[Manifest], position: int, target: str, *,
-                     force: bool) -> None:
+                     force: bool, reads: ReadSettings) -> None:
     """Receive chain[position]; after the full, mark the target unfinished until the end of the chain."""
     manifest = chain[position]
     try:
         with step(f"receiving {manifest.snapshot} ({position + 1} of {len(chain)}) into {target}"):
-            receive_backup(rclone, catalog, manifest, target, force=force or position > 0)
+            receive_backup(rclone, catalog, manifest, target, force=force or position > 0, reads=reads)
     except ObjectFrozen:
         raise  # thawed, and then continued (restore)
     except ZfsglacierError as exc:
@@ -359,24 +367,20 @@ def _set_restore_state(dataset: str, state: str | None) -> None:
     zfs.set_property(dataset, RESTORE_PROPERTY, state)
 
 
-def receive_backup(rclone: Rclone, catalog: Catalog, manifest: Manifest, target: str, *, force: bool) -> None:
+def receive_backup(rclone: Rclone, catalog: Catalog, manifest: Manifest, target: str, *, force: bool,
+                   reads: ReadSettings) -> None:
     """Stream one backup into `target` and check the received snapshot's guid against its manifest."""
     codec = get_codec(manifest.compressor)
     path = catalog.path(manifest.object)
     progress = Progress(f"restore {manifest.snapshot}", manifest.raw_bytes)
     try:
         stats = receive_from_remote(
-            download_parts(rclone, catalog, manifest),
+            source_of(rclone, catalog, manifest, reads), codec,
+            Expected(path, manifest.stored_bytes, manifest.sha256, manifest.raw_bytes), progress.update,
             # -F on incrementals rolls back whatever touched the target since the previous receive
             # (a mount updating atimes); the chain itself guarantees we only move forward.
             # -u where zfs has it: the target is mounted once, at the end of the chain (never as non-root).
-            zfs.receive_argv(target, force=force, unmounted=capabilities.zfs_tools().receive_unmounted),
-            codec,
-            Expected(path, manifest.stored_bytes, manifest.sha256, manifest.raw_bytes),
-            progress.update,
-            rclone.stall_timeout,
-            rclone.redact,
-        )
+            zfs.receive_argv(target, force=force, unmounted=capabilities.zfs_tools().receive_unmounted))
     finally:
         progress.close()
     received = {s.short_name: s for s in zfs.list_snapshots(target)}.get(manifest.snapshot)

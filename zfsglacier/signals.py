@@ -8,6 +8,11 @@ cut in two, such as starting a child process and taking charge of it.
 `step("sending pool/data@x ...")` marks what the run is doing, so that the interruption names it:
 "interrupted by SIGTERM while sending pool/data@x ...". Steps are marked in the main thread only.
 
+The kernel may hand a signal sent to the process to any of its threads. CPython then runs the
+handler in the main thread, but only once that thread runs Python code again: a main thread blocked
+in an endless wait (a lock, a queue, waitpid) would never see it. So the main thread never waits
+without a timeout (overlap.Prefetch, proc.Child.wait).
+
 An exception raised inside the logging module (or tqdm) can leave one of its module-wide locks
 held: every other thread that logs then blocks forever, and so does the cleanup that waits for
 those threads. A signal that arrives there is delivered again a moment later instead.
@@ -15,21 +20,19 @@ those threads. A signal that arrives there is delivered again a moment later ins
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-import tqdm.std
-
 from .errors import SignalReceived
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _REDELIVER_AFTER = 0.01  # seconds
-_LOCK_HOLDING_FILES = frozenset({logging.__file__, tqdm.std.__file__})
+_LOCK_HOLDING_MODULES = ("logging", "tqdm.std")  # tqdm only once a progress bar imported it
 _held: list[SignalReceived] = []
 _holding = 0
 _steps: list[str] = []
@@ -57,8 +60,9 @@ def held_back() -> Iterator[None]:
 
 
 def _in_lock_holding_code(frame: FrameType | None) -> bool:
+    files = {module.__file__ for name in _LOCK_HOLDING_MODULES if (module := sys.modules.get(name)) is not None}
     while frame is not None:
-        if frame.f_code.co_filename in _LOCK_HOLDING_FILES:
+        if frame.f_code.co_filename in files:
             return True
         frame = frame.f_back
     return False

@@ -18,13 +18,14 @@ from . import delegation, thaw, zfs
 from .catalog import Catalog, load_catalog
 from .codecs import get_codec
 from .config import BackupConfig
-from .errors import EXIT_INTEGRITY, EXIT_OK, ObjectFrozen, RefusedError, ZfsglacierError
+from .downloads import ReadSettings
+from .errors import EXIT_INTEGRITY, EXIT_OK, ObjectFrozen, RefusedError, SignalReceived, ZfsglacierError
 from .lock import DatasetLock
 from .manifest import Manifest
-from .pipeline import Expected, check_remote_object
+from .pipeline import Expected, receive_from_remote
 from .progress import Progress, human_bytes
 from .rclone import Rclone, rclone_for
-from .restore import Confirm, check_objects, download_parts, receive_backup, resolve_chain
+from .restore import Confirm, check_objects, read_settings, receive_backup, resolve_chain, source_of
 from .signals import step
 
 log = logging.getLogger(__name__)
@@ -55,20 +56,20 @@ def to_verify(catalog: Catalog, snapshot: str | None, every: bool) -> list[Manif
 
 def verify(cfg: BackupConfig, *, snapshot: str | None = None, every: bool = False, deep: bool = False,
            echo: Callable[[str], None] = print, yes: bool = False, confirm: Confirm = lambda _: None,
-           thaw_options: thaw.ThawOptions = thaw.NO_WAIT) -> int:
+           thaw_options: thaw.ThawOptions = thaw.NO_WAIT, streams: int | None = None) -> int:
     with step(f"verifying {cfg.dataset}"):
-        return _verify(cfg, snapshot, every, deep, echo, yes, confirm, thaw_options)
+        return _verify(cfg, snapshot, every, deep, echo, yes, confirm, thaw_options, read_settings(cfg, streams))
 
 
 def _verify(cfg: BackupConfig, snapshot: str | None, every: bool, deep: bool, echo: Callable[[str], None],
-            yes: bool, confirm: Confirm, thaw_options: thaw.ThawOptions) -> int:
+            yes: bool, confirm: Confirm, thaw_options: thaw.ThawOptions, reads: ReadSettings) -> int:
     rclone = rclone_for(cfg)
     catalog = load_catalog(cfg, rclone, read_manifests=True)
     manifests = to_verify(catalog, snapshot, every)
     frozen = thaw.frozen_objects(rclone, catalog, manifests)
     if frozen:
         _thaw(rclone, catalog, frozen, thaw_options, yes, confirm, echo)
-    outcomes = [_check(rclone, catalog, m) for m in manifests]
+    outcomes = [_check(rclone, catalog, m, reads) for m in manifests]
     refused = [n for n, outcome in enumerate(outcomes) if isinstance(outcome.error, ObjectFrozen)]
     if refused:  # frozen, though neither the listing nor the manifest said so
         frozen = thaw.frozen_objects(rclone, catalog, [outcomes[n].manifest for n in refused], probe_all=True)
@@ -79,13 +80,13 @@ def _verify(cfg: BackupConfig, snapshot: str | None, every: bool, deep: bool, ec
                 echo(outcome.line())
             raise
         for n in refused:
-            outcomes[n] = _check(rclone, catalog, outcomes[n].manifest)
+            outcomes[n] = _check(rclone, catalog, outcomes[n].manifest, reads)
     for outcome in outcomes:
         echo(outcome.line())
     errors = [o.error for o in outcomes if o.error is not None]
     if deep and not errors:
         chain = resolve_chain(catalog, snapshot)
-        scratch = _receive_into_scratch(cfg, rclone, catalog, chain)
+        scratch = _receive_into_scratch(cfg, rclone, catalog, chain, reads)
         echo(f"OK      chain of {len(chain)} backup(s) up to {chain[-1].snapshot} received into {scratch} "
              "(destroyed again), every snapshot's guid matches")
     for problem in catalog.damaged:
@@ -117,15 +118,17 @@ def _thaw(rclone: Rclone, catalog: Catalog, frozen: list[thaw.Frozen], options: 
     thaw.thaw(rclone, catalog, frozen, options, command="verify")
 
 
-def _check(rclone: Rclone, catalog: Catalog, manifest: Manifest) -> Outcome:
+def _check(rclone: Rclone, catalog: Catalog, manifest: Manifest, reads: ReadSettings) -> Outcome:
     path = catalog.path(manifest.object)
     progress = Progress(f"verify {manifest.snapshot}", manifest.raw_bytes)
     try:
         with step(f"verifying {manifest.snapshot} ({path})"):
             check_objects([manifest], catalog)
-            check_remote_object(download_parts(rclone, catalog, manifest), get_codec(manifest.compressor),
+            receive_from_remote(source_of(rclone, catalog, manifest, reads), get_codec(manifest.compressor),
                                 Expected(path, manifest.stored_bytes, manifest.sha256, manifest.raw_bytes),
-                                progress.update, rclone.stall_timeout, rclone.redact)
+                                progress.update, receive_argv=None)
+    except SignalReceived:
+        raise  # stops the verify, not one backup's check
     except ZfsglacierError as exc:
         log.debug("verify %s: %r", manifest.snapshot, exc)
         return Outcome(manifest, exc)
@@ -134,14 +137,15 @@ def _check(rclone: Rclone, catalog: Catalog, manifest: Manifest) -> Outcome:
     return Outcome(manifest, None)
 
 
-def _receive_into_scratch(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, chain: list[Manifest]) -> str:
+def _receive_into_scratch(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, chain: list[Manifest],
+                          reads: ReadSettings) -> str:
     pool = cfg.dataset.split("/", 1)[0]
     delegation.require(pool, lambda: delegation.RESTORE_NEEDS, "verify --deep")
     scratch = f"{pool}/{SCRATCH_PREFIX}{secrets.token_hex(4)}"
     with DatasetLock(scratch, "verify"), step(f"receiving the chain of {chain[-1].snapshot} into {scratch}"):
         try:
             for position, manifest in enumerate(chain):
-                receive_backup(rclone, catalog, manifest, scratch, force=position > 0)
+                receive_backup(rclone, catalog, manifest, scratch, force=position > 0, reads=reads)
         finally:
             if zfs.dataset_exists(scratch):
                 zfs.destroy_dataset(scratch)

@@ -6,16 +6,17 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from zfsglacier.codecs import CODECS, get_codec
+from zfsglacier.downloads import Part, ReadSettings
 from zfsglacier.errors import IntegrityError, RemoteError, ZfsError
 from zfsglacier.manifest import Volume
-from zfsglacier.pipeline import Expected, HeldBack, VolumeTarget, receive_from_remote, send_to_remote
+from zfsglacier.pipeline import Expected, HeldBack, Source, VolumeTarget, receive_from_remote, send_to_remote
 from zfsglacier.proc import Child, how_it_ended, run
-from zfsglacier.volumes import Part
 
 # Opens like a zfs stream (a DRR_BEGIN record's type field: what the "none" codec checks for).
 RAW = bytes(16) + os.urandom(3 << 20) + b"compressible " * 300_000
@@ -31,9 +32,10 @@ def one_object(argv: list[str]) -> VolumeTarget:
     return VolumeTarget(lambda name: argv, lambda number: "object")
 
 
-def download_of(argv: list[str], expected: Expected) -> list[Part]:
-    """Download one object with `argv`."""
-    return [Part(argv, expected.path, Volume("object", expected.stored_bytes, expected.sha256))]
+def download_of(argv: list[str], expected: Expected, redact: Callable[[str], str] = str) -> Source:
+    """Download one object with `argv` (whatever range is asked for: one stream, no retry)."""
+    return Source([Part(expected.path, Volume("object", expected.stored_bytes, expected.sha256))],
+                  lambda path, offset, count: argv, ReadSettings(streams=1, retries=0), redact)
 
 
 def no_progress(raw: int, stored: int) -> None:
@@ -101,9 +103,10 @@ def test_what_a_failing_upload_or_download_says_is_redacted(tmp_path: Path) -> N
     path, expected = stored_object(tmp_path)
     download = ["sh", "-c", f'head -c 100 "{path}"; echo "ERROR : key s3cr3t refused" >&2; exit 1']
     with pytest.raises(RemoteError) as download_error:
-        receive_from_remote(download_of(download, expected), sink_argv(tmp_path), get_codec("zstd"), expected,
-                            no_progress, redact=hide)
-    assert str(download_error.value) == "rclone cat: exited with status 1: ERROR : key [redacted] refused"
+        receive_from_remote(download_of(download, expected, redact=hide), get_codec("zstd"), expected, no_progress,
+                            sink_argv(tmp_path))
+    assert str(download_error.value) == ("rclone cat: reading r:b/object: exited with status 1: ERROR : key "
+                                         "[redacted] refused")
 
 
 def test_an_empty_stream_is_an_error(tmp_path: Path) -> None:
@@ -122,8 +125,8 @@ def stored_object(tmp_path: Path, name: str = "zstd") -> tuple[Path, Expected]:
 @pytest.mark.parametrize("name", sorted(CODECS))
 def test_receive_verifies_then_delivers_everything(name: str, tmp_path: Path) -> None:
     path, expected = stored_object(tmp_path, name)
-    stats = receive_from_remote(download_of(["cat", str(path)], expected), sink_argv(tmp_path), get_codec(name),
-                                expected, no_progress)
+    stats = receive_from_remote(download_of(["cat", str(path)], expected), get_codec(name), expected, no_progress,
+                            sink_argv(tmp_path))
     assert (tmp_path / "out").read_bytes() == RAW
     assert (tmp_path / "committed").exists()
     assert (stats.raw_bytes, stats.stored_bytes, stats.sha256) == (len(RAW), expected.stored_bytes, expected.sha256)
@@ -139,8 +142,8 @@ def test_receive_holds_back_the_end_when_the_object_does_not_match(wrong: str, t
     else:
         expected = Expected(expected.path, expected.stored_bytes, expected.sha256, expected.raw_bytes - 1)
     with pytest.raises(IntegrityError, match="r:b/object"):
-        receive_from_remote(download_of(["cat", str(path)], expected), sink_argv(tmp_path), get_codec("zstd"),
-                            expected, no_progress)
+        receive_from_remote(download_of(["cat", str(path)], expected), get_codec("zstd"), expected, no_progress,
+                            sink_argv(tmp_path))
     assert not (tmp_path / "committed").exists()
     delivered = (tmp_path / "out").read_bytes() if (tmp_path / "out").exists() else b""
     assert len(delivered) <= len(RAW) - (1 << 20), "at least the last MiB (the END record) was held back"
@@ -157,8 +160,8 @@ def test_an_uncompressed_object_is_checked_by_its_sha256_before_the_end_is_deliv
         del blob[len(blob) * 2 // 3:]
     path.write_bytes(blob)
     with pytest.raises(IntegrityError, match="r:b/object"):
-        receive_from_remote(download_of(["cat", str(path)], expected), sink_argv(tmp_path), get_codec("none"),
-                            expected, no_progress)
+        receive_from_remote(download_of(["cat", str(path)], expected), get_codec("none"), expected, no_progress,
+                            sink_argv(tmp_path))
     assert not (tmp_path / "committed").exists()
     delivered = (tmp_path / "out").read_bytes() if (tmp_path / "out").exists() else b""
     assert len(delivered) <= len(RAW) - (1 << 20), "at least the last MiB (the END record) was held back"
@@ -168,17 +171,18 @@ def test_a_failed_download_is_blamed_on_the_download(tmp_path: Path) -> None:
     path, expected = stored_object(tmp_path)
     half = expected.stored_bytes // 2
     download = ["sh", "-c", f'head -c {half} "{path}"; echo "ERROR : connection reset" >&2; exit 1']
-    with pytest.raises(RemoteError, match="rclone cat: exited with status 1: ERROR : connection reset"):
-        receive_from_remote(download_of(download, expected), sink_argv(tmp_path), get_codec("zstd"), expected,
-                            no_progress)
+    with pytest.raises(RemoteError, match="rclone cat: reading r:b/object: exited with status 1: ERROR : "
+                                          "connection reset"):
+        receive_from_remote(download_of(download, expected), get_codec("zstd"), expected, no_progress,
+                            sink_argv(tmp_path))
     assert not (tmp_path / "committed").exists()
 
 
 def test_not_the_expected_format(tmp_path: Path) -> None:
     path, expected = stored_object(tmp_path, "pigz")
     with pytest.raises(IntegrityError, match="not a zstd stream"):
-        receive_from_remote(download_of(["cat", str(path)], expected), sink_argv(tmp_path), get_codec("zstd"),
-                            expected, no_progress)
+        receive_from_remote(download_of(["cat", str(path)], expected), get_codec("zstd"), expected, no_progress,
+                            sink_argv(tmp_path))
 
 
 def test_child_drains_a_chatty_stderr_and_keeps_its_tail() -> None:

@@ -7,12 +7,15 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from types import FrameType
 
 import pytest
 
-from zfsglacier.errors import SignalReceived
+from zfsglacier.errors import SignalReceived, ZfsError
+from zfsglacier.overlap import Prefetch
+from zfsglacier.proc import Child
 from zfsglacier.signals import _in_lock_holding_code, held_back, signals_as_exceptions
 
 
@@ -74,3 +77,37 @@ def test_a_signal_inside_held_back_is_raised_when_the_block_ends() -> None:
         steps.append("after the block")  # never: the kept signal is raised as the block ends
     assert steps == ["the whole block ran"]
     assert info.value.exit_code == 128 + signal.SIGTERM
+
+
+class Silent:
+    """A Prefetch source that never has anything to give (a stalled remote)."""
+
+    def next_piece(self, stop: threading.Event) -> bytes | None:
+        stop.wait()
+        return None
+
+
+@pytest.mark.parametrize("where", ["Prefetch.read", "Child.wait"])
+def test_a_signal_the_kernel_gives_another_thread_still_stops_the_main_threads_wait(where: str) -> None:
+    """The main thread blocked in a wait that never ends by itself; SIGTERM delivered to another thread
+    (as the kernel may do with a signal sent to the process): the main thread must still raise."""
+    bystander = threading.Thread(target=time.sleep, args=(3,), daemon=True)
+    bystander.start()
+    threading.Timer(0.3, signal.pthread_kill, (bystander.ident, signal.SIGTERM)).start()
+    started = time.monotonic()
+    ahead = Prefetch(Silent(), "silent") if where == "Prefetch.read" else None
+    child = Child("sleeper", ["sleep", "30"], error=ZfsError) if ahead is None else None
+    try:
+        with pytest.raises(SignalReceived), signals_as_exceptions():
+            if ahead is not None:
+                ahead.read()
+            else:
+                assert child is not None
+                child.wait()
+    finally:
+        if ahead is not None:
+            ahead.close()
+        if child is not None:
+            child.kill()
+            child.wait()
+    assert time.monotonic() - started < 2.5

@@ -15,11 +15,12 @@ from config_text import with_value
 from zfsglacier import pipeline
 from zfsglacier.codecs import get_codec
 from zfsglacier.config import parse_config
+from zfsglacier.downloads import Part, ReadSettings
 from zfsglacier.errors import ConfigError, IntegrityError
 from zfsglacier.manifest import Manifest, Volume, snapshot_of_data_object, volume_name
-from zfsglacier.pipeline import Expected, VolumeTarget, receive_from_remote, send_to_remote
+from zfsglacier.pipeline import Expected, Source, VolumeTarget, receive_from_remote, send_to_remote
 from zfsglacier.resume import PartialBackup, can_resume, snapshot_of_partial, why_not
-from zfsglacier.volumes import Part, RegeneratedDiffers
+from zfsglacier.volumes import RegeneratedDiffers
 
 from .test_pipeline import no_progress, sink_argv
 
@@ -90,22 +91,35 @@ def test_a_resumed_stream_that_differs_from_a_stored_volume_says_which(which: in
     assert not any((tmp_path / "second").iterdir()), "nothing was uploaded before the difference"
 
 
-def parts_of(directory: Path, volumes: tuple[Volume, ...]) -> list[Part]:
-    return [Part(["cat", str(directory / v.object)], f"r:b/{v.object}", v) for v in volumes]
+def local_cat(directory: Path) -> Callable[[str, int, int | None], list[str]]:
+    """A stand-in for rclone cat: object r:b/NAME is the file NAME in `directory`, read from `offset`."""
+    def argv(path: str, offset: int, count: int | None) -> list[str]:
+        file = str(directory / path.removeprefix("r:b/"))
+        counted = [f"count={count}"] if count is not None else []
+        return ["dd", f"if={file}", "bs=1M", "iflag=skip_bytes,count_bytes", f"skip={offset}", *counted, "status=none"]
+
+    return argv
 
 
-def test_a_restore_reads_the_volumes_in_order_as_one_stream(tmp_path: Path) -> None:
+def parts_of(directory: Path, volumes: tuple[Volume, ...], streams: int = 1) -> Source:
+    return Source([Part(f"r:b/{v.object}", v) for v in volumes], local_cat(directory),
+                  ReadSettings(streams=streams, range_bytes=64 << 10, retries=0))
+
+
+@pytest.mark.parametrize("streams", [1, 3])
+def test_a_restore_reads_the_volumes_in_order_as_one_stream(streams: int, tmp_path: Path) -> None:
     stats = backup_in_volumes(tmp_path, tmp_path / "remote")
     expected = Expected("r:b/snap.full.zfs.zst", stats.stored_bytes, stats.sha256, stats.raw_bytes)
     (tmp_path / "recv").mkdir()
-    got = receive_from_remote(parts_of(tmp_path / "remote", stats.volumes), sink_argv(tmp_path / "recv"),
-                              get_codec("zstd"), expected, no_progress)
+    got = receive_from_remote(parts_of(tmp_path / "remote", stats.volumes, streams), get_codec("zstd"), expected,
+                              no_progress, sink_argv(tmp_path / "recv"))
     assert (tmp_path / "recv" / "out").read_bytes() == RAW
     assert (tmp_path / "recv" / "committed").exists()
     assert got.sha256 == stats.sha256
 
 
-def test_a_damaged_volume_is_named_and_the_end_never_reaches_the_receive(tmp_path: Path) -> None:
+@pytest.mark.parametrize("streams", [1, 3])
+def test_a_damaged_volume_is_named_and_the_end_never_reaches_the_receive(streams: int, tmp_path: Path) -> None:
     stats = backup_in_volumes(tmp_path, tmp_path / "remote")
     second = tmp_path / "remote" / stats.volumes[1].object
     data = bytearray(second.read_bytes())
@@ -114,8 +128,8 @@ def test_a_damaged_volume_is_named_and_the_end_never_reaches_the_receive(tmp_pat
     expected = Expected("r:b/snap.full.zfs.zst", stats.stored_bytes, stats.sha256, stats.raw_bytes)
     (tmp_path / "recv").mkdir()
     with pytest.raises(IntegrityError) as error:
-        receive_from_remote(parts_of(tmp_path / "remote", stats.volumes), sink_argv(tmp_path / "recv"),
-                            get_codec("zstd"), expected, no_progress)
+        receive_from_remote(parts_of(tmp_path / "remote", stats.volumes, streams), get_codec("zstd"), expected,
+                            no_progress, sink_argv(tmp_path / "recv"))
     assert f"r:b/{stats.volumes[1].object}: volume 2 of {len(stats.volumes)} does not match its manifest" \
         in str(error.value)
     assert not (tmp_path / "recv" / "committed").exists()
@@ -253,3 +267,16 @@ def test_a_single_object_is_not_read_on() -> None:
     ahead = FakeAhead([b"a"], None, on_read=lambda n: None)
     assert pipeline._damaged_volume(ahead, FakeDownloads(several=False)) is None  # type: ignore[arg-type]
     assert ahead.reads == 0
+
+
+def test_stream_hashes_give_each_volume_and_the_whole_stream() -> None:
+    from zfsglacier.volumes import StreamHashes
+
+    first, second = os.urandom(1000), os.urandom(700)
+    hashes = StreamHashes()
+    hashes.update(first[:300])
+    hashes.update(first[300:])
+    assert hashes.end_volume() == (1000, hashlib.sha256(first).hexdigest())
+    hashes.update(second)
+    assert hashes.end_volume() == (700, hashlib.sha256(second).hexdigest())
+    assert (hashes.whole.bytes, hashes.whole.hexdigest()) == (1700, hashlib.sha256(first + second).hexdigest())
