@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from zfsglacier.codecs import get_codec
-from zfsglacier.overlap import Prefetch, WriteBehind
+from zfsglacier.overlap import PipeSource, Prefetch, WriteBehind
 from zfsglacier.pipeline import CHUNK
 from zfsglacier.volumes import Digest
 
@@ -189,7 +189,7 @@ def compress_file(raw: Path, codec_name: str, threads: int, out: IO[bytes]) -> i
         out.write(data)
 
     with raw.open("rb") as source:
-        ahead = Prefetch(source.fileno(), CHUNK, "read: file")
+        ahead = Prefetch(PipeSource(source.fileno(), CHUNK), "read: file")
         behind = WriteBehind(write, "write: file")
         try:
             writer = codec.open_writer(behind, codec.default_level, threads)
@@ -210,7 +210,7 @@ def decompress_file(path: Path, codec_name: str) -> int:
     stored = Digest()
     raw = 0
     with path.open("rb") as file:
-        ahead = Prefetch(file.fileno(), CHUNK, "read: file", seen=stored.update)
+        ahead = Prefetch(PipeSource(file.fileno(), CHUNK, seen=stored.update), "read: file")
         try:
             reader = codec.open_reader(ahead)
             try:

@@ -352,6 +352,9 @@ def s3_server(rclone: str, timeout: float = 20) -> Iterator[S3Server]:
                    # Tests change objects behind the server's back: no stale listings (the default caches
                    # 5 min). Not 0s: with 0s the server spins a core forever after a multipart upload.
                    "--dir-cache-time", "1ms",
+                   # No ETag: rclone serve s3 would compute an object's MD5 at every listing or read of it (2.7 s
+                   # for a 500 MB object), which a real object store, keeping it, never does.
+                   "--etag-hash", "",
                    str(served)]
     try:
         server.start(timeout)
