@@ -10,6 +10,7 @@ missing remote, unknown backend) is a configuration error, told apart from a rem
 
 from __future__ import annotations
 
+import configparser
 import functools
 import json
 import logging
@@ -18,7 +19,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -323,8 +324,13 @@ class Rclone:
 
     @functools.cached_property
     def _remotes(self) -> dict[str, dict[str, str]]:
-        """Every remote of the rclone config, as `rclone config dump` gives it (secrets included: this never
-        leaves the process, and is never logged)."""
+        """Every remote of the rclone config with its options (secrets included: this never leaves the
+        process, and is never logged): read from [rclone] config_path where rclone would read just that
+        file as it is, else as `rclone config dump` gives it."""
+        if self.config_path is not None:
+            read = read_plain_config(self.config_path, os.environ)
+            if read is not None:
+                return read
         result = self._run("rclone config dump", self.config_dump_argv(), what="reading the rclone config")
         try:
             remotes = json.loads(result.stdout)
@@ -351,6 +357,14 @@ class Rclone:
         return below + encoded[0], {name.rpartition("/")[2]: plain for name, plain in zip(encoded[1:], names,
                                                                                          strict=True)}
 
+    def _may_keep_uploads(self, directory: str) -> bool:
+        """False when the remote (for a crypt remote, the one it wraps) is known to be no S3: only S3 keeps
+        unfinished multipart uploads, invisible and billed, after the upload that made them died."""
+        options = self._remotes.get(directory.partition(":")[0], {})
+        if options.get("type") == "crypt":
+            options = self._remotes.get(options.get("remote", "").partition(":")[0], {})
+        return options.get("type") in (None, "s3")
+
     def undecryptable_names(self, remote: str) -> int:
         """How many names at the top of a crypt remote its password cannot decrypt (rclone skips them with a
         notice, as if they were not there); 0 for any other remote."""
@@ -363,6 +377,8 @@ class Rclone:
     def unfinished_uploads(self, directory: str) -> list[str] | None:
         """Keys of the unfinished multipart uploads under `directory` (for a crypt remote, of the remote it
         wraps); None where the backend has no such thing (or cannot tell: this is only ever a cleanup)."""
+        if not self._may_keep_uploads(directory):
+            return None
         result = self._run("rclone backend", self.list_uploads_argv(directory), check=False)
         if result.returncode != 0:
             log.debug("no multipart upload listing for %s: %s", directory, redact(result.stderr, self.config_file()))
@@ -374,6 +390,8 @@ class Rclone:
         upload; S3 bills their parts while no listing shows them). Returns their keys. Uploads of
         deeper paths (another dataset's directory) could be running: if there are any, none is touched,
         since rclone's cleanup takes a whole directory tree."""
+        if not self._may_keep_uploads(directory):
+            return []
         target, _ = self.backend_path(directory)
         keys = self.unfinished_uploads(target) or []
         if not keys:
@@ -412,6 +430,26 @@ class Rclone:
 
     def delete(self, path: str) -> None:
         self._run("rclone deletefile", self.deletefile_argv(path), what=f"deleting {path}")
+
+
+_ENCRYPTED_CONFIG = "RCLONE_ENCRYPT_V0:"
+
+
+def read_plain_config(path: Path, environ: Mapping[str, str]) -> dict[str, dict[str, str]] | None:
+    """The remotes of an rclone config file, read here rather than by an rclone call, when that is all
+    rclone would read: None when the file is encrypted or unparsable, or when the environment defines or
+    overrides remotes (RCLONE_CONFIG_<NAME>_<KEY>), which only rclone itself resolves."""
+    if any(name.startswith("RCLONE_CONFIG_") and name != "RCLONE_CONFIG_PASS" for name in environ):
+        return None
+    parser = configparser.ConfigParser(interpolation=None, strict=False, default_section="\0")
+    try:
+        text = path.read_text(encoding="utf-8")
+        if _ENCRYPTED_CONFIG in text:
+            return None
+        parser.read_string(text)
+    except (OSError, UnicodeDecodeError, configparser.Error):
+        return None
+    return {name: dict(parser[name]) for name in parser.sections()}
 
 
 def rclone_for(cfg: BackupConfig) -> Rclone:

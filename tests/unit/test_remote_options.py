@@ -182,3 +182,33 @@ def test_upload_keys_parse_and_name_themselves_when_bad() -> None:
                                  ("upload_memory", "1M", "at least 16M"), ("upload_concurrency", "-2", "at least 1")):
         with pytest.raises(ConfigError, match=rf"^\[rclone\] {key} = '{value}': .*{expected}"):
             rclone_keys(**{key: value})
+
+
+def test_the_remotes_of_a_plain_rclone_config_are_read_without_rclone(tmp_path: Path) -> None:
+    from zfsglacier.rclone import read_plain_config
+
+    conf = tmp_path / "rclone.conf"
+    conf.write_text("[s3-backup]\ntype = s3\nprovider = AWS\n\n[vault]\ntype=crypt\nremote = s3-backup:b/vault\n"
+                    "# a comment\n[disk]\ntype = local\n")
+    assert read_plain_config(conf, {}) == {"s3-backup": {"type": "s3", "provider": "AWS"},
+                                           "vault": {"type": "crypt", "remote": "s3-backup:b/vault"},
+                                           "disk": {"type": "local"}}
+    # What only rclone resolves: remotes from the environment, an encrypted file; and a file that is not one.
+    assert read_plain_config(conf, {"RCLONE_CONFIG_DISK_TYPE": "s3"}) is None
+    assert read_plain_config(conf, {"RCLONE_CONFIG_PASS": "x"}) is not None
+    conf.write_text("# Encrypted rclone configuration File\n\nRCLONE_ENCRYPT_V0:\nabc\n")
+    assert read_plain_config(conf, {}) is None
+    conf.write_text("no section header\n")
+    assert read_plain_config(conf, {}) is None
+    assert read_plain_config(tmp_path / "missing.conf", {}) is None
+
+
+def test_remotes_without_multipart_uploads_are_not_asked_for_them(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RCLONE_CONFIG_DISK_TYPE", raising=False)
+    conf = tmp_path / "rclone.conf"
+    conf.write_text("[disk]\ntype = local\n[crypted]\ntype = crypt\nremote = disk:/x\n")
+    rclone = Rclone("/nonexistent/rclone", conf)  # any rclone call would fail: none is made
+    assert rclone.unfinished_uploads("disk:bucket/tank/a") is None
+    assert rclone.abort_unfinished_uploads("disk:bucket/tank/a") == []
+    assert rclone.abort_unfinished_uploads("crypted:bucket/tank/a") == []  # a crypt remote over a local one
