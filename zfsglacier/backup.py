@@ -34,6 +34,7 @@ from .errors import LockBusyError, RemoteError, ZfsglacierError
 from .lock import DatasetLock
 from .manifest import Manifest, Volume, data_object_name, manifest_name, snapshot_of_data_object, volume_name
 from .metrics import record_run
+from .overlap import Background
 from .pipeline import StreamStats, VolumeTarget, send_to_remote
 from .progress import Progress, human_bytes, summary_line
 from .prune import prune_after_backup
@@ -157,17 +158,25 @@ def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str
         manifest = _stream_and_commit(cfg, rclone, catalog, plan, send_argv)
         on_commit(manifest)
         with step(f"after committing {plan.snapshot}: updating the index, holds and local snapshots"):
-            zfs.clear_pending(plan.snapshot)
-            write_index(rclone, catalog, manifest)
-            committed = catalog.guids | {manifest.guid}
-            base_next = local_snapshots.next_base_snapshot(cfg, manifest)
-            local_snapshots.hold_base(zfs.list_snapshots(cfg.dataset), base_next, committed)
-            if local_snapshots.uses_bookmarks(cfg, tools):
-                local_snapshots.bookmark_base(cfg, base_next, committed)
-            local_snapshots.prune_local(cfg, zfs.list_snapshots(cfg.dataset), committed, keep=base_next)
+            # The index (a cache: its failure is a warning) is written while the local snapshots are seen to.
+            indexing = Background(lambda: write_index(rclone, catalog, manifest), "write: index")
+            try:
+                _after_commit(cfg, tools, manifest, catalog.guids | {manifest.guid})
+            finally:
+                indexing.result()
         if cfg.retention.active:
             prune_after_backup(cfg, rclone)
         return manifest
+
+
+def _after_commit(cfg: BackupConfig, tools: capabilities.ZfsTools, manifest: Manifest, committed: set[str]) -> None:
+    """The new snapshot is no longer pending; the next base is held (and bookmarked), the old ones pruned."""
+    zfs.clear_pending(manifest.full_snapshot)
+    base_next = local_snapshots.next_base_snapshot(cfg, manifest)
+    local_snapshots.hold_base(zfs.list_snapshots(cfg.dataset), base_next, committed)
+    if local_snapshots.uses_bookmarks(cfg, tools):
+        local_snapshots.bookmark_base(cfg, base_next, committed)
+    local_snapshots.prune_local(cfg, zfs.list_snapshots(cfg.dataset), committed, keep=base_next)
 
 
 MIN_SIZE_CLASSES = frozenset({"STANDARD_IA", "ONEZONE_IA", "GLACIER_IR"})

@@ -18,6 +18,7 @@ from . import index
 from .config import BackupConfig
 from .errors import ChainError, IntegrityError, RemoteError, ZfsglacierError
 from .manifest import MANIFEST_SUFFIX, Manifest, manifest_name, snapshot_of_data_object, snapshot_of_manifest
+from .overlap import Background
 from .rclone import Rclone, RemoteObject, join
 
 log = logging.getLogger(__name__)
@@ -59,11 +60,17 @@ class Catalog:
 def load_catalog(cfg: BackupConfig, rclone: Rclone, *, read_manifests: bool = False) -> Catalog:
     """`read_manifests`: read every manifest object instead of trusting the index's copies (verify)."""
     directory = cfg.remote_dir
-    objects = {o.name: o for o in rclone.list_dir(directory)}
+    index_path = join(directory, index.INDEX_NAME)
+    # Read at the same time as the listing, and used only if the listing shows it: one wait, not two.
+    reading = Background(lambda: rclone.read(index_path), "read: index")
+    try:
+        objects = {o.name: o for o in rclone.list_dir(directory)}
+    finally:
+        index_read = _outcome(reading)
     if not objects:
         _warn_if_undecryptable(rclone, cfg.remote)
     manifest_names = sorted(name for name in objects if snapshot_of_manifest(name) is not None)
-    copies = _read_index(rclone, directory, objects)
+    copies = _read_index(index_path, index_read) if index.INDEX_NAME in objects else {}
     if read_manifests:
         texts = _read_manifests(rclone, directory, manifest_names)
     else:
@@ -182,12 +189,18 @@ def _require_all(directory: str, names: list[str], texts: dict[str, bytes]) -> N
                                          f"{', '.join(unread[:5])}{' ...' if len(unread) > 5 else ''}")
 
 
-def _read_index(rclone: Rclone, directory: str, objects: dict[str, RemoteObject]) -> dict[str, bytes]:
-    if index.INDEX_NAME not in objects:
-        return {}
-    path = join(directory, index.INDEX_NAME)
+def _outcome(reading: Background[bytes]) -> bytes | RemoteError:
     try:
-        return index.decode(rclone.read(path))
+        return reading.result()
+    except RemoteError as exc:
+        return exc
+
+
+def _read_index(path: str, read: bytes | RemoteError) -> dict[str, bytes]:
+    try:
+        if isinstance(read, RemoteError):
+            raise read
+        return index.decode(read)
     except (ValueError, RemoteError) as exc:
         log.warning("index %s: %s (ignored: every manifest is read instead)", path, exc)
         return {}
