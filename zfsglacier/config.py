@@ -33,7 +33,7 @@ DEFAULT_UPLOAD_CONCURRENCY = 4  # rclone's default
 DEFAULT_UPLOAD_MEMORY = 1 << 30
 DEFAULT_MAX_OBJECT_SIZE = 100 << 30
 # [restore]: chosen by measurement (make bench, the WAN model): see README "Performance".
-DEFAULT_RESTORE_STREAMS = 4
+DEFAULT_RESTORE_STREAMS = 6
 DEFAULT_RANGE_BYTES = 16 << 20
 MAX_RESTORE_STREAMS = 64
 _DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h)?")

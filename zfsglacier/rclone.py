@@ -365,6 +365,24 @@ class Rclone:
             options = self._remotes.get(options.get("remote", "").partition(":")[0], {})
         return options.get("type") in (None, "s3")
 
+    def on_local_disk(self, remote: str) -> bool:
+        """True for a remote on this machine's filesystem: `local`, or a wrapper (alias, crypt, compress,
+        chunker, hasher) of a local path or of such a remote. Reading one over several connections only
+        costs CPU."""
+        seen: set[str] = set()
+        while remote not in seen:
+            seen.add(remote)
+            options = self._remotes.get(remote, {})
+            kind, below = options.get("type"), options.get("remote", "")
+            if kind == "local":
+                return True
+            if kind not in _WRAPPERS or not below:
+                return False
+            if ":" not in below:  # a path: on this machine
+                return True
+            remote = below.partition(":")[0]
+        return False
+
     def undecryptable_names(self, remote: str) -> int:
         """How many names at the top of a crypt remote its password cannot decrypt (rclone skips them with a
         notice, as if they were not there); 0 for any other remote."""
@@ -433,6 +451,8 @@ class Rclone:
 
 
 _ENCRYPTED_CONFIG = "RCLONE_ENCRYPT_V0:"
+# Remotes that store through another one (their option `remote`).
+_WRAPPERS = frozenset({"alias", "crypt", "compress", "chunker", "hasher"})
 
 
 def read_plain_config(path: Path, environ: Mapping[str, str]) -> dict[str, dict[str, str]] | None:

@@ -91,9 +91,12 @@ def check_objects(chain: list[Manifest], catalog: Catalog) -> None:
                 )
 
 
-def read_settings(cfg: BackupConfig, streams: int | None = None) -> ReadSettings:
-    """How restore and verify read objects: [restore] streams and range_size (`streams`: --streams)."""
-    return ReadSettings(streams or cfg.restore.streams, cfg.restore.range_bytes, cfg.stall_timeout)
+def read_settings(cfg: BackupConfig, rclone: Rclone, streams: int | None = None) -> ReadSettings:
+    """How restore and verify read objects: [restore] streams and range_size (`streams`: --streams, which
+    wins). A remote on the local disk is read as one stream: ranges there cost CPU and gain nothing."""
+    if streams is None:
+        streams = 1 if rclone.on_local_disk(cfg.remote) else cfg.restore.streams
+    return ReadSettings(streams, cfg.restore.range_bytes, cfg.stall_timeout)
 
 
 def source_of(rclone: Rclone, catalog: Catalog, manifest: Manifest, reads: ReadSettings) -> Source:
@@ -144,7 +147,7 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
             # after writing the snapshot; unmounted, it does not. OpenZFS would unmount it itself.
             zfs.unmount_if_mounted(target)
         started = time.monotonic()
-        reads = read_settings(cfg, streams)
+        reads = read_settings(cfg, rclone, streams)
         log.info("reading each object with %s", reads.describe())
         thawing = Thawing(rclone, catalog, chain, target, thaw_options, lambda state: _confirm(
             target, yes, confirm, thaw_needed=True, space=space, state=state), echo)

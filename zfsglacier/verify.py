@@ -58,12 +58,13 @@ def verify(cfg: BackupConfig, *, snapshot: str | None = None, every: bool = Fals
            echo: Callable[[str], None] = print, yes: bool = False, confirm: Confirm = lambda _: None,
            thaw_options: thaw.ThawOptions = thaw.NO_WAIT, streams: int | None = None) -> int:
     with step(f"verifying {cfg.dataset}"):
-        return _verify(cfg, snapshot, every, deep, echo, yes, confirm, thaw_options, read_settings(cfg, streams))
+        return _verify(cfg, snapshot, every, deep, echo, yes, confirm, thaw_options, streams)
 
 
 def _verify(cfg: BackupConfig, snapshot: str | None, every: bool, deep: bool, echo: Callable[[str], None],
-            yes: bool, confirm: Confirm, thaw_options: thaw.ThawOptions, reads: ReadSettings) -> int:
+            yes: bool, confirm: Confirm, thaw_options: thaw.ThawOptions, streams: int | None) -> int:
     rclone = rclone_for(cfg)
+    reads = read_settings(cfg, rclone, streams)
     catalog = load_catalog(cfg, rclone, read_manifests=True)
     manifests = to_verify(catalog, snapshot, every)
     frozen = thaw.frozen_objects(rclone, catalog, manifests)

@@ -4,6 +4,7 @@ tests/integration/test_cold_storage.py)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,16 @@ def test_remotes_without_multipart_uploads_are_not_asked_for_them(tmp_path: Path
     assert rclone.unfinished_uploads("disk:bucket/tank/a") is None
     assert rclone.abort_unfinished_uploads("disk:bucket/tank/a") == []
     assert rclone.abort_unfinished_uploads("crypted:bucket/tank/a") == []  # a crypt remote over a local one
+
+
+def test_remotes_on_the_local_disk_are_told_apart_from_network_ones(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("RCLONE_CONFIG_")]:
+        monkeypatch.delenv(name)
+    conf = tmp_path / "rclone.conf"
+    conf.write_text("[disk]\ntype = local\n[here]\ntype = alias\nremote = /srv/backups\n"
+                    "[vault]\ntype = crypt\nremote = here:vault\n[s3]\ntype = s3\n[cloud]\ntype = crypt\n"
+                    "remote = s3:bucket/vault\n[loop]\ntype = alias\nremote = loop:x\n[nas]\ntype = sftp\n")
+    rclone = Rclone("/nonexistent/rclone", conf)
+    assert [name for name in ("disk", "here", "vault", "s3", "cloud", "loop", "nas", "unknown")
+            if rclone.on_local_disk(name)] == ["disk", "here", "vault"]
