@@ -140,8 +140,9 @@ def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str
                         options.send_flags, options.compressor, options.level)
 
         send_argv = zfs.send_argv(plan.snapshot, plan.base_name, plan.send_flags)
+        sizing = _upload_sizing(cfg, None)
         rcat_argv = rclone.rcat_argv(catalog.path(plan.object_name), data_storage_class(cfg.storage_class, None),
-                                     _upload_sizing(cfg, None).rclone_flags())
+                                     [*sizing.rclone_flags(), *rclone.unused_check_flags(cfg.remote, sizing.multipart)])
         if dry_run:
             if options.note:
                 echo(f"# {options.note}")
@@ -241,8 +242,10 @@ class _Volumes:
         self.storage_class = data_storage_class(cfg.storage_class, expected)
 
     def target(self, stored: tuple[Volume, ...]) -> VolumeTarget:
+        flags = [*self.sizing.rclone_flags(), *self._rclone.unused_check_flags(self._cfg.remote, self.sizing.multipart)]
+
         def rcat_argv(name: str) -> list[str]:
-            return self._rclone.rcat_argv(self._catalog.path(name), self.storage_class, self.sizing.rclone_flags())
+            return self._rclone.rcat_argv(self._catalog.path(name), self.storage_class, flags)
 
         resumable = resume.can_resume(self._plan.level, self.limit)
         return VolumeTarget(rcat_argv, self.name, self.limit, stored, self._write_record if resumable else None)

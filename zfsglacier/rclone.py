@@ -383,6 +383,21 @@ class Rclone:
             remote = below.partition(":")[0]
         return False
 
+    def unused_check_flags(self, remote: str, multipart: bool) -> list[str]:
+        """Flags for a data upload that spare rclone a check it cannot make: rclone rcat hashes the stream
+        (MD5, about 1 s of CPU per GB) to compare it with the stored object's, but an S3 object uploaded in
+        parts has no MD5 to compare with (rclone logs "Dst hash empty - aborting Src hash check"). The size
+        is still compared, and the manifest's own sha256 is checked on every restore and verify."""
+        seen: set[str] = set()
+        while remote not in seen:  # through aliases, to the remote that stores
+            seen.add(remote)
+            options = self._remotes.get(remote, {})
+            if options.get("type") == "alias" and ":" in options.get("remote", ""):
+                remote = options["remote"].partition(":")[0]
+                continue
+            return ["--ignore-checksum"] if multipart and options.get("type") == "s3" else []
+        return []
+
     def undecryptable_names(self, remote: str) -> int:
         """How many names at the top of a crypt remote its password cannot decrypt (rclone skips them with a
         notice, as if they were not there); 0 for any other remote."""

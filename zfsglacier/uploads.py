@@ -31,6 +31,11 @@ class UploadSizing:
         return self.chunk_bytes * self.concurrency
 
     @property
+    def multipart(self) -> bool:
+        """The stream is expected to take more than one part (or its size is unknown)."""
+        return self.expected_bytes is None or self.expected_bytes > self.chunk_bytes
+
+    @property
     def largest_stream(self) -> int:
         return self.chunk_bytes * self.max_parts
 

@@ -226,3 +226,27 @@ def test_remotes_on_the_local_disk_are_told_apart_from_network_ones(tmp_path: Pa
     rclone = Rclone("/nonexistent/rclone", conf)
     assert [name for name in ("disk", "here", "vault", "s3", "cloud", "loop", "nas", "unknown")
             if rclone.on_local_disk(name)] == ["disk", "here", "vault"]
+
+
+def test_only_multipart_uploads_to_s3_skip_the_hash_rclone_cannot_compare(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("RCLONE_CONFIG_")]:
+        monkeypatch.delenv(name)
+    conf = tmp_path / "rclone.conf"
+    conf.write_text("[s3]\ntype = s3\n[shortcut]\ntype = alias\nremote = s3:bucket\n[disk]\ntype = local\n"
+                    "[vault]\ntype = crypt\nremote = s3:bucket/vault\n")
+    rclone = Rclone("/nonexistent/rclone", conf)
+    assert rclone.unused_check_flags("s3", multipart=True) == ["--ignore-checksum"]
+    assert rclone.unused_check_flags("shortcut", multipart=True) == ["--ignore-checksum"]
+    # One part: S3's ETag is the MD5, and rclone compares it; on a local disk rclone reads the file back.
+    assert rclone.unused_check_flags("s3", multipart=False) == []
+    assert rclone.unused_check_flags("disk", multipart=True) == []
+    assert rclone.unused_check_flags("vault", multipart=True) == []  # crypt has no hash to compute
+
+
+def test_a_stream_larger_than_one_part_or_of_unknown_size_is_multipart() -> None:
+    from zfsglacier.uploads import MIB, size_upload
+
+    assert size_upload(None, 10_000, 4, 1 << 30).multipart
+    assert size_upload(50 * MIB, 10_000, 4, 1 << 30).multipart
+    assert not size_upload(4 * MIB, 10_000, 4, 1 << 30).multipart
