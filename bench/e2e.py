@@ -1,8 +1,8 @@
-"""`python -m bench.e2e`: the end-to-end benchmark. zfsglacier backup and restore against the shell
-pipelines they replace, and each stage alone, on the same snapshot and the same remotes (a local directory,
-S3 served by `rclone serve s3` on 127.0.0.1, and that S3 server reached through bench.wan's proxy, which
-gives each connection an internet link's rate cap and latency), side by side in one run; medians of the
-repeats.
+"""`python -m bench.e2e`: the end-to-end benchmark. zfsglacier backup, restore and verify against the shell
+pipelines they replace (verify: `rclone cat | zstd -t`), and each stage alone, on the same snapshot and the
+same remotes (a local directory, S3 served by `rclone serve s3` on 127.0.0.1, and that S3 server reached
+through bench.wan's proxy, which gives each connection an internet link's rate cap and latency), side by
+side in one run; medians of the repeats.
 
 BENCH_E2E_SIZE     generated corpus in MiB (default 1024; 64 with BENCH_QUICK)
 BENCH_DATASET      pool/x: use this dataset's newest snapshot (or one made and destroyed here) instead
@@ -16,7 +16,8 @@ BENCH_REPEAT, BENCH_QUICK, BENCH_SEED, BENCH_OUT: as for `python -m bench` (benc
 Table: MB/s of raw (uncompressed stream) bytes; CPU s per raw GB of the whole process tree (this process
 and every child, grandchildren included); daemon CPU: the zfs-fuse daemon (where zfs send/receive really
 work under zfs-fuse) and `rclone serve s3`, which are not in the tree; zfsglacier's peak RSS is its own
-process, children excluded; efficiency: end-to-end MB/s / the slowest of its stages alone; ceiling: the
+process, children excluded; procs: the child processes a run started (zfsglacier's zfs and rclone calls,
+or the pipeline's stages); efficiency: end-to-end MB/s / the slowest of its stages alone; ceiling: the
 MB/s at which every usable core would be busy, given the CPU (tree and daemons) the run spent per raw byte,
 and "of ceiling": end-to-end MB/s / that ceiling. On a small machine the stages share the same cores, so
 efficiency can be far below 1 for a pipeline that keeps every core busy; "of ceiling" near 1 says so.
@@ -70,6 +71,7 @@ from .e2e_setup import (
 )
 
 GB = 1e9
+PHASES = ("backup", "restore", "verify")
 
 
 def _say(line: str) -> None:
@@ -89,6 +91,7 @@ class Variant:
     codec: str  # the zfsglacier codec of that format
     compress: tuple[str, ...] | None = None  # the external tool; None: in-process
     decompress: tuple[str, ...] | None = None
+    test: tuple[str, ...] | None = None  # the tool's own integrity check of a stream on stdin
 
     @property
     def in_process(self) -> bool:
@@ -100,14 +103,15 @@ def variants(nproc: int) -> list[Variant]:
     return [
         Variant("zg-zstd", f"in-process zstd -{zstd}", "zstd"),
         Variant("zg-pigz", f"in-process pigz -{pigz}", "pigz"),
-        Variant("sh-zstd", "zstd -3 -T0", "zstd", ("zstd", "-q", "-3", "-T0"), ("zstd", "-q", "-d")),
-        Variant("sh-pigz", f"pigz -p {nproc}", "pigz", ("pigz", "-p", str(nproc)), ("pigz", "-d")),
+        Variant("sh-zstd", "zstd -3 -T0", "zstd", ("zstd", "-q", "-3", "-T0"), ("zstd", "-q", "-d"),
+                ("zstd", "-q", "-t")),
+        Variant("sh-pigz", f"pigz -p {nproc}", "pigz", ("pigz", "-p", str(nproc)), ("pigz", "-d"), ("pigz", "-t")),
     ]
 
 
 @dataclass
 class Case:
-    phase: str  # backup | restore
+    phase: str  # backup | restore | verify
     kind: str  # zfsglacier | shell | stage
     name: str
     run: Callable[[], Moved]
@@ -277,13 +281,18 @@ class Bench:
         def moved(ran: Moved) -> Moved:
             m = self.manifest(remote, v)
             raw = m["raw_bytes"]
-            return Moved(raw, m["stored_bytes"], ran.peak_rss_kib, stream_seconds(raw, ran.stream_rate))
+            return Moved(
+                raw, m["stored_bytes"], ran.peak_rss_kib, stream_seconds(raw, ran.stream_rate), children=ran.children
+            )
 
         def backup() -> Moved:
             return moved(run_zfsglacier(["backup", "--config", config, "--full"], env))
 
         def restore() -> Moved:
             return moved(run_zfsglacier(["restore", "--config", config, "--target-dataset", target, "--yes"], env))
+
+        def verify() -> Moved:
+            return moved(run_zfsglacier(["verify", "--config", config], env))
 
         codec = get_codec(v.codec)
         return [
@@ -307,6 +316,15 @@ class Bench:
                 remote=remote,
                 variant=v.key,
             ),
+            Case(
+                "verify",
+                "zfsglacier",
+                f"zfsglacier verify {v.codec} <- {remote}",
+                verify,
+                stages=self._verify_stages(remote, v),
+                remote=remote,
+                variant=v.key,
+            ),
         ]
 
     @staticmethod
@@ -318,27 +336,30 @@ class Bench:
         return (f"rclone cat <- {remote}: {v.label} output", f"decompress: {self._decompressor(v)}",
                 "zfs receive < file")
 
+    def _verify_stages(self, remote: str, v: Variant) -> tuple[str, ...]:
+        return (f"rclone cat <- {remote}: {v.label} output", f"decompress: {self._decompressor(v)}")
+
     def _shell_cases(self, remote: str, v: Variant) -> list[Case]:
-        assert v.compress is not None and v.decompress is not None
+        assert v.compress is not None and v.decompress is not None and v.test is not None
         r, snapshot, target = self.remotes[remote], str(self.source.snapshot), str(self.source.restore_target)
         key = f"{v.key}/stream.zfs{get_codec(v.codec).suffix}"
         backup = [[ZFS, "send", snapshot], list(v.compress), r.argv("rcat", r.path(key))]
         restore = [r.argv("cat", r.path(key)), list(v.decompress), [ZFS, "receive", target]]
+        verify = [r.argv("cat", r.path(key)), list(v.test)]
 
-        def run_backup() -> Moved:
-            run_chain(backup)
-            return Moved(self.raw_size, (r.root / key).stat().st_size)
+        def pipeline(stages: list[list[str]]) -> Callable[[], Moved]:
+            def run() -> Moved:
+                run_chain(stages)
+                return Moved(self.raw_size, (r.root / key).stat().st_size, children=len(stages))
 
-        def run_restore() -> Moved:
-            run_chain(restore)
-            return Moved(self.raw_size, (r.root / key).stat().st_size)
+            return run
 
         return [
             Case(
                 "backup",
                 "shell",
                 f"zfs send | {' '.join(v.compress)} | rclone rcat -> {remote}",
-                run_backup,
+                pipeline(backup),
                 prepare=lambda: remove(r.root / v.key),
                 stages=self._backup_stages(remote, v),
                 remote=remote,
@@ -348,9 +369,18 @@ class Bench:
                 "restore",
                 "shell",
                 f"rclone cat <- {remote} | {' '.join(v.decompress)} | zfs receive",
-                run_restore,
+                pipeline(restore),
                 cleanup=lambda: destroy(target),
                 stages=self._restore_stages(remote, v),
+                remote=remote,
+                variant=v.key,
+            ),
+            Case(
+                "verify",
+                "shell",
+                f"rclone cat <- {remote} | {' '.join(v.test)}",
+                pipeline(verify),
+                stages=self._verify_stages(remote, v),
                 remote=remote,
                 variant=v.key,
             ),
@@ -383,6 +413,7 @@ class Bench:
             "daemon_cpu_s_per_gb": (after.daemon_cpu - before.daemon_cpu) / gb,
             "ratio": moved.raw_bytes / moved.stored_bytes if moved.stored_bytes else None,
             "peak_rss_mib": moved.peak_rss_kib / 1024 if moved.peak_rss_kib is not None else None,
+            "children": moved.children,
             "stream_s": moved.stream_s,
             "overhead_s": wall - moved.stream_s if moved.stream_s is not None else None,
             "load1": os.getloadavg()[0],
@@ -393,9 +424,9 @@ class Bench:
         )
 
     def run_all(self, cases: list[Case]) -> None:
-        """Phase by phase (restores need the backups), every case once per round, so that load from
-        elsewhere spreads over all cases."""
-        for phase in ("backup", "restore"):
+        """Phase by phase (restores and verifies need the backups), every case once per round, so that load
+        from elsewhere spreads over all cases."""
+        for phase in PHASES:
             for round_no in range(self.settings.base.repeat):
                 for case in (c for c in cases if c.phase == phase):
                     self.measure(case, round_no)
@@ -452,12 +483,13 @@ def table(cases: list[Case], cores: int) -> str:
         "stored bytes",
         "ratio",
         "RSS MiB",
+        "procs",
         "eff.",
         "ceil MB/s",
         "of ceil",
     )
     rows: list[tuple[str, ...]] = []
-    for phase in ("backup", "restore"):
+    for phase in PHASES:
         for kind in ("zfsglacier", "shell", "stage"):
             for c in (c for c in cases if c.phase == phase and c.kind == kind):
                 found = efficiency(c, by_name)
@@ -473,6 +505,7 @@ def table(cases: list[Case], cores: int) -> str:
                         "-" if stored is None else f"{stored:.0f}",
                         _fmt(c.median("ratio"), 3),
                         _fmt(c.median("peak_rss_mib"), 1),
+                        _fmt(c.median("children"), 0),
                         _fmt(found[0] if found else None, 2),
                         _fmt(top[0] if top else None, 1),
                         _fmt(top[1] if top else None, 2),
@@ -537,7 +570,7 @@ def wan_comparisons(cases: list[Case], remote: str = "wan") -> list[dict[str, An
     """zfsglacier against the shell pipeline it replaces on `remote`, per phase, zstd with zstd and pigz with
     pigz: both MB/s, zfsglacier's time / the shell's (medians), zfsglacier's peak RSS and fixed cost."""
     out = []
-    for phase in ("backup", "restore"):
+    for phase in PHASES:
         for mine, theirs in (("zg-zstd", "sh-zstd"), ("zg-pigz", "sh-pigz")):
             zg, sh = _find(cases, phase, "zfsglacier", remote, mine), _find(cases, phase, "shell", remote, theirs)
             if zg is None or sh is None:
@@ -553,6 +586,8 @@ def wan_comparisons(cases: list[Case], remote: str = "wan") -> list[dict[str, An
                     "time_ratio": (zg.median("wall_s") or 0.0) / (sh.median("wall_s") or float("inf")),
                     "zfsglacier_peak_rss_mib": zg.median("peak_rss_mib"),
                     "zfsglacier_overhead_s": zg.median("overhead_s"),
+                    "zfsglacier_children": zg.median("children"),
+                    "shell_children": sh.median("children"),
                 }
             )
     return out
@@ -587,8 +622,8 @@ def wan_lines(meta: dict[str, Any]) -> list[str]:
     shown = [c for c in meta["comparisons"] if c["codec"] == "zstd"]
     lines += [
         f"  {c['phase']}: {c['zfsglacier']} {c['zfsglacier_mb_per_s']:.1f} MB/s (peak RSS "
-        f"{_fmt(c['zfsglacier_peak_rss_mib'], 1)} MiB) vs {c['shell']} {c['shell_mb_per_s']:.1f} MB/s: "
-        f"zfsglacier's time / the shell's {c['time_ratio']:.2f}"
+        f"{_fmt(c['zfsglacier_peak_rss_mib'], 1)} MiB, {_fmt(c['zfsglacier_children'], 0)} processes) vs "
+        f"{c['shell']} {c['shell_mb_per_s']:.1f} MB/s: zfsglacier's time / the shell's {c['time_ratio']:.2f}"
         for c in shown
     ]
     if not shown:
@@ -610,6 +645,7 @@ def record(cases: list[Case], meta: dict[str, Any]) -> dict[str, Any]:
         "stored_bytes",
         "ratio",
         "peak_rss_mib",
+        "children",
         "overhead_s",
     )
     out = []

@@ -63,6 +63,7 @@ class Moved:
     peak_rss_kib: int | None = None  # zfsglacier's own process
     stream_s: float | None = None  # zfsglacier's own timing of the stream
     stream_rate: float | None = None  # raw bytes/s of the stream, as zfsglacier reported it
+    children: int | None = None  # child processes started: zfsglacier's own (zfs, rclone) or the pipeline's
 
 
 def stream_seconds(raw_bytes: int, rate: float | None) -> float | None:
@@ -157,7 +158,8 @@ def run_chain(
 
 
 def run_zfsglacier(args: Sequence[str], env: Mapping[str, str]) -> Moved:
-    """`python -m zfsglacier ARGS` as a child, through the launcher that reports its own peak RSS."""
+    """`python -m zfsglacier ARGS` as a child, through the launcher that reports its own peak RSS and the
+    number of processes it started."""
     with tempfile.TemporaryDirectory(prefix="zgbench-") as tmp, open(Path(tmp) / "log", "w+b") as log:
         rss_file = Path(tmp) / "rss"
         process = start(
@@ -174,7 +176,8 @@ def run_zfsglacier(args: Sequence[str], env: Mapping[str, str]) -> Moved:
             raise ChildFailed(f"zfsglacier {' '.join(args)} exited {code}: {text[-1500:]}")
         found = _STREAM_RATE.search(text)
         rate = float(found[1]) * _UNITS[found[2]] if found else None
-        return Moved(0, peak_rss_kib=int(rss_file.read_text()), stream_rate=rate)
+        peak, children = (int(field) for field in rss_file.read_text().split())
+        return Moved(0, peak_rss_kib=peak, stream_rate=rate, children=children)
 
 
 def compress_file(raw: Path, codec_name: str, threads: int, out: IO[bytes]) -> int:

@@ -27,6 +27,7 @@ import rig
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PHASES = ("backup", "restore", "verify")  # bench.e2e's phases
 SIZE_MIB = 4  # the corpus at 1 MiB happens to be incompressible (seed 1); at 4 MiB it is a mix
 
 
@@ -190,21 +191,24 @@ def test_end_to_end_stage(tmp_path: Path) -> None:
     cases = {c["name"]: c for c in data["cases"]}
     assert {(c["phase"], c["kind"]) for c in cases.values()} == {
         (phase, kind) for phase in ("backup", "restore") for kind in ("zfsglacier", "shell", "stage")
-    }
+    } | {("verify", "zfsglacier"), ("verify", "shell")}
     assert data["settings"]["remotes"] == ["local", "s3", "wan"]
     for remote in ("local", "s3", "wan"):
         for codec in ("zstd", "pigz"):
             backups = [n for n in cases if n.startswith(f"zfsglacier backup {codec} -") and n.endswith(f"-> {remote}")]
             assert len(backups) == 1, (codec, remote, backups)
             assert f"zfsglacier restore {codec} <- {remote}" in cases
+            assert f"zfsglacier verify {codec} <- {remote}" in cases
         # zfsglacier, both shell pipelines and the four uploads and downloads alone, each on this remote
         on_remote = [c for c in cases.values() if c["remote"] == remote]
         assert sorted((c["phase"], c["kind"]) for c in on_remote) == sorted(
-            [(phase, kind) for phase in ("backup", "restore") for kind in ("zfsglacier", "shell") for _ in "ab"]
+            [(phase, kind) for phase in PHASES for kind in ("zfsglacier", "shell") for _ in "ab"]
             + [(phase, "stage") for phase in ("backup", "restore") for _ in "abcd"]
         ), remote
         assert f"zfs send | zstd -q -3 -T0 | rclone rcat -> {remote}" in cases
         assert f"rclone cat <- {remote} | zstd -q -d | zfs receive" in cases
+        assert f"rclone cat <- {remote} | zstd -q -t" in cases
+        assert f"rclone cat <- {remote} | pigz -t" in cases
         assert f"rclone cat <- {remote}: zstd -3 -T0 output" in cases
     assert {"zfs send > pipe", "zfs receive < file"} <= set(cases)
     for name, c in cases.items():
@@ -216,6 +220,12 @@ def test_end_to_end_stage(tmp_path: Path) -> None:
             assert c["efficiency"] > 0 and c["slowest_stage"] in cases, name
         if c["kind"] == "zfsglacier":
             assert median["peak_rss_mib"] > 0, name
+            # at least the listing and one read of the data: zfs and rclone are children, never a shell
+            assert median["children"] >= 2, name
+        elif c["kind"] == "shell":
+            assert median["children"] == len(c["name"].split(" | ")), name
+        else:
+            assert median["children"] is None, name
         assert name in ran.stdout
     assert "efficiency = end-to-end MB/s / the slowest of its stages alone" in ran.stdout
     # The CPU-aware view: the MB/s at which every usable core would be busy, and the run's share of it.
@@ -233,7 +243,7 @@ def test_end_to_end_stage(tmp_path: Path) -> None:
     assert data["summary"] in ran.stdout
     # zfsglacier's own timing of its stream, so its fixed cost around it is known
     for name, c in cases.items():
-        if c["kind"] == "zfsglacier":
+        if c["kind"] == "zfsglacier" and c["phase"] != "verify":
             assert 0 < c["median"]["overhead_s"] < c["median"]["wall_s"], name
     assert "zfsglacier's fixed cost" in ran.stdout
 
@@ -244,7 +254,7 @@ def test_end_to_end_stage(tmp_path: Path) -> None:
     assert (wan["mbps"], wan["rtt_ms"], wan["handshake_ms"]) == (25, 20, 40)
     assert wan["proxy_cpu_s_per_gb"] > 0
     assert [(w["phase"], w["codec"]) for w in wan["comparisons"]] == [
-        (phase, codec) for phase in ("backup", "restore") for codec in ("zstd", "pigz")
+        (phase, codec) for phase in PHASES for codec in ("zstd", "pigz")
     ]
     for w in wan["comparisons"]:
         zg, sh = cases[w["zfsglacier"]], cases[w["shell"]]
@@ -252,13 +262,15 @@ def test_end_to_end_stage(tmp_path: Path) -> None:
         assert w["zfsglacier_mb_per_s"] == zg["median"]["mb_per_s"] > 0 and w["shell_mb_per_s"] > 0
         assert w["time_ratio"] == pytest.approx(zg["median"]["wall_s"] / sh["median"]["wall_s"])
         assert w["zfsglacier_peak_rss_mib"] > 0
+        assert w["zfsglacier_children"] == zg["median"]["children"] and w["shell_children"] == sh["median"]["children"]
     block = ran.stdout.split("\nWAN model (", 1)[1].split("\nrun took", 1)[0]
     assert f"{wan['model']};" in block
     for w in wan["comparisons"]:
         if w["codec"] == "zstd":
             assert (f"  {w['phase']}: {w['zfsglacier']} {w['zfsglacier_mb_per_s']:.1f} MB/s (peak RSS "
-                    f"{w['zfsglacier_peak_rss_mib']:.1f} MiB) vs {w['shell']} {w['shell_mb_per_s']:.1f} MB/s: "
-                    f"zfsglacier's time / the shell's {w['time_ratio']:.2f}") in block, block
+                    f"{w['zfsglacier_peak_rss_mib']:.1f} MiB, {w['zfsglacier_children']:.0f} processes) vs "
+                    f"{w['shell']} {w['shell_mb_per_s']:.1f} MB/s: zfsglacier's time / the shell's "
+                    f"{w['time_ratio']:.2f}") in block, block
     assert "of stored bytes it forwarded" in block
 
     if importlib.util.find_spec("matplotlib") is not None or rig.in_ci():
@@ -278,7 +290,7 @@ def test_end_to_end_wan_only(tmp_path: Path) -> None:
     assert data["settings"]["remotes"] == ["wan"]
     assert {c["remote"] for c in data["cases"]} == {"wan", None}
     assert (data["wan"]["mbps"], data["wan"]["rtt_ms"], data["wan"]["handshake_ms"]) == (50, 10, 0)
-    assert len(data["wan"]["comparisons"]) == 4
+    assert len(data["wan"]["comparisons"]) == 6
     assert "rclone serve s3" in data["daemons_measured"]
 
 
