@@ -43,7 +43,7 @@ from typing import Any
 
 from zfsglacier.codecs import get_codec
 
-from . import chart, wan
+from . import chart, provenance, wan
 from .e2e_run import (
     Moved,
     Usage,
@@ -528,6 +528,8 @@ def summary(cases: list[Case], meta: dict[str, Any]) -> str:
         f"machine: {m['hostname']}: {m['cores']} cores ({m['usable_cores']} usable), {m['cpu_model']}, "
         f"{m['memory_gib']} GiB; {m['os']}; Python {m['python']}; zfs: {m['zfs']}; {m['rclone']}; "
         f"{m['zstd']}; {m['pigz']}",
+        f"zfsglacier: commit {meta['code']['commit'][:12]}"
+        f"{' with uncommitted changes' if meta['code']['uncommitted'] else ''}",
         f"input: {meta['input']}; raw stream {meta['raw_stream_bytes']} bytes; {meta['repeat']} repeat(s), "
         f"medians shown; load average at start {meta['load_start']}, at end {meta['load_end']}",
         "",
@@ -727,6 +729,7 @@ def run(settings: E2ESettings, stack: contextlib.ExitStack) -> dict[str, Any]:
     bench.run_all(cases)
     meta: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "code": provenance.describe(),
         "machine": describe_machine(rclone),
         "settings": {
             "quick": settings.base.quick,

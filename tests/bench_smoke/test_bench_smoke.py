@@ -187,6 +187,7 @@ def test_end_to_end_stage(tmp_path: Path) -> None:
     assert data["settings"]["size_mib"] == SIZE_MIB
     assert data["settings"]["repeat"] == 1
     assert data["snapshot"], "the generated pool's snapshot"
+    assert f"zfsglacier: commit {data['code']['commit'][:12]}" in ran.stdout  # which code was measured
     assert data["raw_stream_bytes"] >= SIZE_MIB << 20
     cases = {c["name"]: c for c in data["cases"]}
     assert {(c["phase"], c["kind"]) for c in cases.values()} == {
