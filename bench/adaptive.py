@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from zfsglacier.codecs import AUTO, Level, default_threads, get_codec
-from zfsglacier.pipeline import VolumeTarget, send_to_remote
-from zfsglacier.rclone import Rclone, find_rclone
+from zfsglacier.codec.registry import AUTO, Level, default_threads, get_codec
+from zfsglacier.remote.rclone import Rclone, find_rclone
+from zfsglacier.stream.pipeline import VolumeTarget, send_to_remote
 
 from . import machine
 from .corpus import MIB, make_corpus

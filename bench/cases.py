@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from zfsglacier.codecs import CODECS
-from zfsglacier.pipeline import CHUNK
+from zfsglacier.codec.registry import CODECS
+from zfsglacier.stream.pipeline import CHUNK
 
 from .settings import Settings
 

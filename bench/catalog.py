@@ -29,12 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from zfsglacier import index
-from zfsglacier.catalog import load_catalog
 from zfsglacier.config import load_config
 from zfsglacier.errors import EXIT_USAGE
-from zfsglacier.manifest import Manifest, build_chain, data_object_name, manifest_name
-from zfsglacier.rclone import Rclone
+from zfsglacier.remote import manifest_index
+from zfsglacier.remote.catalog import load_catalog
+from zfsglacier.remote.manifest import Manifest, build_chain, data_object_name, manifest_name
+from zfsglacier.remote.rclone import Rclone
 
 from .e2e_setup import rig
 from .machine import describe, one_line
@@ -68,7 +68,7 @@ def generate(directory: Path, count: int) -> None:
         (directory / manifest_name(snapshot)).write_bytes(text)
         manifests[manifest_name(snapshot)] = text
         previous = manifest
-    (directory / index.INDEX_NAME).write_bytes(index.encode(manifests))
+    (directory / manifest_index.INDEX_NAME).write_bytes(manifest_index.encode(manifests))
 
 
 def _median_seconds(action: Callable[[], object], repeat: int) -> float:
@@ -126,7 +126,7 @@ def main() -> int:
                           f"bucket_name = {remote.bucket}\nconfig_path = {remote.config_path}\n")
         env = {**os.environ, "ZFSGLACIER_LOCK_DIR": str(work / "locks")}
         results["with index"] = measure(config, env, repeat)
-        (remote.root / DATASET / index.INDEX_NAME).unlink()
+        (remote.root / DATASET / manifest_index.INDEX_NAME).unlink()
         results["without index"] = measure(config, env, repeat)
     print(f"{'':<14}{'list':>8}{'plan':>8}{'load':>8}{'chain':>8}   (seconds)")
     for label, row in results.items():

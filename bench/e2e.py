@@ -41,7 +41,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from zfsglacier.codecs import get_codec
+from zfsglacier.codec.registry import get_codec
 
 from . import chart, provenance, wan
 from .e2e_run import (

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from zfsglacier.codecs import get_codec
-from zfsglacier.overlap import PipeSource, Prefetch, WriteBehind
-from zfsglacier.pipeline import CHUNK
-from zfsglacier.volumes import Digest
+from zfsglacier.codec.registry import get_codec
+from zfsglacier.stream.pipeline import CHUNK
+from zfsglacier.stream.readahead import PipeSource, Prefetch, WriteBehind
+from zfsglacier.stream.volumes import Digest
 
 REPO = Path(__file__).resolve().parent.parent
 PIPE, DEVNULL = subprocess.PIPE, subprocess.DEVNULL

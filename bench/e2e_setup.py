@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zfsglacier import zfs as zfs_mod
 from zfsglacier.lock import DatasetLock
+from zfsglacier.zfs import cmd as zfs_mod
 
 from . import machine, wan
 from .corpus import write_corpus

@@ -9,7 +9,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from zfsglacier.codecs import default_threads
+from zfsglacier.codec.registry import default_threads
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:

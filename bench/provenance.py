@@ -7,15 +7,15 @@ import hashlib
 import subprocess
 from pathlib import Path
 
-import zfsglacier.codecs
+import zfsglacier.codec
 
 # What the measured cases run. adaptive.py is left out: it only serves level "auto", which is not measured.
-CODEC_FILES = ("codecs.py", "zstdframes.py")
+CODEC_FILES = ("registry.py", "zstd_frames.py")
 
 
 def codec_source_sha256() -> str:
     """One hash over the files that decide what the in-process codecs do."""
-    package = Path(zfsglacier.codecs.__file__).parent
+    package = Path(zfsglacier.codec.__file__).parent
     digest = hashlib.sha256()
     for name in CODEC_FILES:
         path = package / name
@@ -32,7 +32,7 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def describe() -> dict[str, str | list[str]]:
-    package = Path(zfsglacier.codecs.__file__).parent
+    package = Path(zfsglacier.codec.__file__).parent.parent
     repo = package.parent
     return {
         "commit": _git(repo, "rev-parse", "HEAD") or "unknown",

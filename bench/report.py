@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zfsglacier.codecs import CODECS
+from zfsglacier.codec.registry import CODECS
 
 from .measure import Result
 

@@ -22,10 +22,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from zfsglacier import capabilities
-from zfsglacier.codecs import get_codec
-from zfsglacier.pipeline import VolumeTarget, send_to_remote
-from zfsglacier.zfs import send_argv
+from zfsglacier.codec.registry import get_codec
+from zfsglacier.stream.pipeline import VolumeTarget, send_to_remote
+from zfsglacier.zfs import capabilities
+from zfsglacier.zfs.cmd import send_argv
 
 from .corpus import MIB, write_corpus
 from .e2e_setup import rig

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from zfsglacier.codecs import default_threads
+from zfsglacier.codec.registry import default_threads
 
 MIB = 1 << 20
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

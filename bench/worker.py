@@ -1,7 +1,7 @@
 """One case, one repeat, in a process of its own (`python -m bench.worker`, case spec as JSON on stdin,
 sample as JSON on stdout), so that its peak RSS and CPU time are its own and not inherited.
 
-In-process cases move data the way zfsglacier.pipeline does: 1 MiB chunks into the codec writer, whose
+In-process cases move data the way zfsglacier.stream.pipeline does: 1 MiB chunks into the codec writer, whose
 output is hashed and counted on its way out; restores hash and count what the reader consumes. The
 pipeline's reader and writer threads (overlapping the pipes to zfs and rclone) are left out: this
 measures the codec stage. External cases
@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from zfsglacier.codecs import CODECS
+from zfsglacier.codec.registry import CODECS
 
 from .cases import Case
 from .memory import PeakWatcher, hwm_kib

@@ -13,17 +13,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, config, datasets, progress, status, thaw
-from .backup import backup
-from .catalog import load_catalog
-from .config import DEFAULT_CONFIG_PATH, BackupConfig, load_config
-from .errors import EXIT_CODES, EXIT_INTEGRITY, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, ZfsglacierError
-from .listing import as_records, as_table
-from .prune import prune
-from .rclone import rclone_for
-from .restore import restore
-from .signals import signals_as_exceptions
-from .verify import verify
+from zfsglacier import __version__, config
+from zfsglacier.commands import datasets, status
+from zfsglacier.commands.backup import backup
+from zfsglacier.commands.list_backups import as_records, as_table
+from zfsglacier.commands.prune import prune
+from zfsglacier.commands.restore import restore
+from zfsglacier.commands.verify import verify
+from zfsglacier.config import DEFAULT_CONFIG_PATH, BackupConfig, load_config
+from zfsglacier.errors import EXIT_CODES, EXIT_INTEGRITY, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, ZfsglacierError
+from zfsglacier.remote import thaw
+from zfsglacier.remote.catalog import load_catalog
+from zfsglacier.remote.rclone import rclone_for
+from zfsglacier.signals import signals_as_exceptions
+from zfsglacier.stream import progress
 
 log = logging.getLogger("zfsglacier")
 

@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import names
-from .cadence import ChainPolicy
-from .codecs import AUTO, CODECS, DEFAULT_CODEC, Level, default_threads
-from .errors import ConfigError
-from .retention import RetentionPolicy
+from zfsglacier import names
+from zfsglacier.codec.registry import AUTO, CODECS, DEFAULT_CODEC, Level, default_threads
+from zfsglacier.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/zfsglacier/config.ini")
 DEFAULT_SNAPSHOT_PREFIX = "glacier-backup-"
@@ -44,6 +42,32 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 DEFAULT_WARN_AFTER = "26h"
 DEFAULT_CRIT_AFTER = "50h"
 MAX_MONITORING_AGE = 3650 * 86400  # ten years: anything longer is a typo
+
+
+@dataclass(frozen=True)
+class ChainPolicy:
+    """[chain]: when a new full starts, and whether incrementals are differential (policy/chain.py)."""
+
+    full_every_days: int | None = None  # a new full once the chain's full is this old
+    full_every_backups: int | None = None  # at most this many backups (the full included) per chain
+    differential: bool = False
+
+    def describe(self) -> str:
+        if self.full_every_days is not None:
+            return f"{self.full_every_days}d"
+        return str(self.full_every_backups)
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """[retention]: which whole chains the remote keeps (policy/retention.py)."""
+
+    keep_chains: int | None = None
+    max_age_days: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.keep_chains is not None or self.max_age_days is not None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
-from .errors import LockBusyError, UsageError
+from zfsglacier.errors import LockBusyError, UsageError
 
 DEFAULT_LOCK_DIR = Path("/run/lock/zfsglacier")
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from .errors import StageError, StageErrorFactory
+from zfsglacier.errors import StageError, StageErrorFactory
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from .errors import SignalReceived
+from zfsglacier.errors import SignalReceived
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _REDELIVER_AFTER = 0.01  # seconds

@@ -18,7 +18,7 @@ def write_config(tmp_path: Path, dataset: str, remote: rig.Remote, compressor: s
                  retention: int = 7, extra: str = "") -> Path:
     path = tmp_path / f"config-{compressor}.ini"
     path.write_text(
-        # The smallest ranges: every object of 2 MiB or more is read as parallel ranges (downloads.py).
+        # The smallest ranges: objects of 2 MiB or more are read as parallel ranges (stream/ranged_reads.py).
         "[restore]\nrange_size = 1M\n"
         f"[zfs]\ndataset = {dataset}\nsnapshot_prefix = glacier-backup-\nsnapshot_retention = {retention}\n"
         f"[rclone]\nremote = {remote.name}\nbucket_name = {remote.bucket}\nconfig_path = {remote.config_path}\n"

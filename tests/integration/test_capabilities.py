@@ -1,4 +1,4 @@
-"""What capabilities.py says the installed zfs can do is what it does: each claim is tried for real.
+"""What zfsglacier/zfs/capabilities.py says the installed zfs can do is what it does: each claim is tried for real.
 Runs on whatever ZFS the rig has (zfs-fuse here, OpenZFS in the VM of `make test-openzfs`)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import rig
 from helpers import cli, list_json, write_config
 
-from zfsglacier import capabilities
+from zfsglacier.zfs import capabilities
 
 pytestmark = pytest.mark.integration
 

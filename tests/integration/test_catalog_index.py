@@ -11,11 +11,11 @@ import rig
 from helpers import cli, list_json, write_config
 
 from zfsglacier import proc
-from zfsglacier.index import INDEX_NAME
-from zfsglacier.index import decode as index_decode
-from zfsglacier.index import encode as index_encode
-from zfsglacier.manifest import SELF_CHECK, Manifest, content_sha256, manifest_name
-from zfsglacier.rclone import Rclone, RemoteObject
+from zfsglacier.remote.manifest import SELF_CHECK, Manifest, content_sha256, manifest_name
+from zfsglacier.remote.manifest_index import INDEX_NAME
+from zfsglacier.remote.manifest_index import decode as index_decode
+from zfsglacier.remote.manifest_index import encode as index_encode
+from zfsglacier.remote.rclone import Rclone, RemoteObject
 
 pytestmark = pytest.mark.integration
 

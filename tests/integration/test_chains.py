@@ -12,7 +12,7 @@ import rig
 from helpers import cli, destroy_snapshot_on_purpose, list_json, snapshots, write_config
 
 from zfsglacier.errors import EXIT_CHAIN
-from zfsglacier.zfs import PENDING_PROPERTY, new_pending_mark
+from zfsglacier.zfs.cmd import PENDING_PROPERTY, new_pending_mark
 
 pytestmark = pytest.mark.integration
 PREFIX = "glacier-backup-"
@@ -55,7 +55,7 @@ def restored_digest(pool: rig.Pool, config: Path, target: str, snapshot: str | N
 
 
 class FrozenClock:
-    """Stands in for zfsglacier.backup._now: returns whatever time the test sets."""
+    """Stands in for zfsglacier.commands.backup._now: returns whatever time the test sets."""
 
     def __init__(self, now: datetime) -> None:
         self.now = now
@@ -66,7 +66,7 @@ class FrozenClock:
 
 def freeze_clock(monkeypatch: pytest.MonkeyPatch, now: datetime) -> FrozenClock:
     clock = FrozenClock(now)
-    monkeypatch.setattr("zfsglacier.backup._now", clock)
+    monkeypatch.setattr("zfsglacier.commands.backup._now", clock)
     return clock
 
 

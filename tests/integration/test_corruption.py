@@ -24,12 +24,12 @@ import pytest
 import rig
 from helpers import back_up_a_chain, cli, error_line, snapshots, write_config
 
-from zfsglacier import zfs
+from zfsglacier.commands.restore import INCOMPLETE, RESTORE_PROPERTY
 from zfsglacier.errors import EXIT_CHAIN, EXIT_INTEGRITY, EXIT_OK
-from zfsglacier.index import INDEX_NAME
-from zfsglacier.index import decode as index_decode
-from zfsglacier.manifest import manifest_name
-from zfsglacier.restore import INCOMPLETE, RESTORE_PROPERTY
+from zfsglacier.remote.manifest import manifest_name
+from zfsglacier.remote.manifest_index import INDEX_NAME
+from zfsglacier.remote.manifest_index import decode as index_decode
+from zfsglacier.zfs import cmd as zfs
 
 pytestmark = pytest.mark.integration
 POSITIONS = {"full": 0, "middle": 1, "newest": 2}

@@ -22,8 +22,8 @@ import pytest
 import rig
 from helpers import cli, dataset_exists, remote_files, snapshots, write_config
 
-from zfsglacier import capabilities, delegation
 from zfsglacier.errors import EXIT_OK, EXIT_USAGE, EXIT_ZFS
+from zfsglacier.zfs import capabilities, delegation
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pytest
 import rig
 from helpers import back_up_a_chain, cli, list_json
 
-from zfsglacier import capabilities
+from zfsglacier.zfs import capabilities
 
 pytestmark = pytest.mark.integration
 

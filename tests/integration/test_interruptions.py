@@ -30,7 +30,7 @@ def test_a_failed_manifest_upload_leaves_no_data_object_and_no_snapshot(
     rig.run(["zfs", "create", dataset])
     rig.populate(zpool.path("data"), seed="manifest")
     config = write_config(tmp_path, dataset, local_remote)
-    monkeypatch.setattr("zfsglacier.local_snapshots.new_snapshot_name", lambda prefix, now, taken: "fixed")
+    monkeypatch.setattr("zfsglacier.policy.local_snapshots.new_snapshot_name", lambda prefix, now, taken: "fixed")
     # A directory where the manifest must go: the data upload works, the manifest upload cannot.
     (local_remote.root / dataset / "fixed.manifest.json").mkdir(parents=True)
     capsys.readouterr()

@@ -35,7 +35,7 @@ import rig
 from helpers import children, cli, list_json, remote_files, snapshots, start_cli, wait_for_child, write_config
 
 from zfsglacier.errors import EXIT_REMOTE, EXIT_SIGNAL_BASE, EXIT_ZFS
-from zfsglacier.zfs import PENDING_PROPERTY
+from zfsglacier.zfs.cmd import PENDING_PROPERTY
 
 pytestmark = pytest.mark.integration
 

@@ -32,8 +32,8 @@ class Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """One clock for snapshot names, manifests' `created` and prune's ages."""
     clock = Clock(START)
-    monkeypatch.setattr("zfsglacier.backup._now", clock)
-    monkeypatch.setattr("zfsglacier.prune._now", clock)
+    monkeypatch.setattr("zfsglacier.commands.backup._now", clock)
+    monkeypatch.setattr("zfsglacier.commands.prune._now", clock)
     return clock
 
 
@@ -141,7 +141,7 @@ def test_a_prune_cut_off_midway_leaves_restorable_backups_and_the_next_prune_fin
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from zfsglacier.errors import EXIT_REMOTE, RemoteError
-    from zfsglacier.rclone import Rclone
+    from zfsglacier.remote.rclone import Rclone
 
     dataset = zpool.dataset("data")
     rig.run(["zfs", "create", dataset])

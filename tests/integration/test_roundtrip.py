@@ -8,12 +8,12 @@ import pytest
 import rig
 from helpers import cli, dataset_exists, destroy_snapshot_on_purpose, list_json, remote_files, snapshots, write_config
 
-from zfsglacier import capabilities
-from zfsglacier.codecs import CODECS
+from zfsglacier.codec.registry import CODECS
 from zfsglacier.errors import EXIT_LOCK_BUSY
-from zfsglacier.index import INDEX_NAME
-from zfsglacier.index import decode as index_decode
 from zfsglacier.lock import DatasetLock
+from zfsglacier.remote.manifest_index import INDEX_NAME
+from zfsglacier.remote.manifest_index import decode as index_decode
+from zfsglacier.zfs import capabilities
 
 pytestmark = pytest.mark.integration
 

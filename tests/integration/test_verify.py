@@ -9,9 +9,9 @@ import pytest
 import rig
 from helpers import back_up_a_chain, cli, list_json, write_config
 
+from zfsglacier.commands.verify import SCRATCH_PREFIX
 from zfsglacier.errors import EXIT_CHAIN, EXIT_INTEGRITY, EXIT_OK
-from zfsglacier.manifest import SELF_CHECK, content_sha256
-from zfsglacier.verify import SCRATCH_PREFIX
+from zfsglacier.remote.manifest import SELF_CHECK, content_sha256
 
 pytestmark = pytest.mark.integration
 

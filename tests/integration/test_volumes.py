@@ -14,7 +14,7 @@ import rig
 from helpers import cli, list_json, remote_files, snapshots, start_cli, write_config
 
 from zfsglacier.errors import EXIT_INTEGRITY, EXIT_SIGNAL_BASE
-from zfsglacier.zfs import PENDING_PROPERTY
+from zfsglacier.zfs.cmd import PENDING_PROPERTY
 
 pytestmark = pytest.mark.integration
 

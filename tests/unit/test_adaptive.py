@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from zfsglacier.adaptive import LEVELS, START_LEVEL, AdaptiveZstdWriter, next_level, proc_stat_cpu_times
-from zfsglacier.codecs import get_codec, zstd_compressor
+from zfsglacier.codec.adaptive import LEVELS, START_LEVEL, AdaptiveZstdWriter, next_level, proc_stat_cpu_times
+from zfsglacier.codec.registry import get_codec, zstd_compressor
+from zfsglacier.codec.zstd_frames import FrameTracker
 from zfsglacier.config import parse_config
 from zfsglacier.errors import ConfigError
-from zfsglacier.zstdframes import FrameTracker
 
 DATA = (b"log line: backup of pool/data went fine\n" * 30_000 + os.urandom(300_000)) * 6
 

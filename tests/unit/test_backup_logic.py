@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from zfsglacier.catalog import Catalog
 from zfsglacier.config import BackupConfig
 from zfsglacier.errors import EXIT_USAGE, UsageError
-from zfsglacier.local_snapshots import check_snapshot_names_fit, is_own_snapshot, new_snapshot_name, to_prune
-from zfsglacier.manifest import Manifest
-from zfsglacier.send_plan import choose_base
-from zfsglacier.zfs import Snapshot
+from zfsglacier.policy.local_snapshots import check_snapshot_names_fit, is_own_snapshot, new_snapshot_name, to_prune
+from zfsglacier.policy.send_plan import choose_base
+from zfsglacier.remote.catalog import Catalog
+from zfsglacier.remote.manifest import Manifest
+from zfsglacier.zfs.cmd import Snapshot
 
 NOW = datetime(2026, 11, 26, 7, 5, 9, tzinfo=UTC)
 

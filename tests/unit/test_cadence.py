@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from zfsglacier.cadence import ChainPolicy, backups_on, next_base
-from zfsglacier.config import parse_config
+from zfsglacier.config import ChainPolicy, parse_config
 from zfsglacier.errors import ConfigError
-from zfsglacier.send_plan import choose_base
-from zfsglacier.zfs import Bookmark
+from zfsglacier.policy.chain import backups_on, next_base
+from zfsglacier.policy.send_plan import choose_base
+from zfsglacier.zfs.cmd import Bookmark
 
 from .test_backup_logic import catalog, manifest, snap
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from zfsglacier.capabilities import ZfsTools, parse_usage, send_options
-from zfsglacier.estimate import estimate_argv, parse_estimate
+from zfsglacier.zfs.capabilities import ZfsTools, parse_usage, send_options
+from zfsglacier.zfs.estimate import estimate_argv, parse_estimate
 
 # As zfs-fuse (pool version 23) prints it, abridged.
 ZFS_FUSE = """missing command

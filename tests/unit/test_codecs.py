@@ -7,8 +7,8 @@ import pytest
 import rig
 import zstandard
 
-from zfsglacier.codecs import CODECS, NO_COMPRESSION, detect_format, get_codec
-from zfsglacier.zstdframes import FrameTracker
+from zfsglacier.codec.registry import CODECS, NO_COMPRESSION, detect_format, get_codec
+from zfsglacier.codec.zstd_frames import FrameTracker
 
 # Starts like a zfs stream (a DRR_BEGIN record's type field), as every stream handed to a codec does.
 DATA = bytes(16) + b"".join([b"text line %d\n" % i for i in range(50_000)]) + os.urandom(300_000) + bytes(500_000)

@@ -12,11 +12,12 @@ import time
 
 import pytest
 
-from zfsglacier import restore, thaw
-from zfsglacier.catalog import Catalog
+from zfsglacier.commands import restore
 from zfsglacier.errors import ObjectFrozen, RefusedError, RemoteError, SignalReceived, ZfsError
-from zfsglacier.manifest import Manifest
-from zfsglacier.rclone import RemoteObject, read_error
+from zfsglacier.remote import thaw
+from zfsglacier.remote.catalog import Catalog
+from zfsglacier.remote.manifest import Manifest
+from zfsglacier.remote.rclone import RemoteObject, read_error
 from zfsglacier.signals import signals_as_exceptions, step
 
 from .test_backup_logic import manifest

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from config_text import render, with_value
 
-from zfsglacier.codecs import CODECS, default_threads
+from zfsglacier.codec.registry import CODECS, default_threads
 from zfsglacier.config import BackupConfig, load_config, parse_config
 from zfsglacier.errors import EXIT_USAGE, ConfigError
 

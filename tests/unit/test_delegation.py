@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from zfsglacier import delegation
-from zfsglacier.delegation import Grant, Identity, effective, parse_allow
 from zfsglacier.errors import EXIT_USAGE, EXIT_ZFS, UsageError, ZfsError
 from zfsglacier.proc import Result
+from zfsglacier.zfs import delegation
+from zfsglacier.zfs.delegation import Grant, Identity, effective, parse_allow
 
 ALLOW = """\
 ---- Permissions on tp/data ------------------------------------------

@@ -13,9 +13,9 @@ from typing import IO
 
 import pytest
 
-from zfsglacier.downloads import Downloads, Part, ReadSettings, plan_ranges
 from zfsglacier.errors import IntegrityError, ObjectFrozen, RemoteError, StageError
-from zfsglacier.manifest import Volume
+from zfsglacier.remote.manifest import Volume
+from zfsglacier.stream.ranged_reads import Downloads, Part, ReadSettings, plan_ranges
 
 KIB = 1 << 10
 RANGE = 64 * KIB

@@ -3,10 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from zfsglacier import index, proc
+from zfsglacier import proc
 from zfsglacier.errors import RemoteError
-from zfsglacier.manifest import Manifest, data_object_name, manifest_name
-from zfsglacier.rclone import Rclone
+from zfsglacier.remote import manifest_index
+from zfsglacier.remote.manifest import Manifest, data_object_name, manifest_name
+from zfsglacier.remote.rclone import Rclone
 
 
 def make(snapshot: str, host: str = "h") -> Manifest:
@@ -22,22 +23,22 @@ ENTRIES = {manifest_name(s): make(s).to_json() for s in ("s1", "s2", "my snap ü
 
 
 def test_round_trip_keeps_every_manifests_exact_bytes() -> None:
-    data = index.encode(ENTRIES)
-    assert index.decode(data) == ENTRIES
+    data = manifest_index.encode(ENTRIES)
+    assert manifest_index.decode(data) == ENTRIES
     doc = json.loads(data)
-    assert doc["format"] == index.FORMAT and doc["version"] == index.FORMAT_VERSION
-    assert index.decode(index.encode({})) == {}
+    assert doc["format"] == manifest_index.FORMAT and doc["version"] == manifest_index.FORMAT_VERSION
+    assert manifest_index.decode(manifest_index.encode({})) == {}
     # Every entry parses back into the manifest it copies.
-    for name, text in index.decode(data).items():
+    for name, text in manifest_index.decode(data).items():
         assert Manifest.from_json(text, name).snapshot == name.removesuffix(".manifest.json")
 
 
 def test_encoding_does_not_depend_on_insertion_order() -> None:
-    assert index.encode(dict(reversed(list(ENTRIES.items())))) == index.encode(ENTRIES)
+    assert manifest_index.encode(dict(reversed(list(ENTRIES.items())))) == manifest_index.encode(ENTRIES)
 
 
 def _doc(**changes: object) -> bytes:
-    doc: dict[str, object] = {"format": index.FORMAT, "version": index.FORMAT_VERSION,
+    doc: dict[str, object] = {"format": manifest_index.FORMAT, "version": manifest_index.FORMAT_VERSION,
                               "manifests": {"s1.manifest.json": "{}"}}
     doc.update(changes)
     return json.dumps(doc).encode()
@@ -66,14 +67,14 @@ def _doc(**changes: object) -> bytes:
 )
 def test_decode_rejects_what_is_not_an_index(data: bytes, expected: str) -> None:
     with pytest.raises(ValueError, match=expected):
-        index.decode(data)
+        manifest_index.decode(data)
 
 
 def test_decode_of_a_missing_manifests_key_is_an_error() -> None:
     doc = json.loads(_doc())
     del doc["manifests"]
     with pytest.raises(ValueError, match="manifests are not a map"):
-        index.decode(json.dumps(doc).encode())
+        manifest_index.decode(json.dumps(doc).encode())
 
 
 def test_usable_entries_need_a_listed_manifest_of_the_same_size() -> None:
@@ -86,9 +87,9 @@ def test_usable_entries_need_a_listed_manifest_of_the_same_size() -> None:
         manifest_name("s4"): 500,  # not in the index: read
     }
     assert listed[s2] != len(entries[s2])
-    assert index.usable_entries(entries, listed) == {s1: entries[s1]}
-    assert index.usable_entries(entries, {}) == {}
-    assert index.usable_entries({}, listed) == {}
+    assert manifest_index.usable_entries(entries, listed) == {s1: entries[s1]}
+    assert manifest_index.usable_entries(entries, {}) == {}
+    assert manifest_index.usable_entries({}, listed) == {}
 
 
 def _fake_rclone_copy(monkeypatch: pytest.MonkeyPatch, returncode: int, objects: dict[str, bytes],

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from zfsglacier.errors import ChainError, IntegrityError
-from zfsglacier.manifest import (
+from zfsglacier.remote.manifest import (
     SELF_CHECK,
     ChainGap,
     Manifest,

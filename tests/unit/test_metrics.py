@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from zfsglacier import metrics
-from zfsglacier.metrics import MetricsError, record_run, write_textfile
+from zfsglacier.commands import metrics
+from zfsglacier.commands.metrics import MetricsError, record_run, write_textfile
 
 T1 = datetime(2026, 11, 26, 3, 15, 0, tzinfo=UTC)
 T2 = T1 + timedelta(days=1, seconds=12.5)
@@ -241,12 +241,12 @@ def test_lines_that_are_not_ours_are_dropped_with_a_warning(tmp_path: Path, capl
     path = tmp_path / "zfsglacier.prom"
     path.write_text('# HELP x y\nsomething_else{a="b"} 1\ngarbage here\n'
                     'zfsglacier_last_backup_raw_bytes{dataset="tank/old"} 12\n')
-    caplog.set_level(logging.WARNING, logger="zfsglacier.metrics")
+    caplog.set_level(logging.WARNING, logger="zfsglacier.commands.metrics")
     ok(path, "pool/data")
     samples = parse(path.read_text())
     assert of(samples, "tank/old") == {"zfsglacier_last_backup_raw_bytes": 12}
     assert "something_else" not in path.read_text()
-    assert [r.getMessage() for r in caplog.records if r.name == "zfsglacier.metrics"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "zfsglacier.commands.metrics"] == [
         f"metrics file {path}: 2 line(s) that are not zfsglacier's samples are dropped"]
 
 
@@ -278,10 +278,10 @@ def test_record_run_writes(tmp_path: Path) -> None:
 
 
 def test_record_run_turns_a_failure_into_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="zfsglacier.metrics")
+    caplog.set_level(logging.WARNING, logger="zfsglacier.commands.metrics")
     path = tmp_path / "missing" / "zfsglacier.prom"
     assert record_run(path, "pool/data", success=False, finished=T1) is False
-    (record,) = [r for r in caplog.records if r.name == "zfsglacier.metrics"]
+    (record,) = [r for r in caplog.records if r.name == "zfsglacier.commands.metrics"]
     assert record.levelno == logging.WARNING
     assert record.getMessage().startswith(f"metrics file {path}: No such file or directory")
     assert record.getMessage().endswith("(the backup's outcome is not affected)")

@@ -2,10 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from zfsglacier import names, zfs
+from zfsglacier import names
 from zfsglacier.errors import RemoteError
 from zfsglacier.proc import render, render_pipeline
-from zfsglacier.rclone import Rclone, parse_lsjson
+from zfsglacier.remote.rclone import Rclone, parse_lsjson
+from zfsglacier.zfs import cmd as zfs
 
 
 @pytest.mark.parametrize("good", ["tank", "tank/data", "tank/my data", "t/a.b:c_d-e"])
@@ -96,7 +97,7 @@ def test_render_is_copy_pastable() -> None:
 
 
 def test_rclone_gets_its_settings_and_cloud_credentials_and_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
-    from zfsglacier import rclone
+    from zfsglacier.remote import rclone
 
     passed = [("AWS_SECRET_ACCESS_KEY", "aws-marker"), ("RCLONE_S3_SECRET_ACCESS_KEY", "rclone-marker")]
     for name, value in [*passed, ("MY_DB_PASSWORD", "db-marker")]:
@@ -107,7 +108,7 @@ def test_rclone_gets_its_settings_and_cloud_credentials_and_nothing_else(monkeyp
 
 
 def test_short_rclone_calls_retry_less_unless_the_user_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
-    from zfsglacier import rclone
+    from zfsglacier.remote import rclone
 
     monkeypatch.delenv("RCLONE_LOW_LEVEL_RETRIES", raising=False)
     assert rclone.short_call_env()["RCLONE_LOW_LEVEL_RETRIES"] == rclone.SHORT_CALL_LOW_LEVEL_RETRIES
@@ -119,7 +120,7 @@ def test_short_rclone_calls_retry_less_unless_the_user_says_otherwise(monkeypatc
 def test_redact_hides_secrets_of_the_environment_and_the_rclone_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from zfsglacier.rclone import REDACTED, redact
+    from zfsglacier.remote.rclone import REDACTED, redact
 
     conf = tmp_path / "rclone.conf"
     conf.write_text("[r]\ntype = s3\nenv_auth = false\naccess_key_id = AKIDCONF\nsecret_access_key = conf-secret\n")

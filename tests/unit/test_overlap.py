@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from zfsglacier.overlap import DEPTH, WriteBehind
+from zfsglacier.stream.readahead import DEPTH, WriteBehind
 
 
 def in_time(action: object, seconds: float = 10) -> None:

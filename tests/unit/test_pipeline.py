@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from zfsglacier.codecs import CODECS, get_codec
-from zfsglacier.downloads import Part, ReadSettings
+from zfsglacier.codec.registry import CODECS, get_codec
 from zfsglacier.errors import IntegrityError, RemoteError, ZfsError
-from zfsglacier.manifest import Volume
-from zfsglacier.pipeline import Expected, HeldBack, Source, VolumeTarget, receive_from_remote, send_to_remote
 from zfsglacier.proc import Child, how_it_ended, run
+from zfsglacier.remote.manifest import Volume
+from zfsglacier.stream.pipeline import Expected, HeldBack, Source, VolumeTarget, receive_from_remote, send_to_remote
+from zfsglacier.stream.ranged_reads import Part, ReadSettings
 
 # Opens like a zfs stream (a DRR_BEGIN record's type field: what the "none" codec checks for).
 RAW = bytes(16) + os.urandom(3 << 20) + b"compressible " * 300_000

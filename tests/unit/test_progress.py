@@ -7,12 +7,13 @@ import time
 
 import pytest
 
-from zfsglacier.progress import Progress, duration_text, human_bytes, summary_line
+from zfsglacier.stream.progress import Progress, summary_line
+from zfsglacier.units import duration_text, human_bytes
 
 
 def test_a_line_tells_done_of_expected_stored_ratio_rate_and_time_left(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [100.0]
-    monkeypatch.setattr("zfsglacier.progress.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("zfsglacier.stream.progress.time.monotonic", lambda: clock[0])
     progress = Progress("backup p/d@s", 4 << 30, tty=False, interval=3600)
     try:
         clock[0] += 10
@@ -35,18 +36,18 @@ def test_without_an_estimate_there_is_no_percentage_or_time_left() -> None:
 
 
 def test_without_a_terminal_lines_come_on_time_even_while_no_data_moves(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="zfsglacier.progress")
+    caplog.set_level(logging.INFO, logger="zfsglacier.stream.progress")
     progress = Progress("backup p/d@s", 1000, tty=False, interval=0.05)
     progress.update(100, 50)
     time.sleep(0.4)  # no update meanwhile: a stream waiting on the remote
     progress.close()
-    lines = [r.getMessage() for r in caplog.records if r.name == "zfsglacier.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "zfsglacier.stream.progress"]
     assert len(lines) >= 3
     expected = "backup p/d@s: 100 B of about 1000 B raw (10%), 50 B stored, ratio 2.00"
     assert all(line.startswith(expected) for line in lines)
     count = len(lines)
     time.sleep(0.2)
-    assert len([r for r in caplog.records if r.name == "zfsglacier.progress"]) == count, "closed: no more lines"
+    assert len([r for r in caplog.records if r.name == "zfsglacier.stream.progress"]) == count, "closed: no more lines"
 
 
 def test_summary_line() -> None:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from zfsglacier import thaw
-from zfsglacier.backup import data_storage_class
-from zfsglacier.catalog import Catalog
+from zfsglacier.commands.backup import data_storage_class
 from zfsglacier.config import FORBIDDEN_RCLONE_FLAGS, parse_config
 from zfsglacier.errors import EXIT_THAW_PENDING, EXIT_USAGE, ConfigError, RemoteError, ThawPending, UsageError
-from zfsglacier.rclone import Rclone, RemoteObject, parse_lsjson, parse_thaw_statuses
+from zfsglacier.remote import thaw
+from zfsglacier.remote.catalog import Catalog
+from zfsglacier.remote.rclone import Rclone, RemoteObject, parse_lsjson, parse_thaw_statuses
 
 from .test_backup_logic import manifest
 
@@ -157,7 +157,7 @@ def test_expedited_is_refused_for_deep_archive_before_anything_is_asked() -> Non
 
 
 def test_upload_parts_are_sized_to_fit_the_part_limit_with_headroom() -> None:
-    from zfsglacier.uploads import MIB, size_upload
+    from zfsglacier.stream.upload_sizing import MIB, size_upload
 
     small = size_upload(3 * MIB, 10_000, 4, 1 << 30)
     assert (small.chunk_bytes, small.concurrency) == (5 * MIB, 4)
@@ -186,7 +186,7 @@ def test_upload_keys_parse_and_name_themselves_when_bad() -> None:
 
 
 def test_the_remotes_of_a_plain_rclone_config_are_read_without_rclone(tmp_path: Path) -> None:
-    from zfsglacier.rclone import read_plain_config
+    from zfsglacier.remote.rclone import read_plain_config
 
     conf = tmp_path / "rclone.conf"
     conf.write_text("[s3-backup]\ntype = s3\nprovider = AWS\n\n[vault]\ntype=crypt\nremote = s3-backup:b/vault\n"
@@ -245,7 +245,7 @@ def test_only_multipart_uploads_to_s3_skip_the_hash_rclone_cannot_compare(tmp_pa
 
 
 def test_a_stream_larger_than_one_part_or_of_unknown_size_is_multipart() -> None:
-    from zfsglacier.uploads import MIB, size_upload
+    from zfsglacier.stream.upload_sizing import MIB, size_upload
 
     assert size_upload(None, 10_000, 4, 1 << 30).multipart
     assert size_upload(50 * MIB, 10_000, 4, 1 << 30).multipart

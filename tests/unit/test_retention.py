@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from zfsglacier.config import parse_config
+from zfsglacier.config import RetentionPolicy, parse_config
 from zfsglacier.errors import ConfigError
-from zfsglacier.retention import RetentionPolicy, billed_anyway, chains_of, expired
+from zfsglacier.policy.retention import billed_anyway, chains_of, expired
 
 from .test_backup_logic import manifest
 from .test_cadence import dated

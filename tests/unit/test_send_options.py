@@ -8,13 +8,13 @@ import dataclasses
 
 import pytest
 
-from zfsglacier.capabilities import ZfsTools, parse_usage
+from zfsglacier.commands.list_backups import as_records, as_table
 from zfsglacier.config import parse_config
 from zfsglacier.errors import EXIT_USAGE, UsageError
-from zfsglacier.listing import as_records, as_table
-from zfsglacier.local_snapshots import bookmark_name
-from zfsglacier.send_plan import choose_base, stream_options
-from zfsglacier.zfs import Bookmark, abort_receive_argv, bookmarks_argv, destroy_bookmark_argv, parse_bookmarks
+from zfsglacier.policy.local_snapshots import bookmark_name
+from zfsglacier.policy.send_plan import choose_base, stream_options
+from zfsglacier.zfs.capabilities import ZfsTools, parse_usage
+from zfsglacier.zfs.cmd import Bookmark, abort_receive_argv, bookmarks_argv, destroy_bookmark_argv, parse_bookmarks
 
 from .test_backup_logic import catalog, manifest, snap
 from .test_capabilities import OPENZFS, ZFS_FUSE

@@ -14,9 +14,9 @@ from types import FrameType
 import pytest
 
 from zfsglacier.errors import SignalReceived, ZfsError
-from zfsglacier.overlap import Prefetch
 from zfsglacier.proc import Child
 from zfsglacier.signals import _in_lock_holding_code, held_back, signals_as_exceptions
+from zfsglacier.stream.readahead import Prefetch
 
 
 class SignalsItself(logging.Handler):

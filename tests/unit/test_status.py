@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from config_text import MINIMAL, render, with_value
 
-from zfsglacier import status
-from zfsglacier.catalog import Catalog
+from zfsglacier.commands import status
+from zfsglacier.commands.status import CRITICAL, OK, UNKNOWN, WARNING, judge
 from zfsglacier.config import BackupConfig, MonitoringPolicy
 from zfsglacier.errors import ChainError, IntegrityError, RemoteError, SignalReceived
-from zfsglacier.manifest import Manifest
-from zfsglacier.rclone import Rclone
-from zfsglacier.status import CRITICAL, OK, UNKNOWN, WARNING, judge
+from zfsglacier.remote.catalog import Catalog
+from zfsglacier.remote.manifest import Manifest
+from zfsglacier.remote.rclone import Rclone
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 POLICY = MonitoringPolicy()  # 26h, 50h
@@ -315,7 +315,7 @@ def remote(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[object]]:
 
     def load_catalog(cfg: BackupConfig, rclone: Rclone) -> Catalog:
         assert rclone.binary == "rclone-for-test"
-        logging.getLogger("zfsglacier.catalog").warning("a warning while loading")
+        logging.getLogger("zfsglacier.remote.catalog").warning("a warning while loading")
         answer = answers[cfg.dataset].pop(0)
         if isinstance(answer, BaseException):
             raise answer
@@ -471,7 +471,8 @@ def test_log_lines_are_kept_off_stderr_unless_debugging(
 
     monkeypatch.setattr(logger, "level", logging.DEBUG)  # --debug
     assert status.run(config, now=NOW, out=lambda line: None) == OK
-    assert [r.getMessage() for r in caplog.records if r.name == "zfsglacier.catalog"] == ["a warning while loading"]
+    loading = [r.getMessage() for r in caplog.records if r.name == "zfsglacier.remote.catalog"]
+    assert loading == ["a warning while loading"]
 
 
 def test_the_default_thresholds_apply_without_a_monitoring_section(

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from config_text import with_value
 
-from zfsglacier import pipeline
-from zfsglacier.codecs import get_codec
+from zfsglacier.codec.registry import get_codec
 from zfsglacier.config import parse_config
-from zfsglacier.downloads import Part, ReadSettings
 from zfsglacier.errors import ConfigError, IntegrityError
-from zfsglacier.manifest import Manifest, Volume, snapshot_of_data_object, volume_name
-from zfsglacier.pipeline import Expected, Source, VolumeTarget, receive_from_remote, send_to_remote
-from zfsglacier.resume import PartialBackup, can_resume, snapshot_of_partial, why_not
-from zfsglacier.volumes import RegeneratedDiffers
+from zfsglacier.policy.resume import PartialBackup, can_resume, why_not
+from zfsglacier.remote.manifest import Manifest, Volume, snapshot_of_data_object, snapshot_of_partial, volume_name
+from zfsglacier.stream import pipeline
+from zfsglacier.stream.pipeline import Expected, Source, VolumeTarget, receive_from_remote, send_to_remote
+from zfsglacier.stream.ranged_reads import Part, ReadSettings
+from zfsglacier.stream.volumes import RegeneratedDiffers
 
 from .test_pipeline import no_progress, sink_argv
 
@@ -169,7 +169,7 @@ def test_a_manifest_of_one_object_stays_version_2() -> None:
     "s1.full.zfs.zst",
 ])
 def test_a_manifest_whose_volumes_do_not_add_up_is_refused(volumes: object) -> None:
-    from zfsglacier.manifest import content_sha256
+    from zfsglacier.remote.manifest import content_sha256
 
     doc = json.loads(manifest(()).to_json())
     doc["version"], doc["volumes"] = 3, volumes
@@ -270,7 +270,7 @@ def test_a_single_object_is_not_read_on() -> None:
 
 
 def test_stream_hashes_give_each_volume_and_the_whole_stream() -> None:
-    from zfsglacier.volumes import StreamHashes
+    from zfsglacier.stream.volumes import StreamHashes
 
     first, second = os.urandom(1000), os.urandom(700)
     hashes = StreamHashes()

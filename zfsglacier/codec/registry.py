@@ -14,8 +14,8 @@ from typing import Literal, Protocol, cast
 import zstandard
 from isal import igzip, igzip_threaded, isal_zlib
 
-from .adaptive import AdaptiveZstdWriter
-from .zstdframes import FrameTracker
+from zfsglacier.codec.adaptive import AdaptiveZstdWriter
+from zfsglacier.codec.zstd_frames import FrameTracker
 
 AUTO: Literal["auto"] = "auto"
 NO_COMPRESSION = "none"  # the codec raw sends of encrypted datasets are stored with

@@ -14,35 +14,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import (
-    __version__,
-    capabilities,
-    delegation,
-    estimate,
-    index,
-    leftovers,
-    local_snapshots,
-    proc,
-    resume,
-    send_plan,
-    zfs,
+from zfsglacier import __version__, proc
+from zfsglacier.background import Background
+from zfsglacier.codec.registry import Codec, Level, get_codec
+from zfsglacier.commands.metrics import record_run
+from zfsglacier.commands.prune import prune_after_backup
+from zfsglacier.config import BackupConfig
+from zfsglacier.errors import LockBusyError, RemoteError, ZfsglacierError
+from zfsglacier.lock import DatasetLock
+from zfsglacier.policy import local_snapshots, resume, send_plan
+from zfsglacier.remote import leftovers, manifest_index
+from zfsglacier.remote.catalog import Catalog, load_catalog, write_index
+from zfsglacier.remote.manifest import (
+    Manifest,
+    Volume,
+    data_object_name,
+    manifest_name,
+    partial_name,
+    snapshot_of_data_object,
+    volume_name,
 )
-from .catalog import Catalog, load_catalog, write_index
-from .codecs import Codec, Level, get_codec
-from .config import BackupConfig
-from .errors import LockBusyError, RemoteError, ZfsglacierError
-from .lock import DatasetLock
-from .manifest import Manifest, Volume, data_object_name, manifest_name, snapshot_of_data_object, volume_name
-from .metrics import record_run
-from .overlap import Background
-from .pipeline import StreamStats, VolumeTarget, send_to_remote
-from .progress import Progress, human_bytes, summary_line
-from .prune import prune_after_backup
-from .rclone import Rclone, rclone_for
-from .signals import step
-from .uploads import UploadSizing, size_upload
-from .volumes import RegeneratedDiffers
-from .zfs import Bookmark, Snapshot
+from zfsglacier.remote.rclone import Rclone, rclone_for
+from zfsglacier.signals import step
+from zfsglacier.stream.pipeline import StreamStats, VolumeTarget, send_to_remote
+from zfsglacier.stream.progress import Progress, summary_line
+from zfsglacier.stream.upload_sizing import UploadSizing, size_upload
+from zfsglacier.stream.volumes import RegeneratedDiffers
+from zfsglacier.units import human_bytes
+from zfsglacier.zfs import capabilities, delegation, estimate
+from zfsglacier.zfs import cmd as zfs
+from zfsglacier.zfs.cmd import Bookmark, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class Plan:
 
 def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
            echo: Callable[[str], None] = print) -> Manifest | None:
-    """A run that is not a dry run is recorded in [monitoring] textfile when it is set (metrics.py): a
+    """A run that is not a dry run is recorded in [monitoring] textfile when it is set (commands/metrics.py): a
     success as soon as its manifest is committed, and a failure when the run fails, before or after that
     (after it, the success's timestamp stays). Writing the file never fails the run."""
     if dry_run:
@@ -210,7 +211,7 @@ def _print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,
     echo(proc.render(rclone.rcat_argv(catalog.path(manifest_name(plan.snapshot.partition("@")[2])), small))
          + "  < manifest.json")
     echo(proc.render(zfs.clear_pending_argv(plan.snapshot)))
-    echo(proc.render(rclone.rcat_argv(catalog.path(index.INDEX_NAME), small))
+    echo(proc.render(rclone.rcat_argv(catalog.path(manifest_index.INDEX_NAME), small))
          + "  < index.json  # a copy of every manifest")
     # In a differential chain the next base stays the chain's full, which is held already.
     stays = cfg.chain.differential and isinstance(plan.base, Snapshot)
@@ -236,7 +237,7 @@ class _Volumes:
         self._cfg, self._rclone, self._catalog, self._plan = cfg, rclone, catalog, plan
         self.limit = cfg.max_object_size
         self.recorded: list[Volume] = list(plan.resumed.volumes) if plan.resumed else []
-        self.record = resume.partial_name(plan.snapshot.partition("@")[2])
+        self.record = partial_name(plan.snapshot.partition("@")[2])
         volume_bytes = expected if self.limit is None or expected is None else min(expected, self.limit)
         self.sizing = _upload_sizing(cfg, volume_bytes)
         self.storage_class = data_storage_class(cfg.storage_class, expected)
@@ -329,7 +330,7 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
         if volumes is not None and volumes.recorded:
             _keep_for_resume(plan, rclone, catalog, volumes, tried, exc)
         else:
-            _undo(plan, rclone, catalog, [*tried, resume.partial_name(plan.snapshot.partition("@")[2])], exc)
+            _undo(plan, rclone, catalog, [*tried, partial_name(plan.snapshot.partition("@")[2])], exc)
         raise
     progress.close()
     if volumes.recorded or plan.resumed:

@@ -12,10 +12,11 @@ import dataclasses
 import logging
 from collections.abc import Callable
 
-from . import names, zfs
-from .config import BackupConfig
-from .errors import EXIT_CODES, EXIT_OK, SignalReceived, UsageError, ZfsglacierError
-from .rclone import Rclone
+from zfsglacier import names
+from zfsglacier.config import BackupConfig
+from zfsglacier.errors import EXIT_CODES, EXIT_OK, SignalReceived, UsageError, ZfsglacierError
+from zfsglacier.remote.rclone import Rclone
+from zfsglacier.zfs import cmd as zfs
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .catalog import Catalog
-from .codecs import NO_COMPRESSION
-from .manifest import Manifest
-from .progress import human_bytes
+from zfsglacier.codec.registry import NO_COMPRESSION
+from zfsglacier.remote.catalog import Catalog
+from zfsglacier.remote.manifest import Manifest
+from zfsglacier.units import human_bytes
 
 
 def as_records(catalog: Catalog) -> list[dict[str, object]]:

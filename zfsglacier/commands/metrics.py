@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .errors import ZfsglacierError
+from zfsglacier.errors import ZfsglacierError
 
 log = logging.getLogger(__name__)
 

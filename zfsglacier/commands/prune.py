@@ -1,4 +1,4 @@
-"""`zfsglacier prune`: delete the chains [retention] no longer keeps (see retention.py), and what
+"""`zfsglacier prune`: delete the chains [retention] no longer keeps (see policy/retention.py), and what
 failed runs left (orphaned data, unfinished multipart uploads). Also run after each backup when
 [retention] is set.
 
@@ -14,16 +14,17 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from . import leftovers, proc
-from .catalog import Catalog, load_catalog, rewrite_index
-from .config import BackupConfig
-from .errors import RemoteError
-from .lock import DatasetLock
-from .manifest import Manifest, manifest_name
-from .progress import human_bytes
-from .rclone import Rclone, rclone_for
-from .retention import age_days, billed_anyway, chains_of, expired
-from .signals import step
+from zfsglacier import proc
+from zfsglacier.config import BackupConfig
+from zfsglacier.errors import RemoteError
+from zfsglacier.lock import DatasetLock
+from zfsglacier.policy.retention import age_days, billed_anyway, chains_of, expired
+from zfsglacier.remote import leftovers
+from zfsglacier.remote.catalog import Catalog, load_catalog, rewrite_index
+from zfsglacier.remote.manifest import Manifest, manifest_name
+from zfsglacier.remote.rclone import Rclone, rclone_for
+from zfsglacier.signals import step
+from zfsglacier.units import human_bytes
 
 log = logging.getLogger(__name__)
 

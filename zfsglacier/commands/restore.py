@@ -14,18 +14,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import capabilities, delegation, names, proc, thaw, zfs
-from .catalog import Catalog, load_catalog
-from .codecs import NO_COMPRESSION, get_codec
-from .config import BackupConfig
-from .downloads import Part, ReadSettings
-from .errors import ChainError, IntegrityError, ObjectFrozen, RefusedError, UsageError, ZfsglacierError
-from .lock import DatasetLock
-from .manifest import ChainGap, Manifest, build_chain
-from .pipeline import Expected, Source, receive_from_remote
-from .progress import Progress, human_bytes, summary_line
-from .rclone import Rclone, rclone_for
-from .signals import step
+from zfsglacier import names, proc
+from zfsglacier.codec.registry import NO_COMPRESSION, get_codec
+from zfsglacier.config import BackupConfig
+from zfsglacier.errors import ChainError, IntegrityError, ObjectFrozen, RefusedError, UsageError, ZfsglacierError
+from zfsglacier.lock import DatasetLock
+from zfsglacier.remote import thaw
+from zfsglacier.remote.catalog import Catalog, load_catalog
+from zfsglacier.remote.manifest import ChainGap, Manifest, build_chain
+from zfsglacier.remote.rclone import Rclone, rclone_for
+from zfsglacier.signals import step
+from zfsglacier.stream.pipeline import Expected, Source, receive_from_remote
+from zfsglacier.stream.progress import Progress, summary_line
+from zfsglacier.stream.ranged_reads import Part, ReadSettings
+from zfsglacier.units import human_bytes
+from zfsglacier.zfs import capabilities, delegation
+from zfsglacier.zfs import cmd as zfs
 
 log = logging.getLogger(__name__)
 RESTORE_PROPERTY = "org.zfsglacier:restore"

@@ -40,13 +40,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from . import datasets
-from .catalog import Catalog, load_catalog
-from .config import BackupConfig, MonitoringPolicy, load_config
-from .errors import ConfigError, SignalReceived, ZfsglacierError
-from .manifest import Manifest, build_chain
-from .progress import human_bytes
-from .rclone import Rclone, rclone_for
+from zfsglacier.commands import datasets
+from zfsglacier.config import BackupConfig, MonitoringPolicy, load_config
+from zfsglacier.errors import ConfigError, SignalReceived, ZfsglacierError
+from zfsglacier.remote.catalog import Catalog, load_catalog
+from zfsglacier.remote.manifest import Manifest, build_chain
+from zfsglacier.remote.rclone import Rclone, rclone_for
+from zfsglacier.units import human_bytes
 
 log = logging.getLogger(__name__)
 

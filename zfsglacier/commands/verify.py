@@ -14,19 +14,22 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import delegation, thaw, zfs
-from .catalog import Catalog, load_catalog
-from .codecs import get_codec
-from .config import BackupConfig
-from .downloads import ReadSettings
-from .errors import EXIT_INTEGRITY, EXIT_OK, ObjectFrozen, RefusedError, SignalReceived, ZfsglacierError
-from .lock import DatasetLock
-from .manifest import Manifest
-from .pipeline import Expected, receive_from_remote
-from .progress import Progress, human_bytes
-from .rclone import Rclone, rclone_for
-from .restore import Confirm, check_objects, read_settings, receive_backup, resolve_chain, source_of
-from .signals import step
+from zfsglacier.codec.registry import get_codec
+from zfsglacier.commands.restore import Confirm, check_objects, read_settings, receive_backup, resolve_chain, source_of
+from zfsglacier.config import BackupConfig
+from zfsglacier.errors import EXIT_INTEGRITY, EXIT_OK, ObjectFrozen, RefusedError, SignalReceived, ZfsglacierError
+from zfsglacier.lock import DatasetLock
+from zfsglacier.remote import thaw
+from zfsglacier.remote.catalog import Catalog, load_catalog
+from zfsglacier.remote.manifest import Manifest
+from zfsglacier.remote.rclone import Rclone, rclone_for
+from zfsglacier.signals import step
+from zfsglacier.stream.pipeline import Expected, receive_from_remote
+from zfsglacier.stream.progress import Progress
+from zfsglacier.stream.ranged_reads import ReadSettings
+from zfsglacier.units import human_bytes
+from zfsglacier.zfs import cmd as zfs
+from zfsglacier.zfs import delegation
 
 log = logging.getLogger(__name__)
 SCRATCH_PREFIX = "zfsglacier-verify-"

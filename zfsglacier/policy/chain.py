@@ -8,26 +8,10 @@ changes since the full.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
-from .manifest import Manifest, build_chain
-
-
-@dataclass(frozen=True)
-class ChainPolicy:
-    full_every_days: int | None = None  # a new full once the chain's full is this old
-    full_every_backups: int | None = None  # at most this many backups (the full included) per chain
-    differential: bool = False
-
-    def describe(self) -> str:
-        if self.full_every_days is not None:
-            return f"{self.full_every_days}d"
-        return str(self.full_every_backups)
-
-
-def chain_root(manifests: list[Manifest], tip: Manifest) -> Manifest:
-    return build_chain(manifests, tip.snapshot)[0]
+from zfsglacier.config import ChainPolicy
+from zfsglacier.remote.manifest import Manifest, build_chain
 
 
 def backups_on(manifests: list[Manifest], full: Manifest) -> int:

@@ -8,15 +8,18 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from . import capabilities, leftovers, names, proc, zfs
-from .capabilities import ZfsTools
-from .catalog import Catalog
-from .config import BackupConfig
-from .errors import UsageError, ZfsError
-from .manifest import Manifest
-from .rclone import Rclone
-from .resume import PartialBackup, partial_name
-from .zfs import Snapshot
+from zfsglacier import names, proc
+from zfsglacier.config import BackupConfig
+from zfsglacier.errors import UsageError, ZfsError
+from zfsglacier.policy.resume import PartialBackup
+from zfsglacier.remote import leftovers
+from zfsglacier.remote.catalog import Catalog
+from zfsglacier.remote.manifest import Manifest, partial_name
+from zfsglacier.remote.rclone import Rclone
+from zfsglacier.zfs import capabilities
+from zfsglacier.zfs import cmd as zfs
+from zfsglacier.zfs.capabilities import ZfsTools
+from zfsglacier.zfs.cmd import Snapshot
 
 log = logging.getLogger(__name__)
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"

@@ -20,28 +20,19 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .catalog import Catalog
-from .codecs import AUTO, Level
-from .config import BackupConfig
-from .errors import RemoteError
-from .manifest import Volume
-from .rclone import Rclone
-from .zfs import Bookmark, Snapshot
+from zfsglacier.codec.registry import AUTO, Level
+from zfsglacier.config import BackupConfig
+from zfsglacier.errors import RemoteError
+from zfsglacier.remote.catalog import Catalog
+from zfsglacier.remote.manifest import Volume, snapshot_of_partial
+from zfsglacier.remote.rclone import Rclone
+from zfsglacier.zfs.cmd import Bookmark, Snapshot
 
 log = logging.getLogger(__name__)
 
-PARTIAL_SUFFIX = ".partial.json"
 FORMAT = "zfsglacier-partial"
 FORMAT_VERSION = 1
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-def partial_name(snapshot: str) -> str:
-    return f"{snapshot}{PARTIAL_SUFFIX}"
-
-
-def snapshot_of_partial(name: str) -> str | None:
-    return name.removesuffix(PARTIAL_SUFFIX) if name.endswith(PARTIAL_SUFFIX) else None
 
 
 def can_resume(level: Level, limit: int | None) -> bool:

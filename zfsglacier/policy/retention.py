@@ -12,21 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from .errors import ChainError
-from .manifest import Manifest, build_chain
+from zfsglacier.config import RetentionPolicy
+from zfsglacier.errors import ChainError
+from zfsglacier.remote.manifest import Manifest, build_chain
 
 # Storage classes that bill each object for a minimum number of days, even when deleted sooner.
 MINIMUM_DAYS = {"STANDARD_IA": 30, "ONEZONE_IA": 30, "GLACIER_IR": 90, "GLACIER": 90, "DEEP_ARCHIVE": 180}
-
-
-@dataclass(frozen=True)
-class RetentionPolicy:
-    keep_chains: int | None = None
-    max_age_days: int | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.keep_chains is not None or self.max_age_days is not None
 
 
 @dataclass(frozen=True)

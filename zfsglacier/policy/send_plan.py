@@ -8,15 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import capabilities
-from .cadence import ChainPolicy, next_base
-from .capabilities import ZfsTools
-from .catalog import Catalog
-from .codecs import NO_COMPRESSION, Level
-from .config import BackupConfig
-from .errors import UsageError
-from .manifest import chain_is_complete
-from .zfs import Bookmark, Snapshot
+from zfsglacier.codec.registry import NO_COMPRESSION, Level
+from zfsglacier.config import BackupConfig, ChainPolicy
+from zfsglacier.errors import UsageError
+from zfsglacier.policy.chain import next_base
+from zfsglacier.remote.catalog import Catalog
+from zfsglacier.remote.manifest import chain_is_complete
+from zfsglacier.zfs import capabilities
+from zfsglacier.zfs.capabilities import ZfsTools
+from zfsglacier.zfs.cmd import Bookmark, Snapshot
 
 log = logging.getLogger(__name__)
 NO_POLICY = ChainPolicy()

@@ -1,6 +1,6 @@
 """What is on the remote for one dataset: committed backups (manifests) and leftovers.
 
-Loading costs one listing, one read of the index (zfsglacier/index.py) and one batched read of
+Loading costs one listing, one read of the index (remote/manifest_index.py) and one batched read of
 whatever manifests the index does not hold (verify reads every manifest object itself, and compares
 each with its copy in the index).
 
@@ -14,12 +14,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from . import index
-from .config import BackupConfig
-from .errors import ChainError, IntegrityError, RemoteError, ZfsglacierError
-from .manifest import MANIFEST_SUFFIX, Manifest, manifest_name, snapshot_of_data_object, snapshot_of_manifest
-from .overlap import Background
-from .rclone import Rclone, RemoteObject, join
+from zfsglacier.background import Background
+from zfsglacier.config import BackupConfig
+from zfsglacier.errors import ChainError, IntegrityError, RemoteError, ZfsglacierError
+from zfsglacier.remote import manifest_index
+from zfsglacier.remote.manifest import (
+    MANIFEST_SUFFIX,
+    Manifest,
+    manifest_name,
+    snapshot_of_data_object,
+    snapshot_of_manifest,
+)
+from zfsglacier.remote.rclone import Rclone, RemoteObject, join
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +55,6 @@ class Catalog:
     def path(self, name: str) -> str:
         return join(self.directory, name)
 
-    def by_snapshot(self, snapshot: str) -> Manifest | None:
-        return next((m for m in self.manifests if m.snapshot == snapshot), None)
-
     @property
     def guids(self) -> set[str]:
         return {m.guid for m in self.manifests}
@@ -60,7 +63,7 @@ class Catalog:
 def load_catalog(cfg: BackupConfig, rclone: Rclone, *, read_manifests: bool = False) -> Catalog:
     """`read_manifests`: read every manifest object instead of trusting the index's copies (verify)."""
     directory = cfg.remote_dir
-    index_path = join(directory, index.INDEX_NAME)
+    index_path = join(directory, manifest_index.INDEX_NAME)
     # Read at the same time as the listing, and used only if the listing shows it: one wait, not two.
     reading = Background(lambda: rclone.read(index_path), "read: index")
     try:
@@ -70,7 +73,7 @@ def load_catalog(cfg: BackupConfig, rclone: Rclone, *, read_manifests: bool = Fa
     if not objects:
         _warn_if_undecryptable(rclone, cfg.remote)
     manifest_names = sorted(name for name in objects if snapshot_of_manifest(name) is not None)
-    copies = _read_index(index_path, index_read) if index.INDEX_NAME in objects else {}
+    copies = _read_index(index_path, index_read) if manifest_index.INDEX_NAME in objects else {}
     if read_manifests:
         texts = _read_manifests(rclone, directory, manifest_names)
     else:
@@ -148,7 +151,7 @@ def _lost_manifests(objects: dict[str, RemoteObject], copies: dict[str, bytes]) 
 
 def _lost_message(directory: str, gone: LostManifest) -> str:
     return (f"manifest {join(directory, gone.manifest)}: missing, though its backup was committed (the index "
-            f"{index.INDEX_NAME} holds a copy) and its data {', '.join(gone.data_objects)} is still on the "
+            f"{manifest_index.INDEX_NAME} holds a copy) and its data {', '.join(gone.data_objects)} is still on the "
             "remote; put the manifest back from the index's copy, or delete the data if that backup is unwanted")
 
 
@@ -161,7 +164,7 @@ def _read_manifests(rclone: Rclone, directory: str, names: list[str]) -> dict[st
 def _differences_from_index(directory: str, texts: dict[str, bytes], copies: dict[str, bytes]) -> list[str]:
     """Manifest objects that differ from the committed copy in the index: one of the two was changed."""
     return [
-        f"manifest {join(directory, name)}: differs from its committed copy in {index.INDEX_NAME} "
+        f"manifest {join(directory, name)}: differs from its committed copy in {manifest_index.INDEX_NAME} "
         f"({len(texts[name])} bytes, the copy {len(copy)}): the stored manifest was changed after the commit"
         for name, copy in sorted(copies.items()) if name in texts and texts[name] != copy
     ]
@@ -171,7 +174,7 @@ def _manifest_texts(rclone: Rclone, directory: str, objects: dict[str, RemoteObj
                     names: list[str], copies: dict[str, bytes]) -> dict[str, bytes]:
     """The bytes of every listed manifest: from the index where it is current, the rest read."""
     sizes = {name: objects[name].size for name in names}
-    texts = index.usable_entries(copies, sizes)
+    texts = manifest_index.usable_entries(copies, sizes)
     missing = [name for name in names if name not in texts]
     if missing:
         log.debug("reading %d manifest(s) the index does not hold", len(missing))
@@ -200,7 +203,7 @@ def _read_index(path: str, read: bytes | RemoteError) -> dict[str, bytes]:
     try:
         if isinstance(read, RemoteError):
             raise read
-        return index.decode(read)
+        return manifest_index.decode(read)
     except (ValueError, RemoteError) as exc:
         log.warning("index %s: %s (ignored: every manifest is read instead)", path, exc)
         return {}
@@ -211,7 +214,7 @@ def rewrite_index(rclone: Rclone, catalog: Catalog, without: set[str]) -> None:
     the index still held would make its data look like a committed backup that lost its manifest)."""
     lost = {gone.manifest: gone.copy for gone in catalog.lost}
     entries = {name: data for name, data in {**lost, **catalog.manifest_bytes}.items() if name not in without}
-    rclone.write(catalog.path(index.INDEX_NAME), index.encode(entries))
+    rclone.write(catalog.path(manifest_index.INDEX_NAME), manifest_index.encode(entries))
 
 
 def write_index(rclone: Rclone, catalog: Catalog, committed: Manifest) -> None:
@@ -220,9 +223,9 @@ def write_index(rclone: Rclone, catalog: Catalog, committed: Manifest) -> None:
     The copies of lost manifests are kept: they are what keeps their data from being taken for orphans."""
     lost = {gone.manifest: gone.copy for gone in catalog.lost}
     entries = {**lost, **catalog.manifest_bytes, manifest_name(committed.snapshot): committed.to_json()}
-    path = catalog.path(index.INDEX_NAME)
+    path = catalog.path(manifest_index.INDEX_NAME)
     try:
-        rclone.write(path, index.encode(entries))
+        rclone.write(path, manifest_index.encode(entries))
     except RemoteError as exc:
         log.warning("backup %s is committed, but rewriting the index %s failed (the next backup "
                     "rewrites it): %s", committed.snapshot, path, exc)

@@ -7,12 +7,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection
 
-from . import proc
-from .catalog import Catalog
-from .errors import ZfsglacierError
-from .manifest import snapshot_of_data_object
-from .rclone import Rclone
-from .resume import snapshot_of_partial
+from zfsglacier import proc
+from zfsglacier.errors import ZfsglacierError
+from zfsglacier.remote.catalog import Catalog
+from zfsglacier.remote.manifest import snapshot_of_data_object, snapshot_of_partial
+from zfsglacier.remote.rclone import Rclone
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ Layout under `<remote>:<bucket>/<dataset>/`:
     <snapshot>.full.zfs.zst.0002   the stream's second volume, when it is longer than
                                    [rclone] max_object_size (then .0003, ...)
     <snapshot>.manifest.json       the commit: written last, only after the data object is complete
-    <snapshot>.partial.json        the volumes an interrupted backup stored (see resume.py): not a backup
+    <snapshot>.partial.json        the volumes an interrupted backup stored (see policy/resume.py): not a backup
     zfsglacier.index.json          a copy of every committed manifest, rewritten after each commit
 A data object without its manifest is not a backup.
 
@@ -28,8 +28,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .codecs import CODECS
-from .errors import ChainError, IntegrityError
+from zfsglacier.codec.registry import CODECS
+from zfsglacier.errors import ChainError, IntegrityError
 
 FORMAT = "zfsglacier-manifest"
 FORMAT_VERSION = 2
@@ -37,6 +37,7 @@ VOLUMES_VERSION = 3  # the first version with `volumes`; written only by backups
 READABLE_VERSIONS = (1, 2, 3)
 SELF_CHECK = "manifest_sha256"
 MANIFEST_SUFFIX = ".manifest.json"
+PARTIAL_SUFFIX = ".partial.json"
 KINDS = {"full": "full", "incremental": "incr"}
 _DATA_NAME = re.compile(r"(?P<snapshot>.+)\.(?P<kind>full|incr)\.zfs(?P<suffix>\.[a-z]+[a-z0-9]*)?(\.\d{4,})?")
 
@@ -68,6 +69,14 @@ def snapshot_of_data_object(name: str) -> str | None:
 
 def snapshot_of_manifest(name: str) -> str | None:
     return name.removesuffix(MANIFEST_SUFFIX) if name.endswith(MANIFEST_SUFFIX) else None
+
+
+def partial_name(snapshot: str) -> str:
+    return f"{snapshot}{PARTIAL_SUFFIX}"
+
+
+def snapshot_of_partial(name: str) -> str | None:
+    return name.removesuffix(PARTIAL_SUFFIX) if name.endswith(PARTIAL_SUFFIX) else None
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import proc
-from .errors import ConfigError, ObjectFrozen, RemoteError, ZfsglacierError
+from zfsglacier import proc
+from zfsglacier.errors import ConfigError, ObjectFrozen, RemoteError, ZfsglacierError
 
 if TYPE_CHECKING:
-    from .config import BackupConfig
+    from zfsglacier.config import BackupConfig
 
 log = logging.getLogger(__name__)
 

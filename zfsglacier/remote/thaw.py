@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .catalog import Catalog
-from .errors import RemoteError, ThawPending, UsageError
-from .manifest import Manifest, Volume
-from .progress import human_bytes
-from .rclone import Rclone
-from .signals import step
+from zfsglacier.errors import RemoteError, ThawPending, UsageError
+from zfsglacier.remote.catalog import Catalog
+from zfsglacier.remote.manifest import Manifest, Volume
+from zfsglacier.remote.rclone import Rclone
+from zfsglacier.signals import step
+from zfsglacier.units import human_bytes
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 backup:   zfs send --stdout--> [read thread] 1 MiB chunks -> codec writer -> [write thread] sha256 + count
           -> rclone rcat --stdin-->
-restore:  rclone cat --offset --count (several at once, downloads.py) --stdout--> [range threads]
+restore:  rclone cat --offset --count (several at once, ranged_reads.py) --stdout--> [range threads]
           -> in order: [read thread] sha256 + count -> codec reader -> hold back the last MiB
           -> [write thread] zfs receive --stdin-->
           the held-back tail (which holds the stream's END record, without which zfs receive commits
@@ -23,16 +23,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import rclone as rclone_mod
-from .codecs import Codec, Level, Reader, Writer
-from .downloads import Downloads, OpenRange, Part, ReadSettings
-from .errors import IntegrityError, StageError, ZfsError
-from .manifest import Volume
-from .overlap import PipeSource, Prefetch, WriteBehind
-from .proc import PIPE, Child, child_env
-from .signals import held_back
-from .stall import StallWatch
-from .volumes import Digest, Uploads
+from zfsglacier.codec.registry import Codec, Level, Reader, Writer
+from zfsglacier.errors import IntegrityError, StageError, ZfsError
+from zfsglacier.proc import PIPE, Child, child_env
+from zfsglacier.remote import rclone as rclone_mod
+from zfsglacier.remote.manifest import Volume
+from zfsglacier.signals import held_back
+from zfsglacier.stream.ranged_reads import Downloads, OpenRange, Part, ReadSettings
+from zfsglacier.stream.readahead import PipeSource, Prefetch, WriteBehind
+from zfsglacier.stream.stall import StallWatch
+from zfsglacier.stream.volumes import Digest, Uploads
 
 CHUNK = 1 << 20
 HOLD_BACK = 1 << 20

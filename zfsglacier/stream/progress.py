@@ -12,8 +12,9 @@ import logging
 import sys
 import threading
 import time
-from datetime import timedelta
 from typing import Any
+
+from zfsglacier.units import duration_text, human_bytes, ratio_text
 
 log = logging.getLogger(__name__)
 LOG_INTERVAL = 60.0  # seconds between progress lines without a terminal (--progress-interval)
@@ -23,23 +24,6 @@ _POSTFIX_EVERY = 0.5  # seconds between updates of the bar's stored/ratio text
 def set_log_interval(seconds: float) -> None:
     global LOG_INTERVAL
     LOG_INTERVAL = seconds
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def ratio_text(raw: int, stored: int) -> str:
-    return f"{raw / stored:.2f}" if stored else "-"
-
-
-def duration_text(seconds: float) -> str:
-    """0:04:05 style, whole seconds."""
-    return str(timedelta(seconds=round(max(seconds, 0))))
 
 
 def summary_line(raw: int, stored: int, seconds: float) -> str:

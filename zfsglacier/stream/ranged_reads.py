@@ -30,12 +30,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Protocol
 
-from .errors import IntegrityError, ObjectFrozen, RemoteError, StageError, ZfsglacierError
-from .manifest import Volume
-from .overlap import POLL
-from .progress import human_bytes
-from .stall import describe_seconds
-from .volumes import StreamHashes
+from zfsglacier.errors import IntegrityError, ObjectFrozen, RemoteError, StageError, ZfsglacierError
+from zfsglacier.remote.manifest import Volume
+from zfsglacier.stream.readahead import POLL
+from zfsglacier.stream.stall import describe_seconds
+from zfsglacier.stream.volumes import StreamHashes
+from zfsglacier.units import human_bytes
 
 log = logging.getLogger(__name__)
 

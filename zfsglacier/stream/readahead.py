@@ -16,9 +16,7 @@ import queue
 import select
 import threading
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
-
-T = TypeVar("T")
+from typing import Protocol
 
 DEPTH = 4
 POLL = 0.1  # how often a thread blocked on a full or empty queue checks whether it should stop
@@ -197,28 +195,3 @@ class WriteBehind:
             except queue.Full:
                 continue
         self._thread.join()
-
-
-class Background(Generic[T]):
-    """One call run in a thread of its own while the caller goes on (two remote calls at once, say);
-    `result()` waits for it, in slices (signals.py), and returns what it returned or raises what it raised."""
-
-    def __init__(self, call: Callable[[], T], name: str) -> None:
-        self._call = call
-        self._value: T | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._value = self._call()
-        except BaseException as exc:  # raised in the caller by result()
-            self._error = exc
-
-    def result(self) -> T:
-        while self._thread.is_alive():
-            self._thread.join(POLL)
-        if self._error is not None:
-            raise self._error
-        return self._value  # type: ignore[return-value]  # set when the call returned

@@ -15,8 +15,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .errors import RemoteError
-from .proc import Child
+from zfsglacier.errors import RemoteError
+from zfsglacier.proc import Child
 
 
 def describe_seconds(seconds: float) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .progress import human_bytes
+from zfsglacier.units import human_bytes
 
 MIB = 1 << 20
 MIN_CHUNK = 5 * MIB  # S3's smallest part (but the last)

@@ -16,10 +16,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 
-from .errors import RemoteError
-from .manifest import Volume
-from .proc import PIPE, Child
-from .stall import StallWatch
+from zfsglacier.errors import RemoteError
+from zfsglacier.proc import PIPE, Child
+from zfsglacier.remote.manifest import Volume
+from zfsglacier.stream.stall import StallWatch
 
 # Starts a child as a stage of the pipeline: (stage, argv, **Child options) -> Child
 StartFn = Callable[..., Child]

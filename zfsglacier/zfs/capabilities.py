@@ -12,9 +12,9 @@ import functools
 import re
 from dataclasses import dataclass
 
-from . import proc
-from .errors import ZfsError
-from .zfs import ZFS
+from zfsglacier import proc
+from zfsglacier.errors import ZfsError
+from zfsglacier.zfs.cmd import ZFS
 
 ZPOOL = "zpool"
 

@@ -13,8 +13,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import proc
-from .errors import ZfsError
+from zfsglacier import proc
+from zfsglacier.errors import ZfsError
 
 ZFS = "zfs"
 # Marks a snapshot this tool made and has not yet committed to the remote. A snapshot that still

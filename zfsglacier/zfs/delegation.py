@@ -20,9 +20,9 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from . import proc
-from .errors import RUN_AS_ROOT, UsageError, ZfsError
-from .zfs import ZFS
+from zfsglacier import proc
+from zfsglacier.errors import RUN_AS_ROOT, UsageError, ZfsError
+from zfsglacier.zfs.cmd import ZFS
 
 ZFS_DEVICE = "/dev/zfs"  # OpenZFS's control device; zfs-fuse has none
 _BLOCK = re.compile(r"^---- Permissions on (?P<dataset>\S+) -+$")

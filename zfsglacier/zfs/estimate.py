@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from . import proc
-from .capabilities import ZfsTools
-from .errors import ZfsError
-from .zfs import bytes_property_argv, send_argv
+from zfsglacier import proc
+from zfsglacier.errors import ZfsError
+from zfsglacier.zfs.capabilities import ZfsTools
+from zfsglacier.zfs.cmd import bytes_property_argv, send_argv
 
 log = logging.getLogger(__name__)
 
