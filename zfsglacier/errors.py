@@ -65,7 +65,7 @@ class StageError(ZfsglacierError):
 
 class StageErrorFactory(Protocol):
     """What a child's failure is turned into: an error class, or a function that picks one from what the
-    child said (rclone.read_error)."""
+    child said (rclone_errors.read_error)."""
 
     def __call__(self, stage: str, detail: str, stderr_tail: str = "") -> StageError: ...
 

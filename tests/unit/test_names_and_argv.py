@@ -120,7 +120,7 @@ def test_short_rclone_calls_retry_less_unless_the_user_says_otherwise(monkeypatc
 def test_redact_hides_secrets_of_the_environment_and_the_rclone_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from zfsglacier.remote.rclone import REDACTED, redact
+    from zfsglacier.remote.rclone_errors import REDACTED, redact
 
     conf = tmp_path / "rclone.conf"
     conf.write_text("[r]\ntype = s3\nenv_auth = false\naccess_key_id = AKIDCONF\nsecret_access_key = conf-secret\n")

@@ -186,7 +186,7 @@ def test_upload_keys_parse_and_name_themselves_when_bad() -> None:
 
 
 def test_the_remotes_of_a_plain_rclone_config_are_read_without_rclone(tmp_path: Path) -> None:
-    from zfsglacier.remote.rclone import read_plain_config
+    from zfsglacier.remote.rclone_config import read_plain_config
 
     conf = tmp_path / "rclone.conf"
     conf.write_text("[s3-backup]\ntype = s3\nprovider = AWS\n\n[vault]\ntype=crypt\nremote = s3-backup:b/vault\n"

@@ -1,16 +1,13 @@
-"""rclone: argv builders and listing parser (pure), and the short calls the tool makes (through proc).
+"""rclone: argv builders and output parsers (pure), and the short calls the tool makes (through proc).
 
 Every remote path starts with the remote name and a colon, so no value from the config can be
-taken by rclone as a flag.
-
-Secrets: rclone's output may quote them (a config line it cannot parse is echoed whole), so every
-message built from it passes through `redact` first. A mistake in the rclone config (unparsable file,
-missing remote, unknown backend) is a configuration error, told apart from a remote failure.
+taken by rclone as a flag. What rclone's stderr means, with its secrets redacted: rclone_errors.py;
+what the rclone config says of a remote: rclone_config.py. Over 300 lines: one class holds every
+rclone argv, so that a flag is set in one place.
 """
 
 from __future__ import annotations
 
-import configparser
 import functools
 import json
 import logging
@@ -19,13 +16,15 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zfsglacier import proc
-from zfsglacier.errors import ConfigError, ObjectFrozen, RemoteError, ZfsglacierError
+from zfsglacier.errors import ConfigError, RemoteError, ZfsglacierError
+from zfsglacier.remote import rclone_config
+from zfsglacier.remote.rclone_errors import config_problem, read_error, redact, says_frozen, stderr_tail
 
 if TYPE_CHECKING:
     from zfsglacier.config import BackupConfig
@@ -56,46 +55,11 @@ def short_call_env() -> dict[str, str]:
     return variables
 
 
-# --- secrets in rclone's output --------------------------------------------------------------------
-
-# Names of environment variables and rclone config keys whose values are secrets (or identify one).
-_SECRET_NAME = re.compile(r"pass|secret|token|credential|sas_url|connection_string|(^|_)key(_|$)", re.IGNORECASE)
-_NOT_SECRETS = {"true", "false"}
-_MIN_SECRET_LENGTH = 4
-# rclone echoes a config line it cannot parse, which may be `secret_access_key SECRET`.
-_UNPARSABLE_LINE = re.compile(r"(could not parse line:).*")
-_CONFIG_ENTRY = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*=\s*(.*?)\s*$")
-REDACTED = "[redacted]"
-
-
-def _secret_values(config_path: Path | None) -> set[str]:
-    values = {value for name, value in os.environ.items() if _SECRET_NAME.search(name)}
-    try:
-        text = config_path.read_text(encoding="utf-8", errors="replace") if config_path else ""
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        entry = _CONFIG_ENTRY.match(line)
-        if entry and _SECRET_NAME.search(entry.group(1)):
-            values.add(entry.group(2))
-    return {v for v in values if len(v) >= _MIN_SECRET_LENGTH and v.lower() not in _NOT_SECRETS}
-
-
-def redact(text: str, config_path: Path | None) -> str:
-    """`text` without any secret of the environment or the rclone config file."""
-    text = _UNPARSABLE_LINE.sub(rf"\1 {REDACTED} (the line is not shown: it may hold a secret)", text)
-    for secret in sorted(_secret_values(config_path), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
-
-
 # Parallel requests when fetching many small objects (manifests) in one rclone process.
 FETCH_PARALLEL = 32
 
 # rclone's exit code for "directory not found": an empty listing for us.
 _EXIT_DIR_NOT_FOUND = 3
-_STDERR_TAIL_LINES = 20
-_LOG_TIMESTAMP = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ")
 
 
 @dataclass(frozen=True)
@@ -215,8 +179,7 @@ class Rclone:
         config_problem = self.config_problem(stderr, config_file)
         if config_problem is not None:
             return ConfigError(config_problem)
-        lines = [_LOG_TIMESTAMP.sub("", line) for line in stderr.splitlines()]
-        return read_error(stage, detail, redact(" | ".join(lines[-_STDERR_TAIL_LINES:]), config_file))
+        return read_error(stage, detail, stderr_tail(stderr, config_file))
 
     def config_file(self) -> Path | None:
         """The rclone config file in use: [rclone] config_path, else the one rclone finds by itself."""
@@ -248,21 +211,7 @@ class Rclone:
 
     def config_problem(self, stderr: str, config_file: Path | None) -> str | None:
         """What is wrong with the rclone config, going by rclone's complaint; None if it is not that."""
-        name = self._config_name(config_file)
-        if "Failed to load config file" in stderr:
-            return (f"{name}: rclone cannot parse it (fix it, or recreate the remote with `rclone config`; "
-                    "its lines are not shown, they may hold secrets)")
-        missing = re.search(r"didn't find section in config file \(\"([^\"]*)\"\)", stderr)
-        if missing:
-            known = self._remote_names()
-            listed = "remotes " + ", ".join(known) if known else "no remotes"
-            return (f"[rclone] remote = {missing.group(1)!r}: no such remote in {name}, which has {listed} "
-                    "(create it with `rclone config`, or fix [rclone] remote)")
-        unknown = re.search(r"didn't find backend called \"([^\"]*)\"", stderr)
-        if unknown:
-            return (f"[rclone] remote: its type {unknown.group(1)!r} in {name} is not a backend this rclone "
-                    "knows (`rclone help backends` lists them; fix it with `rclone config`)")
-        return None
+        return config_problem(stderr, self._config_name(config_file), self._remote_names)
 
     def _remote_names(self) -> list[str]:
         try:
@@ -328,7 +277,7 @@ class Rclone:
         process, and is never logged): read from [rclone] config_path where rclone would read just that
         file as it is, else as `rclone config dump` gives it."""
         if self.config_path is not None:
-            read = read_plain_config(self.config_path, os.environ)
+            read = rclone_config.read_plain_config(self.config_path, os.environ)
             if read is not None:
                 return read
         result = self._run("rclone config dump", self.config_dump_argv(), what="reading the rclone config")
@@ -358,45 +307,15 @@ class Rclone:
                                                                                          strict=True)}
 
     def _may_keep_uploads(self, directory: str) -> bool:
-        """False when the remote (for a crypt remote, the one it wraps) is known to be no S3: only S3 keeps
-        unfinished multipart uploads, invisible and billed, after the upload that made them died."""
-        options = self._remotes.get(directory.partition(":")[0], {})
-        if options.get("type") == "crypt":
-            options = self._remotes.get(options.get("remote", "").partition(":")[0], {})
-        return options.get("type") in (None, "s3")
+        return rclone_config.may_keep_uploads(self._remotes, directory)
 
     def on_local_disk(self, remote: str) -> bool:
-        """True for a remote on this machine's filesystem: `local`, or a wrapper (alias, crypt, compress,
-        chunker, hasher) of a local path or of such a remote. Reading one over several connections only
-        costs CPU."""
-        seen: set[str] = set()
-        while remote not in seen:
-            seen.add(remote)
-            options = self._remotes.get(remote, {})
-            kind, below = options.get("type"), options.get("remote", "")
-            if kind == "local":
-                return True
-            if kind not in _WRAPPERS or not below:
-                return False
-            if ":" not in below:  # a path: on this machine
-                return True
-            remote = below.partition(":")[0]
-        return False
+        """rclone_config.on_local_disk, for this rclone config."""
+        return rclone_config.on_local_disk(self._remotes, remote)
 
     def unused_check_flags(self, remote: str, multipart: bool) -> list[str]:
-        """Flags for a data upload that spare rclone a check it cannot make: rclone rcat hashes the stream
-        (MD5, about 1 s of CPU per GB) to compare it with the stored object's, but an S3 object uploaded in
-        parts has no MD5 to compare with (rclone logs "Dst hash empty - aborting Src hash check"). The size
-        is still compared, and the manifest's own sha256 is checked on every restore and verify."""
-        seen: set[str] = set()
-        while remote not in seen:  # through aliases, to the remote that stores
-            seen.add(remote)
-            options = self._remotes.get(remote, {})
-            if options.get("type") == "alias" and ":" in options.get("remote", ""):
-                remote = options["remote"].partition(":")[0]
-                continue
-            return ["--ignore-checksum"] if multipart and options.get("type") == "s3" else []
-        return []
+        """rclone_config.unused_check_flags, for this rclone config."""
+        return rclone_config.unused_check_flags(self._remotes, remote, multipart)
 
     def undecryptable_names(self, remote: str) -> int:
         """How many names at the top of a crypt remote its password cannot decrypt (rclone skips them with a
@@ -465,28 +384,6 @@ class Rclone:
         self._run("rclone deletefile", self.deletefile_argv(path), what=f"deleting {path}")
 
 
-_ENCRYPTED_CONFIG = "RCLONE_ENCRYPT_V0:"
-# Remotes that store through another one (their option `remote`).
-_WRAPPERS = frozenset({"alias", "crypt", "compress", "chunker", "hasher"})
-
-
-def read_plain_config(path: Path, environ: Mapping[str, str]) -> dict[str, dict[str, str]] | None:
-    """The remotes of an rclone config file, read here rather than by an rclone call, when that is all
-    rclone would read: None when the file is encrypted or unparsable, or when the environment defines or
-    overrides remotes (RCLONE_CONFIG_<NAME>_<KEY>), which only rclone itself resolves."""
-    if any(name.startswith("RCLONE_CONFIG_") and name != "RCLONE_CONFIG_PASS" for name in environ):
-        return None
-    parser = configparser.ConfigParser(interpolation=None, strict=False, default_section="\0")
-    try:
-        text = path.read_text(encoding="utf-8")
-        if _ENCRYPTED_CONFIG in text:
-            return None
-        parser.read_string(text)
-    except (OSError, UnicodeDecodeError, configparser.Error):
-        return None
-    return {name: dict(parser[name]) for name in parser.sections()}
-
-
 def rclone_for(cfg: BackupConfig) -> Rclone:
     return Rclone(find_rclone(), cfg.rclone_config, cfg.stall_timeout, cfg.storage_class, cfg.bwlimit,
                   cfg.extra_flags)
@@ -504,23 +401,6 @@ def parse_lsjson(output: bytes) -> list[RemoteObject]:
 def _glob_escape(name: str) -> str:
     """rclone filter patterns treat * ? [ ] { } and \\ specially."""
     return re.sub(r"([*?\[\]{}\\])", r"\\\1", name)
-
-
-# How S3 (through rclone) refuses to read an object of an archive tier that is not thawed: rclone's own
-# "Object in GLACIER, restore first" when it knows the tier, else the S3 error code.
-_FROZEN_SIGNS = ("restore first", "InvalidObjectState")
-
-
-def says_frozen(stderr: str) -> bool:
-    return any(sign in stderr for sign in _FROZEN_SIGNS)
-
-
-def read_error(stage: str, detail: str, stderr_tail: str = "") -> RemoteError:
-    """The error for a failed rclone call: ObjectFrozen when the remote refused to read an object that is
-    in an archive tier, whatever the listing or the manifest said of its storage class."""
-    if says_frozen(stderr_tail):
-        return ObjectFrozen(stage, detail, stderr_tail)
-    return RemoteError(stage, detail, stderr_tail)
 
 
 def parse_thaw_statuses(output: bytes) -> dict[str, str]:

@@ -28,6 +28,7 @@ from zfsglacier.errors import IntegrityError, StageError, ZfsError
 from zfsglacier.proc import PIPE, Child, child_env
 from zfsglacier.remote import rclone as rclone_mod
 from zfsglacier.remote.manifest import Volume
+from zfsglacier.remote.rclone_errors import read_error
 from zfsglacier.signals import held_back
 from zfsglacier.stream.ranged_reads import Downloads, OpenRange, Part, ReadSettings
 from zfsglacier.stream.readahead import PipeSource, Prefetch, WriteBehind
@@ -319,7 +320,7 @@ def _range_opener(stages: _Stages, source: Source) -> OpenRange:
     env = rclone_mod.env()
 
     def open_range(part: Part, offset: int, count: int | None) -> Child:
-        return stages.start("rclone cat", source.cat_argv(part.path, offset, count), error=rclone_mod.read_error,
+        return stages.start("rclone cat", source.cat_argv(part.path, offset, count), error=read_error,
                             stdout=PIPE, env=env, redact=source.redact)
 
     return open_range
