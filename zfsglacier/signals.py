@@ -2,7 +2,7 @@
 cleanup in `except`/`finally` blocks runs (systemd stops a unit with SIGTERM). A second signal
 during that cleanup is noted, not raised, so the cleanup can finish.
 
-Inside `held_back()` a signal is kept and raised when the block ends: for steps that must not be
+Inside `signals_deferred()` a signal is kept and raised when the block ends: for steps that must not be
 cut in two, such as starting a child process and taking charge of it.
 
 `step("sending pool/data@x ...")` marks what the run is doing, so that the interruption names it:
@@ -11,7 +11,7 @@ cut in two, such as starting a child process and taking charge of it.
 The kernel may hand a signal sent to the process to any of its threads. CPython then runs the
 handler in the main thread, but only once that thread runs Python code again: a main thread blocked
 in an endless wait (a lock, a queue, waitpid) would never see it. So the main thread never waits
-without a timeout (overlap.Prefetch, proc.Child.wait).
+without a timeout (readahead.Prefetch, proc.Child.wait).
 
 An exception raised inside the logging module (or tqdm) can leave one of its module-wide locks
 held: every other thread that logs then blocks forever, and so does the cleanup that waits for
@@ -48,7 +48,7 @@ def step(what: str) -> Iterator[None]:
 
 
 @contextmanager
-def held_back() -> Iterator[None]:
+def signals_deferred() -> Iterator[None]:
     global _holding
     _holding += 1
     try:

@@ -15,7 +15,7 @@ from zfsglacier.codec.registry import CODECS, get_codec
 from zfsglacier.errors import IntegrityError, RemoteError, ZfsError
 from zfsglacier.proc import Child, how_it_ended, run
 from zfsglacier.remote.manifest import Volume
-from zfsglacier.stream.pipeline import Expected, HeldBack, Source, VolumeTarget, receive_from_remote, send_to_remote
+from zfsglacier.stream.pipeline import Expected, HeldBackTail, Source, VolumeTarget, receive_from_remote, send_to_remote
 from zfsglacier.stream.ranged_reads import Part, ReadSettings
 
 # Opens like a zfs stream (a DRR_BEGIN record's type field: what the "none" codec checks for).
@@ -211,7 +211,7 @@ def test_children_get_a_minimal_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_held_back_releases_only_what_the_newest_bytes_do_not_need_and_keeps_the_order() -> None:
-    held = HeldBack(10)
+    held = HeldBackTail(10)
     released: list[bytes] = []
     stream = [bytes([n]) * size for n, size in enumerate((4, 3, 6, 1, 12, 2, 5))]
     for pushed, chunk in enumerate(stream, start=1):

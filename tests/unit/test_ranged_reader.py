@@ -1,5 +1,5 @@
-"""The ranged reader (downloads.Downloads) with a stand-in for rclone cat: each range is served from memory
-through a real pipe by a thread that can be slow, fail, stop short or go silent, as a script says."""
+"""The ranged reader (stream/ranged_reads.py: RangedReader) with a stand-in for rclone cat: each range is
+served from memory through a real pipe by a thread that can be slow, fail, stop short or go silent, as a script says."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from zfsglacier.errors import IntegrityError, ObjectFrozen, RemoteError, StageError
 from zfsglacier.remote.manifest import Volume
-from zfsglacier.stream.ranged_reads import Downloads, Part, ReadSettings, plan_ranges
+from zfsglacier.stream.ranged_reads import Part, RangedReader, ReadSettings, plan_ranges
 
 KIB = 1 << 10
 RANGE = 64 * KIB
@@ -92,15 +92,15 @@ def parts_of(objects: dict[str, bytes]) -> list[Part]:
             for path, data in objects.items()]
 
 
-def read_all(downloads: Downloads) -> bytes:
+def read_all(reader: RangedReader) -> bytes:
     stop = threading.Event()
     out = bytearray()
     try:
-        while piece := downloads.next_piece(stop):
+        while piece := reader.next_piece(stop):
             out += piece
-        downloads.check()
+        reader.check()
     finally:
-        downloads.close()
+        reader.close()
     return bytes(out)
 
 
@@ -126,9 +126,9 @@ def test_ranges_finishing_out_of_order_are_handed_on_in_order() -> None:
     # The first range is the slowest, the last the fastest.
     for number, offset in enumerate(range(0, len(data), 64 * KIB)):
         remote.script[("r:b/x", offset)] = [{"delay": 0.2 - 0.04 * number}]
-    downloads = Downloads(parts_of(remote.objects), remote.open, settings())
-    assert read_all(downloads) == data
-    assert downloads.hashes.whole.hexdigest() == hashlib.sha256(data).hexdigest()
+    reader = RangedReader(parts_of(remote.objects), remote.open, settings())
+    assert read_all(reader) == data
+    assert reader.hashes.whole.hexdigest() == hashlib.sha256(data).hexdigest()
     assert [(offset, count) for _, offset, count in remote.asked] == [
         (o, min(64 * KIB, len(data) - o)) for o in range(0, len(data), 64 * KIB)]
 
@@ -136,12 +136,12 @@ def test_ranges_finishing_out_of_order_are_handed_on_in_order() -> None:
 def test_no_more_than_streams_ranges_are_read_or_held_at_once() -> None:
     data = os.urandom(640 * KIB)
     remote = Remote({"r:b/x": data})
-    downloads = Downloads(parts_of(remote.objects), remote.open, settings(streams=3))
+    reader = RangedReader(parts_of(remote.objects), remote.open, settings(streams=3))
     stop = threading.Event()
-    first = downloads.next_piece(stop)
+    first = reader.next_piece(stop)
     time.sleep(0.3)  # the others are read ahead meanwhile, but only up to `streams` ranges
     assert first and len(remote.asked) == 3
-    assert first + read_all(downloads) == data and len(remote.asked) == 10
+    assert first + read_all(reader) == data and len(remote.asked) == 10
 
 
 def test_a_range_that_fails_once_is_read_again_from_where_it_stopped(caplog: pytest.LogCaptureFixture) -> None:
@@ -149,7 +149,7 @@ def test_a_range_that_fails_once_is_read_again_from_where_it_stopped(caplog: pyt
     remote = Remote({"r:b/x": data}, {("r:b/x", 64 * KIB): [{"short": 10_000, "code": 1,
                                                               "stderr": "ERROR : connection reset by peer"}]})
     with caplog.at_level(logging.WARNING, logger="zfsglacier"):
-        assert read_all(Downloads(parts_of(remote.objects), remote.open, settings())) == data
+        assert read_all(RangedReader(parts_of(remote.objects), remote.open, settings())) == data
     assert ("r:b/x", 64 * KIB + 10_000, 64 * KIB - 10_000) in remote.asked, remote.asked
     (retry,) = [m for m in caplog.messages if "again" in m]
     assert retry.startswith("r:b/x: rclone cat: reading r:b/x bytes 65536-131071 (range 2 of 4): exited with "
@@ -162,7 +162,7 @@ def test_a_range_that_always_fails_ends_the_stream_naming_the_object_and_offset(
     failing = {"short": 5000, "code": 1, "stderr": "ERROR : 503 Slow Down"}
     remote = Remote({"r:b/x": data}, {("r:b/x", 128 * KIB): [dict(failing) for _ in range(3)]})
     with pytest.raises(RemoteError) as info:
-        read_all(Downloads(parts_of(remote.objects), remote.open, settings()))
+        read_all(RangedReader(parts_of(remote.objects), remote.open, settings()))
     assert str(info.value) == ("rclone cat: reading r:b/x bytes 141072-196607 (range 3 of 4): exited with status 1: "
                                "ERROR : 503 Slow Down")  # after 2 x 5000 bytes
     assert sum(1 for _, offset, _ in remote.asked if 128 * KIB <= offset < 192 * KIB) == 3  # the first and 2 more
@@ -173,7 +173,7 @@ def test_a_range_short_of_what_it_asked_for_before_the_end_is_an_error_never_sil
     short = {"short": 1000}  # rclone exits 0, yet the range is not all there
     remote = Remote({"r:b/x": data}, {("r:b/x", 0): [dict(short) for _ in range(3)]})
     with pytest.raises(IntegrityError) as info:
-        read_all(Downloads(parts_of(remote.objects), remote.open, settings(), then="; stopped"))
+        read_all(RangedReader(parts_of(remote.objects), remote.open, settings(), then="; stopped"))
     assert str(info.value) == ("r:b/x bytes 2000-65535 (range 1 of 4): ended after 1000 of the 63536 bytes asked "
                                "for, short of the 262144 its manifest gives; stopped")
 
@@ -181,7 +181,7 @@ def test_a_range_short_of_what_it_asked_for_before_the_end_is_an_error_never_sil
 def test_a_short_range_read_again_completes() -> None:
     data = os.urandom(256 * KIB)
     remote = Remote({"r:b/x": data}, {("r:b/x", 0): [{"short": 1000}]})
-    assert read_all(Downloads(parts_of(remote.objects), remote.open, settings())) == data
+    assert read_all(RangedReader(parts_of(remote.objects), remote.open, settings())) == data
     assert ("r:b/x", 1000, 64 * KIB - 1000) in remote.asked
 
 
@@ -190,7 +190,7 @@ def test_an_object_longer_than_its_manifest_is_an_integrity_error() -> None:
     remote = Remote({"r:b/x": data + b"more"})
     parts = [Part("r:b/x", Volume("x", len(data), hashlib.sha256(data).hexdigest()))]
     with pytest.raises(IntegrityError, match=r"r:b/x: longer than its manifest says \(102400 bytes\)"):
-        read_all(Downloads(parts, remote.open, settings()))
+        read_all(RangedReader(parts, remote.open, settings()))
 
 
 def test_a_stalled_range_is_killed_and_read_again(caplog: pytest.LogCaptureFixture) -> None:
@@ -198,7 +198,7 @@ def test_a_stalled_range_is_killed_and_read_again(caplog: pytest.LogCaptureFixtu
     remote = Remote({"r:b/x": data}, {("r:b/x", 192 * KIB): [{"stall": 30.0}]})
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="zfsglacier"):
-        assert read_all(Downloads(parts_of(remote.objects), remote.open, settings(stall_timeout=0.3))) == data
+        assert read_all(RangedReader(parts_of(remote.objects), remote.open, settings(stall_timeout=0.3))) == data
     assert time.monotonic() - started < 10
     assert any("the remote sent no data for 0.3s ([rclone] stall_timeout = 0.3s); reading it again from byte "
                f"{192 * KIB + 32 * KIB}" in m for m in caplog.messages), caplog.messages
@@ -209,17 +209,17 @@ def test_a_range_that_always_stalls_ends_the_stream() -> None:
     remote = Remote({"r:b/x": data}, {("r:b/x", 0): [{"stall": 30.0} for _ in range(3)]})
     with pytest.raises(RemoteError, match=r"^rclone cat: reading r:b/x bytes \d+-65535 \(range 1 of 4\): the "
                                           r"remote sent no data for 0.2s"):
-        read_all(Downloads(parts_of(remote.objects), remote.open, settings(stall_timeout=0.2, range_bytes=64 * KIB)))
+        read_all(RangedReader(parts_of(remote.objects), remote.open, settings(stall_timeout=0.2, range_bytes=64 * KIB)))
 
 
 def test_waiting_for_room_to_hand_on_is_no_stall() -> None:
     """A read that has filled its buffer waits for the reading side: that is not the remote stalling."""
     data = os.urandom(100 * KIB)  # one plain read, longer than a range's buffer
     remote = Remote({"r:b/x": data})
-    downloads = Downloads(parts_of(remote.objects), remote.open, settings(streams=1, stall_timeout=0.3))
-    first = downloads.next_piece(threading.Event())
+    reader = RangedReader(parts_of(remote.objects), remote.open, settings(streams=1, stall_timeout=0.3))
+    first = reader.next_piece(threading.Event())
     time.sleep(1.0)  # the reading side is slow; the read waits for room meanwhile
-    assert first is not None and first + read_all(downloads) == data
+    assert first is not None and first + read_all(reader) == data
     assert remote.asked == [("r:b/x", 0, None)], "read once, never again"
 
 
@@ -228,37 +228,37 @@ def test_a_frozen_object_is_never_read_again() -> None:
     frozen = {"short": 0, "code": 1, "stderr": "Failed to open: Object in GLACIER, restore first"}
     remote = Remote({"r:b/x": data}, {("r:b/x", 0): [dict(frozen)]})
     with pytest.raises(ObjectFrozen):
-        read_all(Downloads(parts_of(remote.objects), remote.open, settings()))
+        read_all(RangedReader(parts_of(remote.objects), remote.open, settings()))
     assert sum(1 for _, offset, _ in remote.asked if offset == 0) == 1
 
 
 def test_volumes_are_read_on_across_their_boundaries_and_each_checked() -> None:
     objects = {"r:b/s.full.zfs.zst": os.urandom(200 * KIB), "r:b/s.full.zfs.zst.0002": os.urandom(150 * KIB)}
     remote = Remote(dict(objects))
-    downloads = Downloads(parts_of(objects), remote.open, settings())
-    assert read_all(downloads) == b"".join(objects.values())
-    assert downloads.position == 2
+    reader = RangedReader(parts_of(objects), remote.open, settings())
+    assert read_all(reader) == b"".join(objects.values())
+    assert reader.position == 2
     # A damaged second volume is named as such.
     damaged = dict(objects)
     damaged["r:b/s.full.zfs.zst.0002"] = bytes(150 * KIB)
     with pytest.raises(IntegrityError, match=r"r:b/s.full.zfs.zst.0002: volume 2 of 2 does not match its manifest"):
-        read_all(Downloads(parts_of(objects), Remote(damaged).open, settings()))
+        read_all(RangedReader(parts_of(objects), Remote(damaged).open, settings()))
 
 
 def test_closing_stops_the_range_threads_while_they_wait() -> None:
     data = os.urandom(640 * KIB)
     remote = Remote({"r:b/x": data}, {("r:b/x", 0): [{"delay": 60.0}]})
-    downloads = Downloads(parts_of(remote.objects), remote.open, settings())
+    reader = RangedReader(parts_of(remote.objects), remote.open, settings())
     stop = threading.Event()
-    reader = threading.Thread(target=downloads.next_piece, args=(stop,), daemon=True)
-    reader.start()
+    consumer = threading.Thread(target=reader.next_piece, args=(stop,), daemon=True)
+    consumer.start()
     time.sleep(0.2)
     started = time.monotonic()
     stop.set()
-    downloads.stop()
-    downloads.close()
-    reader.join(5)
-    assert not reader.is_alive() and time.monotonic() - started < 5
+    reader.stop()
+    reader.close()
+    consumer.join(5)
+    assert not consumer.is_alive() and time.monotonic() - started < 5
 
 
 def test_memory_is_stated_as_streams_times_range() -> None:

@@ -11,7 +11,7 @@ from zfsglacier.errors import ConfigError
 from zfsglacier.policy.retention import billed_anyway, chains_of, expired
 
 from .test_backup_logic import manifest
-from .test_cadence import dated
+from .test_chain_policy import dated
 
 NOW = datetime(2026, 11, 26, 3, 15, tzinfo=UTC)
 

@@ -15,7 +15,7 @@ import pytest
 
 from zfsglacier.errors import SignalReceived, ZfsError
 from zfsglacier.proc import Child
-from zfsglacier.signals import _in_lock_holding_code, held_back, signals_as_exceptions
+from zfsglacier.signals import _in_lock_holding_code, signals_as_exceptions, signals_deferred
 from zfsglacier.stream.readahead import Prefetch
 
 
@@ -70,7 +70,7 @@ def test_a_signal_inside_logging_is_raised_after_it_not_in_it() -> None:
 def test_a_signal_inside_held_back_is_raised_when_the_block_ends() -> None:
     steps: list[str] = []
     with pytest.raises(SignalReceived) as info, signals_as_exceptions():
-        with held_back():
+        with signals_deferred():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.1)  # the handler runs here, and keeps the signal
             steps.append("the whole block ran")

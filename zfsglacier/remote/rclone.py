@@ -101,7 +101,7 @@ class Rclone:
         return [*argv, *self.extra_flags]
 
     def rcat_argv(self, path: str, storage_class: str | None = None, sizing: Sequence[str] = ()) -> list[str]:
-        """`sizing`: the upload's part size flags (uploads.UploadSizing.rclone_flags)."""
+        """`sizing`: the upload's part size flags (upload_sizing.UploadSizing.rclone_flags)."""
         return [*self._base(), "rcat", *(["--s3-storage-class", storage_class] if storage_class else []), *sizing,
                 path]
 

@@ -29,11 +29,11 @@ from zfsglacier.proc import PIPE, Child, child_env
 from zfsglacier.remote import rclone as rclone_mod
 from zfsglacier.remote.manifest import Volume
 from zfsglacier.remote.rclone_errors import read_error
-from zfsglacier.signals import held_back
-from zfsglacier.stream.ranged_reads import Downloads, OpenRange, Part, ReadSettings
+from zfsglacier.signals import signals_deferred
+from zfsglacier.stream.ranged_reads import OpenRange, Part, RangedReader, ReadSettings
 from zfsglacier.stream.readahead import PipeSource, Prefetch, WriteBehind
 from zfsglacier.stream.stall import StallWatch
-from zfsglacier.stream.volumes import Digest, Uploads
+from zfsglacier.stream.volumes import Digest, VolumeUploads
 
 CHUNK = 1 << 20
 HOLD_BACK = 1 << 20
@@ -58,7 +58,7 @@ class StreamStats:
     volumes: tuple[Volume, ...] = ()
 
 
-class HeldBack:
+class HeldBackTail:
     """The newest `size` bytes (at least) of a stream, kept back as whole chunks, without copying."""
 
     def __init__(self, size: int) -> None:
@@ -84,7 +84,7 @@ class HeldBack:
 
 class _Stages:
     """What a stream started: its children (stopped together, the last started first) and its helper
-    threads (closed at the end). Start them inside `held_back()`: a signal must not fall between
+    threads (closed at the end). Start them inside `signals_deferred()`: a signal must not fall between
     starting a child and taking charge of it, or the child would run on, unseen. A helper thread may
     start children too (the next volume's rclone): once `kill` began, `start` refuses."""
 
@@ -163,15 +163,15 @@ def send_to_remote(
     started = time.monotonic()
     stages = _Stages()
     stall: StallWatch | None = None
-    uploads: Uploads | None = None
+    uploads: VolumeUploads | None = None
     raw = 0
     writer: Writer | None = None
     try:
-        with held_back():
+        with signals_deferred():
             send = stages.start("zfs send", send_argv, error=ZfsError, stdout=PIPE, env=child_env())
             stall = watch = StallWatch(None, stall_timeout, "the remote accepted no data", "rclone rcat")
             stages.helper(watch.close)
-            uploads = Uploads(stages.start, target.rcat_argv, target.names, target.limit, rclone_mod.env(), watch,
+            uploads = VolumeUploads(stages.start, target.rcat_argv, target.names, target.limit, rclone_mod.env(), watch,
                               redact, target.stored, target.on_volume)
             ahead = Prefetch(PipeSource(send.stdout.fileno(), CHUNK), "read: zfs send")
             stages.helper(ahead.close)
@@ -265,12 +265,12 @@ def receive_from_remote(source: Source, codec: Codec, expected: Expected, progre
     stages = _Stages()
     then = _STOPPED if receive_argv is not None else ""
     raw = 0
-    held = HeldBack(HOLD_BACK)
+    held = HeldBackTail(HOLD_BACK)
     receive: Child | None = None
     behind: WriteBehind | None = None
     try:
-        with held_back():
-            cats = Downloads(source.parts, _range_opener(stages, source), source.settings, then)
+        with signals_deferred():
+            cats = RangedReader(source.parts, _range_opener(stages, source), source.settings, then)
             stages.helper(cats.close, stop=cats.stop)
             if receive_argv is not None:
                 receive = stages.start("zfs receive", receive_argv, error=ZfsError, stdin=PIPE, env=child_env())
@@ -326,7 +326,7 @@ def _range_opener(stages: _Stages, source: Source) -> OpenRange:
     return open_range
 
 
-def _damaged_volume(ahead: Prefetch, cats: Downloads) -> IntegrityError | None:
+def _damaged_volume(ahead: Prefetch, cats: RangedReader) -> IntegrityError | None:
     """A damaged volume usually fails to decode before its end is read, and so before its own check
     could name it. verify downloads every volume anyway: read on to the end of the volume being read,
     and return its mismatch, if it has one."""

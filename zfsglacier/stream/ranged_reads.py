@@ -131,8 +131,8 @@ def plan_ranges(parts: Sequence[Part], settings: ReadSettings) -> list[_Range]:
     return ranges
 
 
-class Downloads:
-    """The parts of one backup, in order, as pieces for Prefetch (overlap.PieceSource).
+class RangedReader:
+    """The parts of one backup, in order, as pieces for Prefetch (readahead.PieceSource).
 
     Range threads fill the ranges ahead; `next_piece` (Prefetch's thread) hands them on in order and hashes
     them. `close` stops the threads (the pipeline kills the children first)."""
