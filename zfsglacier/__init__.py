@@ -12,8 +12,9 @@ The code map. Each layer imports only the layers below it (tests/unit/test_layer
     remote/       rclone argv and answers, manifests, the index,    | zfs/      zfs argv and answers,
                   the catalog, leftovers, Glacier thaws             |           capabilities, delegation,
                                                                     |           stream size estimates
-    config.py proc.py signals.py lock.py background.py    config schema and values; the only module that
-                                                          starts processes; signals as exceptions; locks
+    config.py config_values.py proc.py signals.py         the config's schema and its value parsers; the
+    lock.py background.py                                 only module that starts processes; signals as
+                                                          exceptions; locks; a call beside another
     codec/  errors.py  names.py  units.py                 the ground: codecs, typed errors with exit
                                                           codes, name rules, sizes and durations
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from zfsglacier import __version__, config
+from zfsglacier import __version__, config, config_values
 from zfsglacier.commands import datasets, status
 from zfsglacier.commands.backup import backup
 from zfsglacier.commands.list_backups import as_records, as_table
@@ -120,8 +120,8 @@ def streams_argument(sub: argparse.ArgumentParser) -> None:
 
 
 def _streams(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= config.MAX_RESTORE_STREAMS:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number, 1 to {config.MAX_RESTORE_STREAMS}")
+    if not text.isdigit() or not 1 <= int(text) <= config_values.MAX_RESTORE_STREAMS:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number, 1 to {config_values.MAX_RESTORE_STREAMS}")
     return int(text)
 
 

@@ -1,28 +1,23 @@
-"""config.ini -> a frozen BackupConfig. Every check lives here; every message names
-`[section] key` and the bad value."""
+"""config.ini -> a frozen BackupConfig: the schema (which keys, in which sections, read how, with
+which defaults) and the value types the rest of zfsglacier reads. Every value is read by a parser of
+config_values.py; every message names `[section] key` and the bad value."""
 
 from __future__ import annotations
 
 import configparser
-import getpass
-import os
-import pwd
-import re
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zfsglacier import names
-from zfsglacier.codec.registry import AUTO, CODECS, DEFAULT_CODEC, Level, default_threads
+from zfsglacier import config_values as parsers
+from zfsglacier.codec.registry import AUTO, CODECS, DEFAULT_CODEC, Level
+from zfsglacier.config_values import age_threshold
 from zfsglacier.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/zfsglacier/config.ini")
 DEFAULT_SNAPSHOT_PREFIX = "glacier-backup-"
 DEFAULT_RETENTION = 7
-# Leaves room for the timestamp and a collision counter within ZFS's 255-character names.
-MAX_PREFIX_LENGTH = 64
 # Long enough for a slow link to drain rclone's buffers, short enough that a hung remote is noticed
 # on the same night.
 DEFAULT_STALL_TIMEOUT = 600.0  # seconds
@@ -33,15 +28,11 @@ DEFAULT_MAX_OBJECT_SIZE = 100 << 30
 # [restore]: chosen by measurement (make bench, the WAN model): see README "Performance".
 DEFAULT_RESTORE_STREAMS = 6
 DEFAULT_RANGE_BYTES = 16 << 20
-MAX_RESTORE_STREAMS = 64
-_DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h)?")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 # [monitoring]: `zfsglacier status` warns when the newest backup is older than warn_after, and is
 # critical past crit_after. A daily timer with its randomized delay lands within 24h + a little; 26h
 # and 50h allow for that, and for one missed night before it turns critical.
 DEFAULT_WARN_AFTER = "26h"
 DEFAULT_CRIT_AFTER = "50h"
-MAX_MONITORING_AGE = 3650 * 86400  # ten years: anything longer is a typo
 
 
 @dataclass(frozen=True)
@@ -74,8 +65,10 @@ class RetentionPolicy:
 class MonitoringPolicy:
     """[monitoring]: the age thresholds of `zfsglacier status`, and the Prometheus textfile to write."""
 
-    warn_after: int = 26 * 3600  # seconds; WARNING when the newest backup is older than this
-    crit_after: int = 50 * 3600  # seconds; CRITICAL when older than this (always > warn_after)
+    # seconds; WARNING when the newest backup is older than this
+    warn_after: int = age_threshold("[monitoring] warn_after", DEFAULT_WARN_AFTER)
+    # seconds; CRITICAL when older than this (always > warn_after)
+    crit_after: int = age_threshold("[monitoring] crit_after", DEFAULT_CRIT_AFTER)
     textfile: Path | None = None  # node_exporter textfile collector file (*.prom); None: none written
 
 
@@ -133,334 +126,36 @@ class _Key:
     default: Any = _REQUIRED
 
 
-def _bad(where: str, value: str, why: str) -> ConfigError:
-    return ConfigError(f"{where} = {value!r}: {why}")
-
-
-def _datasets(where: str, value: str) -> tuple[str, ...]:
-    """One dataset, or several, one per line (continuation lines indented, as INI lists go)."""
-    found = [line.strip() for line in value.splitlines() if line.strip()]
-    if not found:
-        raise _bad(where, value, "dataset name is empty")
-    for name in found:
-        problem = names.dataset_problem(name)
-        if problem:
-            raise _bad(where, name, f"dataset name {problem}")
-    repeated = sorted({name for name in found if found.count(name) > 1})
-    if repeated:
-        raise _bad(where, repeated[0], "listed more than once")
-    return tuple(found)
-
-
-def _prefix(where: str, value: str) -> str:
-    problem = names.snapshot_component_problem(value)
-    if problem:
-        raise _bad(where, value, f"snapshot prefix {problem}")
-    if len(value) > MAX_PREFIX_LENGTH:
-        raise _bad(where, value, f"snapshot prefix is longer than {MAX_PREFIX_LENGTH} characters")
-    return value
-
-
-def _whole_number(where: str, value: str, minimum: int, expected: str) -> int:
-    try:
-        number = int(value, 10)
-    except ValueError:
-        raise _bad(where, value, expected) from None
-    if number < minimum:
-        raise _bad(where, value, expected)
-    return number
-
-
-def _non_negative_int(where: str, value: str) -> int:
-    return _whole_number(where, value, 0, "expected a whole number >= 0 (0 keeps every snapshot)")
-
-
-def _remote(where: str, value: str) -> str:
-    value = value.removesuffix(":")
-    problem = names.remote_problem(value)
-    if problem:
-        raise _bad(where, value, problem)
-    return value
-
-
-def _bucket(where: str, value: str) -> str:
-    problem = names.remote_path_problem(value)
-    if problem:
-        raise _bad(where, value, f"bucket/path {problem}")
-    return value
-
-
-def invoking_user() -> str:
-    """Who ran zfsglacier: under sudo the user who invoked it (SUDO_USER), else the current user."""
-    sudo_user = os.environ.get("SUDO_USER", "")
-    if sudo_user and sudo_user != "root":
-        return sudo_user
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return getpass.getuser()
-
-
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-
-
-def expand_path(where: str, value: str) -> Path:
-    """`{user}` becomes invoking_user() (so `/home/{user}/.config/rclone/rclone.conf` finds the rclone
-    config of whoever ran `sudo zfsglacier`), then `~` and `~user` expand as in a shell."""
-    unknown = sorted({name for name in _PLACEHOLDER.findall(value) if name != "user"})
-    if unknown:
-        raise _bad(where, value, f"unknown placeholder {{{unknown[0]}}} (only {{user}}: the user who ran "
-                                 "zfsglacier, or who invoked sudo)")
-    return Path(os.path.expanduser(value.replace("{user}", invoking_user())))
-
-
-def _config_path(where: str, value: str) -> Path | None:
-    if value == "":
-        return None
-    path = expand_path(where, value)
-    shown = repr(value) if str(path) == value else f"{value!r} (expanded to {path})"
-    if not path.is_file():
-        raise ConfigError(f"{where} = {shown}: no such file (leave the key out to use rclone's default config)")
-    try:
-        with path.open("rb"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"{where} = {shown}: cannot read it: {exc.strerror}") from None
-    return path
-
-
-_BOOLEANS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
-
-
-def _boolean(where: str, value: str) -> bool:
-    try:
-        return _BOOLEANS[value.lower()]
-    except KeyError:
-        raise _bad(where, value, "expected yes or no (also true/false, on/off, 1/0)") from None
-
-
-def _stall_timeout(where: str, value: str) -> float | None:
-    match = _DURATION.fullmatch(value)
-    if match is None:
-        raise _bad(where, value, "expected a duration such as 90s, 10m or 1h (0 waits forever)")
-    seconds = float(match["number"]) * _UNIT_SECONDS[match["unit"] or "s"]
-    return None if seconds == 0 else seconds
-
-
-# S3 storage classes (rclone's --s3-storage-class). Those below bill a 128 KiB minimum per object.
-STORAGE_CLASSES = ("STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
-                   "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE")
-
-
-def _storage_class(where: str, value: str) -> str | None:
-    if value == "":
-        return None
-    if value.upper() not in STORAGE_CLASSES:
-        raise _bad(where, value, f"expected one of {', '.join(STORAGE_CLASSES)}")
-    return value.upper()
-
-
-_SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[KMGT]?)(i?B)?", re.IGNORECASE)
-_UNIT_BYTES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def _bytes(where: str, value: str, low: int, high: int | None, expected: str) -> int:
-    """A size in binary units (512M, 1G, 1.5GiB) from `low` to `high` bytes; `expected` says what is."""
-    match = _SIZE.fullmatch(value)
-    if match is None:
-        raise _bad(where, value, expected)
-    size = int(float(match["number"]) * _UNIT_BYTES[match["unit"].upper()])
-    if size < low or (high is not None and size > high):
-        raise _bad(where, value, expected)
-    return size
-
-
-def _size(where: str, value: str) -> int:
-    return _bytes(where, value, 16 << 20, None, "expected a size of at least 16M, such as 512M or 2G")
-
-
-def _object_size(where: str, value: str) -> int | None:
-    """100G; 0: one object, however long."""
-    if value.strip() == "0":
-        return None
-    return _bytes(where, value, 1 << 20, None, "expected a size of at least 1M such as 100G, or 0 (never cut the "
-                                               "stream into volumes)")
-
-
-def _range_size(where: str, value: str) -> int:
-    return _bytes(where, value, 1 << 20, 1 << 30, "expected a size from 1M to 1G, such as 16M or 64M")
-
-
-def _streams(where: str, value: str) -> int:
-    expected = f"expected a whole number of streams, 1 to {MAX_RESTORE_STREAMS}"
-    number = _whole_number(where, value, 1, expected)
-    if number > MAX_RESTORE_STREAMS:
-        raise _bad(where, value, expected)
-    return number
-
-
-def _parts(where: str, value: str) -> int:
-    return _whole_number(where, value, 1, "expected a whole number of parts, at least 1")
-
-
-def _concurrency(where: str, value: str) -> int:
-    return _whole_number(where, value, 1, "expected a whole number, at least 1")
-
-
-_FULL_EVERY = re.compile(r"(?P<number>\d+)\s*(?P<days>d|days?)?", re.IGNORECASE)
-
-
-def _full_every(where: str, value: str) -> tuple[int | None, int | None]:
-    """`30d`: a new full once the chain's full is 30 days old; `14`: at most 14 backups per chain; 0: never."""
-    match = _FULL_EVERY.fullmatch(value)
-    if match is None:
-        raise _bad(where, value, "expected a number of days (30d), a number of backups per chain (14), or 0")
-    number = int(match["number"])
-    if number == 0:
-        return None, None
-    return (number, None) if match["days"] else (None, number)
-
-
-_DAYS = re.compile(r"(?P<number>\d+)\s*(d|days?)", re.IGNORECASE)
-
-
-def _max_age(where: str, value: str) -> int | None:
-    """`90d`: days; 0: no limit."""
-    if value == "0":
-        return None
-    match = _DAYS.fullmatch(value)
-    if match is None or int(match["number"]) == 0:
-        raise _bad(where, value, "expected a number of days such as 90d, or 0 for no limit")
-    return int(match["number"])
-
-
-def _keep_chains(where: str, value: str) -> int | None:
-    number = _whole_number(where, value, 0, "expected a whole number of chains (0: no limit)")
-    return number or None
-
-
-_BWLIMIT = re.compile(r"[0-9A-Za-z.:,| -]+")
-
-
-def _bwlimit(where: str, value: str) -> str | None:
-    """rclone's --bwlimit: `10M`, `10M:1M` (upload:download), or a timetable `08:00,512k 19:00,off`."""
-    if value in ("", "off"):
-        return None
-    if not _BWLIMIT.fullmatch(value) or value.startswith("-"):
-        raise _bad(where, value, "expected an rclone --bwlimit value such as 10M, 10M:1M or '08:00,512k 19:00,off'")
-    return value
-
-
-# rclone flags zfsglacier relies on, or that would change what it reads back: an extra flag may not
-# override them (each has a key of its own, or must stay as zfsglacier sets it).
-FORBIDDEN_RCLONE_FLAGS = frozenset({
-    "config", "dry-run", "interactive", "ask-password", "progress", "quiet", "verbose", "log-level", "log-file",
-    "syslog", "use-json-log", "dump", "dump-headers", "dump-bodies", "max-transfer", "max-duration", "cutoff-mode",
-    "max-size", "min-size", "max-age", "min-age", "max-depth", "include", "exclude", "filter", "include-from",
-    "exclude-from", "filter-from", "files-from", "files-from-raw", "error-on-no-transfer", "bwlimit",
-    "s3-storage-class", "low-level-retries", "s3-chunk-size", "s3-upload-concurrency", "s3-max-upload-parts",
-})
-_FLAG = re.compile(r"--(?P<name>[a-z0-9][a-z0-9-]*)(=.*)?")
-
-
-def _extra_flags(where: str, value: str) -> tuple[str, ...]:
-    try:
-        words = tuple(shlex.split(value))
-    except ValueError as exc:
-        raise _bad(where, value, f"cannot split it into flags ({exc})") from None
-    for word in words:
-        match = _FLAG.fullmatch(word)
-        if match is None:
-            raise _bad(where, value, f"{word!r}: write each flag as --name or --name=value")
-        if match["name"] in FORBIDDEN_RCLONE_FLAGS:
-            raise _bad(where, value, f"--{match['name']} is set by zfsglacier (or by a key of its own) and "
-                                     "cannot be overridden")
-    return words
-
-
-_AGE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d)")
-_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _age_threshold(where: str, value: str) -> int:
-    """`36h`, `2d`, `90m`, `1.5d`: a whole number of seconds, more than 0. A unit is required: a bare
-    `36` could mean hours as well as seconds."""
-    match = _AGE.fullmatch(value)
-    if match is None:
-        raise _bad(where, value, "expected a duration with its unit, such as 90m, 36h or 2d (units: s, m, h, d)")
-    exact = float(match["number"]) * _AGE_UNITS[match["unit"]]  # a long enough number is inf
-    if not exact <= MAX_MONITORING_AGE:
-        raise _bad(where, value, f"expected at most {MAX_MONITORING_AGE // 86400}d")
-    seconds = round(exact)
-    if seconds <= 0:
-        raise _bad(where, value, "expected a duration longer than 0, such as 36h")
-    return seconds
-
-
-def _textfile(where: str, value: str) -> Path | None:
-    """node_exporter's textfile collector reads only `*.prom` files, from one directory: a file named
-    otherwise would be written and never read. Whether the directory exists is checked when the file
-    is written, where a problem is a warning, not a failed backup."""
-    if value == "":
-        return None
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise _bad(where, value, "control characters in a path")
-    path = Path(value)
-    if not path.is_absolute():
-        raise _bad(where, value, "expected an absolute path, such as "
-                                 "/var/lib/prometheus/node-exporter/zfsglacier.prom")
-    if value.endswith("/") or not path.name.endswith(".prom") or path.name == ".prom":
-        raise _bad(where, value, "expected a file named *.prom (node_exporter's textfile collector reads "
-                                 "only those), such as /var/lib/prometheus/node-exporter/zfsglacier.prom")
-    return path
-
-
-def _compressor(where: str, value: str) -> str:
-    if value not in CODECS:
-        raise _bad(where, value, f"expected one of {', '.join(sorted(CODECS))}")
-    return value
-
-
-def _level_text(where: str, value: str) -> str:
-    return value  # checked against the compressor's range once both are known
-
-
-def _threads(where: str, value: str) -> int:
-    if value == "auto":
-        return default_threads()
-    return _whole_number(where, value, 1, "expected 'auto' or a whole number >= 1")
-
-
 _SCHEMA = (
-    _Key("zfs", "dataset", _datasets),
-    _Key("zfs", "recursive", _boolean, "no"),
-    _Key("zfs", "snapshot_prefix", _prefix, DEFAULT_SNAPSHOT_PREFIX),
-    _Key("zfs", "snapshot_retention", _non_negative_int, DEFAULT_RETENTION),
-    _Key("zfs", "send_raw", _boolean, "yes"),
-    _Key("zfs", "send_compressed", _boolean, "no"),
-    _Key("rclone", "remote", _remote),
-    _Key("rclone", "bucket_name", _bucket),
-    _Key("rclone", "config_path", _config_path, None),
-    _Key("rclone", "stall_timeout", _stall_timeout, DEFAULT_STALL_TIMEOUT),
-    _Key("rclone", "storage_class", _storage_class, None),
-    _Key("rclone", "bwlimit", _bwlimit, None),
-    _Key("rclone", "extra_flags", _extra_flags, ()),
-    _Key("rclone", "max_upload_parts", _parts, DEFAULT_MAX_UPLOAD_PARTS),
-    _Key("rclone", "upload_concurrency", _concurrency, DEFAULT_UPLOAD_CONCURRENCY),
-    _Key("rclone", "upload_memory", _size, DEFAULT_UPLOAD_MEMORY),
-    _Key("rclone", "max_object_size", _object_size, "100G"),
-    _Key("chain", "full_every", _full_every, "0"),
-    _Key("chain", "differential", _boolean, "no"),
-    _Key("retention", "keep_chains", _keep_chains, "0"),
-    _Key("retention", "max_age", _max_age, "0"),
-    _Key("compression", "compressor", _compressor, DEFAULT_CODEC),
-    _Key("compression", "level", _level_text, "default"),
-    _Key("compression", "threads", _threads, "auto"),
-    _Key("restore", "streams", _streams, str(DEFAULT_RESTORE_STREAMS)),
-    _Key("restore", "range_size", _range_size, f"{DEFAULT_RANGE_BYTES >> 20}M"),
-    _Key("monitoring", "warn_after", _age_threshold, DEFAULT_WARN_AFTER),
-    _Key("monitoring", "crit_after", _age_threshold, DEFAULT_CRIT_AFTER),
-    _Key("monitoring", "textfile", _textfile, None),
+    _Key("zfs", "dataset", parsers.datasets),
+    _Key("zfs", "recursive", parsers.boolean, "no"),
+    _Key("zfs", "snapshot_prefix", parsers.prefix, DEFAULT_SNAPSHOT_PREFIX),
+    _Key("zfs", "snapshot_retention", parsers.non_negative_int, DEFAULT_RETENTION),
+    _Key("zfs", "send_raw", parsers.boolean, "yes"),
+    _Key("zfs", "send_compressed", parsers.boolean, "no"),
+    _Key("rclone", "remote", parsers.remote),
+    _Key("rclone", "bucket_name", parsers.bucket),
+    _Key("rclone", "config_path", parsers.config_path, None),
+    _Key("rclone", "stall_timeout", parsers.stall_timeout, DEFAULT_STALL_TIMEOUT),
+    _Key("rclone", "storage_class", parsers.storage_class, None),
+    _Key("rclone", "bwlimit", parsers.bwlimit, None),
+    _Key("rclone", "extra_flags", parsers.extra_flags, ()),
+    _Key("rclone", "max_upload_parts", parsers.parts, DEFAULT_MAX_UPLOAD_PARTS),
+    _Key("rclone", "upload_concurrency", parsers.concurrency, DEFAULT_UPLOAD_CONCURRENCY),
+    _Key("rclone", "upload_memory", parsers.upload_memory, DEFAULT_UPLOAD_MEMORY),
+    _Key("rclone", "max_object_size", parsers.object_size, DEFAULT_MAX_OBJECT_SIZE),
+    _Key("chain", "full_every", parsers.full_every, "0"),
+    _Key("chain", "differential", parsers.boolean, "no"),
+    _Key("retention", "keep_chains", parsers.keep_chains, "0"),
+    _Key("retention", "max_age", parsers.max_age, "0"),
+    _Key("compression", "compressor", parsers.compressor, DEFAULT_CODEC),
+    _Key("compression", "level", parsers.level_text, "default"),
+    _Key("compression", "threads", parsers.threads, "auto"),
+    _Key("restore", "streams", parsers.streams, DEFAULT_RESTORE_STREAMS),
+    _Key("restore", "range_size", parsers.range_size, DEFAULT_RANGE_BYTES),
+    _Key("monitoring", "warn_after", parsers.age_threshold, DEFAULT_WARN_AFTER),
+    _Key("monitoring", "crit_after", parsers.age_threshold, DEFAULT_CRIT_AFTER),
+    _Key("monitoring", "textfile", parsers.textfile, None),
 )
 
 SECTIONS = tuple(dict.fromkeys(k.section for k in _SCHEMA))
@@ -511,7 +206,7 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
     elif level_raw == AUTO:
         if not codec.adaptive:
             adaptive = ", ".join(sorted(c.name for c in CODECS.values() if c.adaptive))
-            raise _bad("[compression] level", level_raw, f"compressor {codec.name} has no adaptive level "
+            raise parsers.bad("[compression] level", level_raw, f"compressor {codec.name} has no adaptive level "
                                                          f"(only {adaptive})")
         level = AUTO
     else:
@@ -519,10 +214,10 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
         try:
             level = int(level_raw, 10)
         except ValueError:
-            raise _bad(where, level_raw, "expected a whole number, 'default' or 'auto'") from None
+            raise parsers.bad(where, level_raw, "expected a whole number, 'default' or 'auto'") from None
         if level not in codec.levels:
             lo, hi = codec.levels[0], codec.levels[-1]
-            raise _bad(where, level_raw, f"compressor {codec.name} takes levels {lo} to {hi}")
+            raise parsers.bad(where, level_raw, f"compressor {codec.name} takes levels {lo} to {hi}")
     return BackupConfig(
         dataset=values["dataset"][0],
         datasets=values["dataset"] if len(values["dataset"]) > 1 else (),

@@ -20,7 +20,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Protocol
 
 from zfsglacier.errors import StageError, StageErrorFactory
 
@@ -74,6 +74,14 @@ def _grow_pipe(stream: IO[bytes] | None) -> None:
     if stream is not None:
         with contextlib.suppress(OSError):  # a smaller pipe works too, only slower
             fcntl.fcntl(stream.fileno(), _F_SETPIPE_SZ, PIPE_SIZE)
+
+
+class StartChild(Protocol):
+    """How a stream starts a child: Child's own arguments (pipeline._Stages.start, which also tracks it)."""
+
+    def __call__(self, stage: str, argv: Sequence[str], *, error: StageErrorFactory,
+                 stdin: int | IO[bytes] | None = None, stdout: int | IO[bytes] | None = None,
+                 env: dict[str, str] | None = None, redact: Callable[[str], str] | None = None) -> Child: ...
 
 
 class Child:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from config_text import with_value
 
-from zfsglacier.config import expand_path, invoking_user, parse_config
+from zfsglacier.config import parse_config
+from zfsglacier.config_values import expand_path, invoking_user
 from zfsglacier.errors import ConfigError
 
 WHERE = "[rclone] config_path"

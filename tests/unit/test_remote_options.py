@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from zfsglacier.commands.backup import data_storage_class
-from zfsglacier.config import FORBIDDEN_RCLONE_FLAGS, parse_config
+from zfsglacier.config import parse_config
+from zfsglacier.config_values import FORBIDDEN_RCLONE_FLAGS
 from zfsglacier.errors import EXIT_THAW_PENDING, EXIT_USAGE, ConfigError, RemoteError, ThawPending, UsageError
 from zfsglacier.remote import thaw
 from zfsglacier.remote.catalog import Catalog

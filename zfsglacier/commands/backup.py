@@ -1,8 +1,10 @@
 """`zfsglacier backup`: snapshot, stream to the remote, commit a manifest, prune.
 
 The commit protocol: the data object is uploaded and its size checked, every stage has exited 0,
-and only then is the manifest uploaded. On any failure or signal before that, the snapshot this run
-made is destroyed and its partial object deleted, so nothing that looks like a backup is left.
+and only then is the manifest uploaded. On any failure or signal before that, nothing that looks like
+a backup is left: the snapshot this run made is destroyed and what it uploaded is deleted, except for
+a stream cut into volumes that can be resumed (policy/resume.py): then the snapshot stays, marked
+pending, with its finished volumes and a partial record, so that the next run sends only the rest.
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ class Plan:
     compressor: str = "zstd"
     level: Level = 3
     resumed: resume.PartialBackup | None = None  # the interrupted backup of `snapshot` this run completes
+
+    @property
+    def short_name(self) -> str:
+        """The snapshot's name after the @, which names its objects on the remote."""
+        return self.snapshot.partition("@")[2]
 
     @property
     def base_name(self) -> str | None:
@@ -208,7 +215,7 @@ def _print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,
     echo(proc.render_pipeline(pipeline) + "  # compression runs in-process (the command shown writes the same "
                                           "format); the part size follows the stream's estimate")
     small = "STANDARD" if cfg.storage_class else None  # manifests and the index are read on every run
-    echo(proc.render(rclone.rcat_argv(catalog.path(manifest_name(plan.snapshot.partition("@")[2])), small))
+    echo(proc.render(rclone.rcat_argv(catalog.path(manifest_name(plan.short_name)), small))
          + "  < manifest.json")
     echo(proc.render(zfs.clear_pending_argv(plan.snapshot)))
     echo(proc.render(rclone.rcat_argv(catalog.path(manifest_index.INDEX_NAME), small))
@@ -237,7 +244,7 @@ class _Volumes:
         self._cfg, self._rclone, self._catalog, self._plan = cfg, rclone, catalog, plan
         self.limit = cfg.max_object_size
         self.recorded: list[Volume] = list(plan.resumed.volumes) if plan.resumed else []
-        self.record = partial_name(plan.snapshot.partition("@")[2])
+        self.record = partial_name(plan.short_name)
         volume_bytes = expected if self.limit is None or expected is None else min(expected, self.limit)
         self.sizing = _upload_sizing(cfg, volume_bytes)
         self.storage_class = data_storage_class(cfg.storage_class, expected)
@@ -255,7 +262,7 @@ class _Volumes:
         return volume_name(self._plan.object_name, number)
 
     def _write_record(self, volumes: list[Volume]) -> None:
-        plan, short = self._plan, self._plan.snapshot.partition("@")[2]
+        plan, short = self._plan, self._plan.short_name
         snapshot = next(s for s in zfs.list_snapshots(self._cfg.dataset) if s.short_name == short)
         record = resume.PartialBackup(
             self._cfg.dataset, short, snapshot.guid, plan.base.short_name if plan.base else None,
@@ -277,7 +284,7 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
                        send_argv: list[str]) -> Manifest:
     codec = get_codec(plan.compressor)
     object_path = catalog.path(plan.object_name)
-    manifest_object = manifest_name(plan.snapshot.partition("@")[2])
+    manifest_object = manifest_name(plan.short_name)
     manifest_tried = False
     progress: Progress | None = None
     volumes: _Volumes | None = None
@@ -330,7 +337,7 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
         if volumes is not None and volumes.recorded:
             _keep_for_resume(plan, rclone, catalog, volumes, tried, exc)
         else:
-            _undo(plan, rclone, catalog, [*tried, partial_name(plan.snapshot.partition("@")[2])], exc)
+            _undo(plan, rclone, catalog, [*tried, partial_name(plan.short_name)], exc)
         raise
     progress.close()
     if volumes.recorded or plan.resumed:
@@ -374,7 +381,7 @@ def _data_objects(plan: Plan, listed: set[str] | None) -> list[str]:
     """The volumes of this backup's stream on the remote, complete or not; without a listing, the first."""
     if listed is None:
         return [plan.object_name]
-    short = plan.snapshot.partition("@")[2]
+    short = plan.short_name
     return sorted(name for name in listed if snapshot_of_data_object(name) == short)
 
 

@@ -22,6 +22,7 @@ from zfsglacier.policy.retention import age_days, billed_anyway, chains_of, expi
 from zfsglacier.remote import leftovers
 from zfsglacier.remote.catalog import Catalog, load_catalog, rewrite_index
 from zfsglacier.remote.manifest import Manifest, manifest_name
+from zfsglacier.remote.manifest_index import INDEX_NAME
 from zfsglacier.remote.rclone import Rclone, rclone_for
 from zfsglacier.signals import step
 from zfsglacier.units import human_bytes
@@ -66,7 +67,7 @@ def prune_chains(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, *, dry_run
             _warn_if_billed_anyway(catalog, m, now)
         deleted += chain.backups
     if dry_run:
-        echo(f"# rewrite {catalog.path('zfsglacier.index.json')} without the {len(deleted)} backup(s) below")
+        echo(f"# rewrite {catalog.path(INDEX_NAME)} without the {len(deleted)} backup(s) below")
         for chain, _ in doomed:
             for m in reversed(chain.backups):
                 echo(proc.render(rclone.deletefile_argv(catalog.path(manifest_name(m.snapshot)))))

@@ -21,10 +21,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO
 
 from zfsglacier.codec.registry import Codec, Level, Reader, Writer
-from zfsglacier.errors import IntegrityError, StageError, ZfsError
+from zfsglacier.errors import IntegrityError, StageError, StageErrorFactory, ZfsError
 from zfsglacier.proc import PIPE, Child, child_env
 from zfsglacier.remote import rclone as rclone_mod
 from zfsglacier.remote.manifest import Volume
@@ -95,11 +95,13 @@ class _Stages:
         self._lock = threading.Lock()
         self._killed = False
 
-    def start(self, stage: str, argv: Sequence[str], **options: Any) -> Child:
+    def start(self, stage: str, argv: Sequence[str], *, error: StageErrorFactory,
+              stdin: int | IO[bytes] | None = None, stdout: int | IO[bytes] | None = None,
+              env: dict[str, str] | None = None, redact: Callable[[str], str] | None = None) -> Child:
         with self._lock:
             if self._killed:
-                raise options["error"](stage, "not started: the stream was stopped")
-            child = Child(stage, argv, **options)
+                raise error(stage, "not started: the stream was stopped")
+            child = Child(stage, argv, error=error, stdin=stdin, stdout=stdout, env=env, redact=redact)
             self._children.append(child)
             return child
 

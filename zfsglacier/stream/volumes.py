@@ -17,12 +17,11 @@ import hashlib
 from collections.abc import Callable, Sequence
 
 from zfsglacier.errors import RemoteError
-from zfsglacier.proc import PIPE, Child
+from zfsglacier.proc import PIPE, Child, StartChild
 from zfsglacier.remote.manifest import Volume
 from zfsglacier.stream.stall import StallWatch
 
 # Starts a child as a stage of the pipeline: (stage, argv, **Child options) -> Child
-StartFn = Callable[..., Child]
 
 
 class Digest:
@@ -80,7 +79,7 @@ class VolumeUploads:
     volume is not reported: the manifest takes over.
     """
 
-    def __init__(self, start: StartFn, rcat_argv: Callable[[str], list[str]], names: Callable[[int], str],
+    def __init__(self, start: StartChild, rcat_argv: Callable[[str], list[str]], names: Callable[[int], str],
                  limit: int | None, env: dict[str, str], watch: StallWatch, redact: Callable[[str], str],
                  stored: Sequence[Volume] = (), on_volume: Callable[[list[Volume]], None] | None = None) -> None:
         self._start = start
