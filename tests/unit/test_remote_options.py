@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from zfsglacier.commands.backup import data_storage_class
+from zfsglacier.commands.backup_volumes import data_storage_class
 from zfsglacier.config import parse_config
 from zfsglacier.config_values import FORBIDDEN_RCLONE_FLAGS
 from zfsglacier.errors import EXIT_THAW_PENDING, EXIT_USAGE, ConfigError, RemoteError, ThawPending, UsageError

@@ -13,18 +13,20 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from zfsglacier import __version__, proc
 from zfsglacier.background import Background
-from zfsglacier.codec.registry import Codec, Level, get_codec
+from zfsglacier.codec.registry import Codec, get_codec
+from zfsglacier.commands import backup_cleanup
+from zfsglacier.commands.backup_volumes import BackupVolumes, data_storage_class, upload_sizing
 from zfsglacier.commands.metrics import record_run
 from zfsglacier.commands.prune import prune_after_backup
 from zfsglacier.config import BackupConfig
-from zfsglacier.errors import LockBusyError, RemoteError, ZfsglacierError
+from zfsglacier.errors import LockBusyError, RemoteError
 from zfsglacier.lock import DatasetLock
 from zfsglacier.policy import local_snapshots, resume, send_plan
+from zfsglacier.policy.send_plan import Plan
 from zfsglacier.remote import leftovers, manifest_index
 from zfsglacier.remote.catalog import Catalog, load_catalog, write_index
 from zfsglacier.remote.manifest import (
@@ -33,14 +35,11 @@ from zfsglacier.remote.manifest import (
     data_object_name,
     manifest_name,
     partial_name,
-    snapshot_of_data_object,
-    volume_name,
 )
 from zfsglacier.remote.rclone import Rclone, rclone_for
 from zfsglacier.signals import step
-from zfsglacier.stream.pipeline import StreamStats, VolumeTarget, send_to_remote
+from zfsglacier.stream.pipeline import StreamStats, send_to_remote
 from zfsglacier.stream.progress import Progress, summary_line
-from zfsglacier.stream.upload_sizing import UploadSizing, size_upload
 from zfsglacier.stream.volumes import RegeneratedDiffers
 from zfsglacier.units import human_bytes
 from zfsglacier.zfs import capabilities, delegation, estimate
@@ -53,31 +52,6 @@ log = logging.getLogger(__name__)
 def _now() -> datetime:
     """The clock snapshot names and manifests are stamped with (a seam for tests)."""
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class Plan:
-    snapshot: str  # full name of the snapshot to create
-    base: Snapshot | Bookmark | None
-    object_name: str
-    why: str  # why full or incremental
-    send_flags: tuple[str, ...] = ()  # stream flags zfs send gets (stream_options)
-    compressor: str = "zstd"
-    level: Level = 3
-    resumed: resume.PartialBackup | None = None  # the interrupted backup of `snapshot` this run completes
-
-    @property
-    def short_name(self) -> str:
-        """The snapshot's name after the @, which names its objects on the remote."""
-        return self.snapshot.partition("@")[2]
-
-    @property
-    def base_name(self) -> str | None:
-        return self.base.name if self.base else None
-
-    @property
-    def kind(self) -> str:
-        return "full" if self.base is None else "incremental"
 
 
 def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
@@ -148,7 +122,7 @@ def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str
                         options.send_flags, options.compressor, options.level)
 
         send_argv = zfs.send_argv(plan.snapshot, plan.base_name, plan.send_flags)
-        sizing = _upload_sizing(cfg, None)
+        sizing = upload_sizing(cfg, None)
         rcat_argv = rclone.rcat_argv(catalog.path(plan.object_name), data_storage_class(cfg.storage_class, None),
                                      [*sizing.rclone_flags(), *rclone.unused_check_flags(cfg.remote, sizing.multipart)])
         if dry_run:
@@ -188,24 +162,6 @@ def _after_commit(cfg: BackupConfig, tools: capabilities.ZfsTools, manifest: Man
     local_snapshots.prune_local(cfg, zfs.list_snapshots(cfg.dataset), committed, keep=base_next)
 
 
-MIN_SIZE_CLASSES = frozenset({"STANDARD_IA", "ONEZONE_IA", "GLACIER_IR"})
-MIN_BILLED_BYTES = 128 * 1024
-
-
-def _upload_sizing(cfg: BackupConfig, expected: int | None) -> UploadSizing:
-    return size_upload(expected, cfg.max_upload_parts, cfg.upload_concurrency, cfg.upload_memory)
-
-
-def data_storage_class(configured: str | None, expected_bytes: int | None) -> str | None:
-    """[rclone] storage_class for a data object, except a stream known to be smaller than the minimum its
-    class bills, which stays in the bucket's default class."""
-    if configured in MIN_SIZE_CLASSES and expected_bytes is not None and expected_bytes < MIN_BILLED_BYTES:
-        log.info("storing the %d-byte stream in the default storage class, not %s (which bills %d KiB at least)",
-                 expected_bytes, configured, MIN_BILLED_BYTES // 1024)
-        return None
-    return configured
-
-
 def _print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan, local: list[Snapshot],
                 bookmarks: list[Bookmark], pipeline: list[list[str]], echo: Callable[[str], None]) -> None:
     """What a run would do, as commands a person can paste."""
@@ -237,49 +193,6 @@ def _print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,
         echo(proc.render(zfs.destroy_snapshot_argv(old.name)))
 
 
-class _Volumes:
-    """The volumes of one backup: how to upload them, and which the resume record holds."""
-
-    def __init__(self, cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan, expected: int | None) -> None:
-        self._cfg, self._rclone, self._catalog, self._plan = cfg, rclone, catalog, plan
-        self.limit = cfg.max_object_size
-        self.recorded: list[Volume] = list(plan.resumed.volumes) if plan.resumed else []
-        self.record = partial_name(plan.short_name)
-        volume_bytes = expected if self.limit is None or expected is None else min(expected, self.limit)
-        self.sizing = _upload_sizing(cfg, volume_bytes)
-        self.storage_class = data_storage_class(cfg.storage_class, expected)
-
-    def target(self, stored: tuple[Volume, ...]) -> VolumeTarget:
-        flags = [*self.sizing.rclone_flags(), *self._rclone.unused_check_flags(self._cfg.remote, self.sizing.multipart)]
-
-        def rcat_argv(name: str) -> list[str]:
-            return self._rclone.rcat_argv(self._catalog.path(name), self.storage_class, flags)
-
-        resumable = resume.can_resume(self._plan.level, self.limit)
-        return VolumeTarget(rcat_argv, self.name, self.limit, stored, self._write_record if resumable else None)
-
-    def name(self, number: int) -> str:
-        return volume_name(self._plan.object_name, number)
-
-    def _write_record(self, volumes: list[Volume]) -> None:
-        plan, short = self._plan, self._plan.short_name
-        snapshot = next(s for s in zfs.list_snapshots(self._cfg.dataset) if s.short_name == short)
-        record = resume.PartialBackup(
-            self._cfg.dataset, short, snapshot.guid, plan.base.short_name if plan.base else None,
-            plan.base.guid if plan.base else None, plan.send_flags, plan.compressor, int(plan.level),
-            self.limit or 0, plan.object_name, tuple(volumes))
-        self._rclone.write(self._catalog.path(self.record), record.to_json())
-        self.recorded = list(volumes)
-        log.info("%s: volume %d stored (%s in all so far)", plan.snapshot, len(volumes),
-                 human_bytes(record.stored_bytes))
-
-    def forget(self) -> list[str]:
-        """The stored volumes and the record are of no use any more: their names, to delete."""
-        names = [v.object for v in self.recorded] + [self.record]
-        self.recorded = []
-        return names
-
-
 def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,
                        send_argv: list[str]) -> Manifest:
     codec = get_codec(plan.compressor)
@@ -287,7 +200,7 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
     manifest_object = manifest_name(plan.short_name)
     manifest_tried = False
     progress: Progress | None = None
-    volumes: _Volumes | None = None
+    volumes: BackupVolumes | None = None
     try:
         # Inside the try: a signal that stops `zfs snapshot`, or comes just after it, still gets the
         # snapshot destroyed (the kernel, or zfs-fuse's daemon, finishes the work of a killed `zfs`).
@@ -298,7 +211,7 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
         if expected is not None:
             log.info("%s: the stream will be about %s", plan.snapshot, human_bytes(expected))
         progress = Progress(f"backup {plan.snapshot}", expected)
-        volumes = _Volumes(cfg, rclone, catalog, plan, expected if expected is not None else
+        volumes = BackupVolumes(cfg, rclone, catalog, plan, expected if expected is not None else
                            estimate.referenced(plan.snapshot))
         log.info("%s: %s", plan.snapshot, volumes.sizing.describe())
         with step(f"sending {plan.snapshot} ({plan.kind}) to {object_path}"):
@@ -335,13 +248,13 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
         # A manifest upload that failed may still have landed: remove it first, then the data.
         tried = [manifest_object] if manifest_tried else []
         if volumes is not None and volumes.recorded:
-            _keep_for_resume(plan, rclone, catalog, volumes, tried, exc)
+            backup_cleanup.keep_for_resume(plan, rclone, catalog, volumes, tried, exc)
         else:
-            _undo(plan, rclone, catalog, [*tried, partial_name(plan.short_name)], exc)
+            backup_cleanup.undo(plan, rclone, catalog, [*tried, partial_name(plan.short_name)], exc)
         raise
     progress.close()
     if volumes.recorded or plan.resumed:
-        _delete_quietly(rclone, catalog, volumes.record)
+        backup_cleanup.delete_quietly(rclone, catalog, volumes.record)
     parts = f" (+{len(stats.volumes) - 1} more volume(s))" if len(stats.volumes) > 1 else ""
     log.info("backed up %s: %s, %s -> %s%s", plan.snapshot, plan.kind,
              summary_line(stats.raw_bytes, stats.stored_bytes, stats.seconds), object_path, parts)
@@ -349,7 +262,7 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
 
 
 def _send(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan, send_argv: list[str],
-          volumes: _Volumes, codec: Codec, progress: Progress) -> StreamStats:
+          volumes: BackupVolumes, codec: Codec, progress: Progress) -> StreamStats:
     """The stream, uploaded; a resumed one compares the stored volumes first, and starts over when the
     stream sent again is not the same."""
     def send(stored: tuple[Volume, ...]) -> StreamStats:
@@ -375,68 +288,5 @@ def _check_stored(rclone: Rclone, catalog: Catalog, stats: StreamStats) -> None:
         if listed.get(volume.object) != volume.stored_bytes:
             raise RemoteError("rclone rcat", f"{catalog.path(volume.object)} holds {listed.get(volume.object)} "
                                              f"bytes after upload, {volume.stored_bytes} were sent")
-
-
-def _data_objects(plan: Plan, listed: set[str] | None) -> list[str]:
-    """The volumes of this backup's stream on the remote, complete or not; without a listing, the first."""
-    if listed is None:
-        return [plan.object_name]
-    short = plan.short_name
-    return sorted(name for name in listed if snapshot_of_data_object(name) == short)
-
-
-def _listed(rclone: Rclone, catalog: Catalog) -> set[str] | None:
-    try:
-        return {o.name for o in rclone.list_dir(catalog.directory)}
-    except ZfsglacierError:
-        return None  # cannot tell
-
-
-def _keep_for_resume(plan: Plan, rclone: Rclone, catalog: Catalog, volumes: _Volumes, tried: list[str],
-                     cause: BaseException) -> None:
-    """The run failed after some volumes were stored: keep them, the record and the snapshot (still
-    marked pending) for the next run to resume; remove the rest."""
-    log.debug("keeping the stored volumes after %r", cause)
-    keep = {v.object for v in volumes.recorded}
-    listed = _listed(rclone, catalog)
-    unfinished = volume_name(plan.object_name, len(volumes.recorded) + 1)
-    objects = _data_objects(plan, listed) if listed is not None else [unfinished]
-    for name in tried + [n for n in objects if n not in keep]:
-        if listed is None or name in listed:
-            _delete_quietly(rclone, catalog, name)
-    leftovers.abort_unfinished_uploads(rclone, catalog, dry_run=False, echo=print)
-    log.warning("%s: kept its %d stored volume(s) (%s) and the snapshot: the next backup resumes after them",
-                plan.snapshot, len(volumes.recorded), human_bytes(sum(v.stored_bytes for v in volumes.recorded)))
-
-
-def _delete_quietly(rclone: Rclone, catalog: Catalog, name: str) -> None:
-    try:
-        rclone.delete(catalog.path(name))
-        log.info("removed %s", catalog.path(name))
-    except ZfsglacierError as exc:
-        log.warning("could not remove %s (the next backup removes it): %s", catalog.path(name), exc)
-
-
-def _undo(plan: Plan, rclone: Rclone, catalog: Catalog, names: list[str], cause: BaseException) -> None:
-    """Best effort: leave nothing of a failed run. Each step is tried even if an earlier one fails.
-    `names`: objects to remove besides the stream's volumes (a manifest that may have landed)."""
-    log.debug("cleaning up after %r", cause)
-    snapshot = plan.snapshot
-    listed = _listed(rclone, catalog)
-    for name in names + _data_objects(plan, listed):
-        if listed is not None and name not in listed:
-            continue
-        try:
-            rclone.delete(catalog.path(name))
-            log.info("removed partial object %s", catalog.path(name))
-        except ZfsglacierError as exc:
-            log.warning("could not remove %s (the next backup removes it): %s", catalog.path(name), exc)
-    leftovers.abort_unfinished_uploads(rclone, catalog, dry_run=False, echo=print)
-    try:
-        if snapshot in {s.name for s in zfs.list_snapshots(snapshot.partition("@")[0])}:  # made before the failure?
-            zfs.destroy_snapshot(snapshot)
-            log.info("destroyed snapshot %s made by this run", snapshot)
-    except ZfsglacierError as exc:
-        log.warning("could not destroy %s (the next backup destroys it): %s", snapshot, exc)
 
 

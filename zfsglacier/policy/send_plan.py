@@ -12,6 +12,7 @@ from zfsglacier.codec.registry import NO_COMPRESSION, Level
 from zfsglacier.config import BackupConfig, ChainPolicy
 from zfsglacier.errors import UsageError
 from zfsglacier.policy.chain import next_base
+from zfsglacier.policy.resume import PartialBackup
 from zfsglacier.remote.catalog import Catalog
 from zfsglacier.remote.manifest import chain_is_complete
 from zfsglacier.zfs import capabilities
@@ -114,3 +115,28 @@ def _why_full(catalog: Catalog, local: list[Snapshot], raw: bool = False) -> str
         return "full: every local snapshot with a committed backup has a gap in its chain on the remote"
     return (f"full: the snapshot of the newest committed backup, {newest.snapshot}, no longer exists locally, "
             f"nor any other of the {len(catalog.manifests)} backed up")
+
+
+@dataclass(frozen=True)
+class Plan:
+    snapshot: str  # full name of the snapshot to create
+    base: Snapshot | Bookmark | None
+    object_name: str
+    why: str  # why full or incremental
+    send_flags: tuple[str, ...] = ()  # stream flags zfs send gets (stream_options)
+    compressor: str = "zstd"
+    level: Level = 3
+    resumed: PartialBackup | None = None  # the interrupted backup of `snapshot` this run completes
+
+    @property
+    def short_name(self) -> str:
+        """The snapshot's name after the @, which names its objects on the remote."""
+        return self.snapshot.partition("@")[2]
+
+    @property
+    def base_name(self) -> str | None:
+        return self.base.name if self.base else None
+
+    @property
+    def kind(self) -> str:
+        return "full" if self.base is None else "incremental"
