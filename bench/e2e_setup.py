@@ -10,22 +10,18 @@ import random
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests import rig  # the test rig (re-exported): file-backed pools, `rclone serve s3`
 from zfsglacier.lock import DatasetLock
 from zfsglacier.zfs import cmd as zfs_mod
 
 from . import machine, wan
 from .corpus import write_corpus
-from .e2e_run import REPO
 from .settings import MIB, Settings, from_env
-
-sys.path.insert(0, str(REPO / "tests"))
-import rig as rig  # the test rig (re-exported): file-backed pools, `rclone serve s3`
 
 KIB = 1 << 10
 ZFS = rig.find_tool("zfs") or "zfs"

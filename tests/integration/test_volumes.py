@@ -39,7 +39,7 @@ def big_dataset(pool: rig.Pool, seed: str) -> str:
     dataset = pool.dataset("data")
     rig.run(["zfs", "create", dataset])
     rig.populate(pool.path("data"), seed=seed)
-    (pool.path("data") / "random.bin").write_bytes(rig._rng(seed).randbytes(RANDOM_MIB << 20))
+    (pool.path("data") / "random.bin").write_bytes(rig.seeded_random(seed).randbytes(RANDOM_MIB << 20))
     return dataset
 
 
