@@ -1,6 +1,6 @@
 """`python -m bench`: see bench.settings for the environment variables."""
 
-from .run import main
+from bench.codec.run import main
 
 if __name__ == "__main__":
     main()

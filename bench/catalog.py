@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.e2e.setup import rig
 from zfsglacier.config import load_config
 from zfsglacier.errors import EXIT_USAGE
 from zfsglacier.remote import manifest_index
@@ -36,7 +37,6 @@ from zfsglacier.remote.catalog import load_catalog
 from zfsglacier.remote.manifest import Manifest, build_chain, data_object_name, manifest_name
 from zfsglacier.remote.rclone import Rclone
 
-from .e2e_setup import rig
 from .machine import describe, one_line
 from .settings import RESULTS_DIR, positive_int
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .measure import Result
+from bench.codec.measure import Result
 
 
 def available() -> bool:

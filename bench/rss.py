@@ -22,8 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.e2e.setup import destroy, rig
+
 from .corpus import MIB, write_corpus
-from .e2e_setup import destroy, rig
 from .machine import describe, one_line
 from .settings import RESULTS_DIR
 

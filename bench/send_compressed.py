@@ -22,13 +22,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.e2e.setup import rig
 from zfsglacier.codec.registry import get_codec
 from zfsglacier.stream.pipeline import VolumeTarget, send_to_remote
 from zfsglacier.zfs import capabilities
 from zfsglacier.zfs.cmd import send_argv
 
 from .corpus import MIB, write_corpus
-from .e2e_setup import rig
 from .machine import describe, one_line
 from .settings import RESULTS_DIR
 

@@ -6,10 +6,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from bench.settings import Settings
 from zfsglacier.codec.registry import CODECS
 from zfsglacier.stream.pipeline import CHUNK
-
-from .settings import Settings
 
 Op = Literal["compress", "decompress"]
 Impl = Literal["in-process", "external"]

@@ -17,7 +17,7 @@ from .cases import Case
 
 GB = 1e9
 MIB = 1 << 20
-_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 
 Progress = Callable[[str], None]
 
@@ -62,7 +62,7 @@ def _worker_env() -> dict[str, str]:
 
 def _run_worker(case: Case) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, "-m", "bench.worker"],
+        [sys.executable, "-m", "bench.codec.worker"],
         input=json.dumps(case.spec()),
         capture_output=True,
         text=True,

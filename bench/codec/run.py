@@ -13,11 +13,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import chart, machine, provenance, report
+from bench import chart, machine, provenance
+from bench.corpus import make_corpus
+from bench.settings import Settings, from_env
+
+from . import report
 from .cases import Case, compression_cases, decompression_cases
-from .corpus import make_corpus
 from .measure import MIB, Result, measure
-from .settings import Settings, from_env
 
 
 def _say(line: str) -> None:

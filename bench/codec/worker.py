@@ -1,4 +1,4 @@
-"""One case, one repeat, in a process of its own (`python -m bench.worker`, case spec as JSON on stdin,
+"""One case, one repeat, in a process of its own (`python -m bench.codec.worker`, case spec as JSON on stdin,
 sample as JSON on stdout), so that its peak RSS and CPU time are its own and not inherited.
 
 In-process cases move data the way zfsglacier.stream.pipeline does: 1 MiB chunks into the codec writer, whose
@@ -19,11 +19,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from bench.provenance import codec_source_sha256
 from zfsglacier.codec.registry import CODECS
 
 from .cases import Case
 from .memory import PeakWatcher, hwm_kib
-from .provenance import codec_source_sha256
 from .streams import HashingSink, HashingSource
 
 

@@ -1,50 +1,24 @@
-"""`python -m bench.e2e`: the end-to-end benchmark. zfsglacier backup, restore and verify against the shell
-pipelines they replace (verify: `rclone cat | zstd -t`), and each stage alone, on the same snapshot and the
-same remotes (a local directory, S3 served by `rclone serve s3` on 127.0.0.1, and that S3 server reached
-through bench.wan's proxy, which gives each connection an internet link's rate cap and latency), side by
-side in one run; medians of the repeats.
+"""The cases of `python -m bench.e2e` (zfsglacier, the shell pipelines it replaces, each stage alone)
+and how one is measured: wall time, CPU of the process tree and of the daemons, what it moved. Over 300
+lines: one class holds every case of a run, since they share its remotes, its stream and the stream's
+compressed forms."""
 
-BENCH_E2E_SIZE     generated corpus in MiB (default 1024; 64 with BENCH_QUICK)
-BENCH_DATASET      pool/x: use this dataset's newest snapshot (or one made and destroyed here) instead
-BENCH_STREAM       a saved `zfs send` stream: only the stages that need no zfs run
-BENCH_E2E_REMOTES  which remotes, comma-separated (default local,s3,wan)
-BENCH_WAN_MBPS     the wan remote's cap in MB/s per connection and direction (default 25)
-BENCH_WAN_RTT_MS   its round-trip time (default 20 ms)
-BENCH_WAN_HANDSHAKE_RTTS  round trips a new connection waits before its first byte (default 2: TCP + TLS)
-BENCH_REPEAT, BENCH_QUICK, BENCH_SEED, BENCH_OUT: as for `python -m bench` (bench/settings.py)
-
-Table: MB/s of raw (uncompressed stream) bytes; CPU s per raw GB of the whole process tree (this process
-and every child, grandchildren included); daemon CPU: the zfs-fuse daemon (where zfs send/receive really
-work under zfs-fuse) and `rclone serve s3`, which are not in the tree; zfsglacier's peak RSS is its own
-process, children excluded; procs: the child processes a run started (zfsglacier's zfs and rclone calls,
-or the pipeline's stages); efficiency: end-to-end MB/s / the slowest of its stages alone; ceiling: the
-MB/s at which every usable core would be busy, given the CPU (tree and daemons) the run spent per raw byte,
-and "of ceiling": end-to-end MB/s / that ceiling. On a small machine the stages share the same cores, so
-efficiency can be far below 1 for a pipeline that keeps every core busy; "of ceiling" near 1 says so.
-"""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from zfsglacier.codec.registry import get_codec
 
-from . import chart, provenance, wan
-from .e2e_run import (
+from .run import (
     Moved,
     Usage,
     compress_file,
@@ -52,20 +26,15 @@ from .e2e_run import (
     process_cpu,
     run_chain,
     run_zfsglacier,
-    stop_all,
     stream_seconds,
 )
-from .e2e_setup import (
+from .setup import (
     ZFS,
     E2ESettings,
     Input,
-    daemon_pids,
-    describe_machine,
     destroy,
-    input_for,
     remove,
     rig,
-    settings_from_env,
     snapshot_prefix,
     sync_disks,
 )
@@ -74,7 +43,7 @@ GB = 1e9
 PHASES = ("backup", "restore", "verify")
 
 
-def _say(line: str) -> None:
+def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
@@ -152,7 +121,7 @@ class Bench:
                 else:
                     with self.source.raw_stream.open("rb") as raw:
                         subprocess.run(v.compress, stdin=raw, stdout=out, check=True)
-            _say(f"prepared {v.label}: {path.stat().st_size} bytes")
+            say(f"prepared {v.label}: {path.stat().st_size} bytes")
 
     def config(self, remote: str, v: Variant) -> Path:
         path = self.work / f"{remote}-{v.key}.ini"
@@ -419,7 +388,7 @@ class Bench:
             "load1": os.getloadavg()[0],
         }
         case.samples.append(sample)
-        _say(
+        say(
             f"[{round_no + 1}/{self.settings.base.repeat}] {case.name:<58} {sample['mb_per_s']:8.1f} MB/s {wall:7.2f} s"
         )
 
@@ -430,361 +399,3 @@ class Bench:
             for round_no in range(self.settings.base.repeat):
                 for case in (c for c in cases if c.phase == phase):
                     self.measure(case, round_no)
-
-
-# --- report -------------------------------------------------------------------------------------------
-
-
-def efficiency(case: Case, by_name: dict[str, Case]) -> tuple[float, Case] | None:
-    stages = [by_name[name] for name in case.stages if name in by_name]
-    mb_s = case.median("mb_per_s")
-    if not stages or mb_s is None:
-        return None
-    slowest = min(stages, key=lambda s: s.median("mb_per_s") or 0.0)
-    return mb_s / (slowest.median("mb_per_s") or float("inf")), slowest
-
-
-def cpu_ceiling(cpu_s_per_gb: float | None, daemon_cpu_s_per_gb: float | None, cores: int) -> float | None:
-    """The MB/s of raw bytes at which `cores` cores would all be busy, given the CPU seconds per raw GB of
-    the process tree and of the daemons outside it: cores / CPU s per raw byte. None if unmeasured."""
-    if cpu_s_per_gb is None:
-        return None
-    per_gb = cpu_s_per_gb + (daemon_cpu_s_per_gb or 0.0)
-    if per_gb <= 0 or cores <= 0:
-        return None
-    return cores / per_gb * GB / 1e6
-
-
-def ceiling(case: Case, cores: int) -> tuple[float, float] | None:
-    """An end-to-end case's CPU-bound ceiling (MB/s, from the medians) and its MB/s as a share of it."""
-    mb_s = case.median("mb_per_s")
-    if case.kind == "stage" or mb_s is None:
-        return None
-    top = cpu_ceiling(case.median("cpu_s_per_gb"), case.median("daemon_cpu_s_per_gb"), cores)
-    return None if top is None else (top, mb_s / top)
-
-
-def usable_cores(meta: dict[str, Any]) -> int:
-    return int(meta["machine"]["usable_cores"])
-
-
-def _fmt(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def table(cases: list[Case], cores: int) -> str:
-    by_name = {c.name: c for c in cases}
-    header = (
-        "case",
-        "MB/s",
-        "wall s",
-        "CPU s/GB",
-        "daemon CPU s/GB",
-        "stored bytes",
-        "ratio",
-        "RSS MiB",
-        "procs",
-        "eff.",
-        "ceil MB/s",
-        "of ceil",
-    )
-    rows: list[tuple[str, ...]] = []
-    for phase in PHASES:
-        for kind in ("zfsglacier", "shell", "stage"):
-            for c in (c for c in cases if c.phase == phase and c.kind == kind):
-                found = efficiency(c, by_name)
-                top = ceiling(c, cores)
-                stored = c.median("stored_bytes")
-                rows.append(
-                    (
-                        f"{phase}: {c.name}" if kind != "stage" else f"{phase} stage: {c.name}",
-                        _fmt(c.median("mb_per_s"), 1),
-                        _fmt(c.median("wall_s"), 2),
-                        _fmt(c.median("cpu_s_per_gb"), 2),
-                        _fmt(c.median("daemon_cpu_s_per_gb"), 2),
-                        "-" if stored is None else f"{stored:.0f}",
-                        _fmt(c.median("ratio"), 3),
-                        _fmt(c.median("peak_rss_mib"), 1),
-                        _fmt(c.median("children"), 0),
-                        _fmt(found[0] if found else None, 2),
-                        _fmt(top[0] if top else None, 1),
-                        _fmt(top[1] if top else None, 2),
-                    )
-                )
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-
-    def line(row: tuple[str, ...]) -> str:
-        return "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-
-    return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(row) for row in rows)])
-
-
-def summary(cases: list[Case], meta: dict[str, Any]) -> str:
-    by_name = {c.name: c for c in cases}
-    m = meta["machine"]
-    lines = [
-        f"machine: {m['hostname']}: {m['cores']} cores ({m['usable_cores']} usable), {m['cpu_model']}, "
-        f"{m['memory_gib']} GiB; {m['os']}; Python {m['python']}; zfs: {m['zfs']}; {m['rclone']}; "
-        f"{m['zstd']}; {m['pigz']}",
-        f"zfsglacier: commit {meta['code']['commit'][:12]}"
-        f"{' with uncommitted changes' if meta['code']['uncommitted'] else ''}",
-        f"input: {meta['input']}; raw stream {meta['raw_stream_bytes']} bytes; {meta['repeat']} repeat(s), "
-        f"medians shown; load average at start {meta['load_start']}, at end {meta['load_end']}",
-        "",
-        table(cases, usable_cores(meta)),
-    ]
-    bounded = [(c, found) for c in cases if (found := efficiency(c, by_name))]
-    if bounded:
-        lines += ["", "efficiency = end-to-end MB/s / the slowest of its stages alone:"]
-        lines += [
-            f"  {c.name}: {c.median('mb_per_s'):.1f} MB/s; slowest stage: {slowest.name} "
-            f"{slowest.median('mb_per_s'):.1f} MB/s; efficiency {ratio:.2f}"
-            for c, (ratio, slowest) in bounded
-        ]
-        lines.append(
-            f"ceiling = {usable_cores(meta)} usable cores / (CPU s/GB + daemon CPU s/GB), in MB/s: the throughput "
-            "at which all cores would be busy, given the CPU the run spent per byte; of ceiling = MB/s / ceiling: "
-            "near 1 the run is CPU-bound, well below 1 its stages wait on each other or on I/O"
-        )
-    overhead = [c for c in cases if c.median("overhead_s") is not None]
-    if overhead:
-        lines.append(
-            "zfsglacier's fixed cost (wall time minus its own timing of the stream: start-up, snapshot, "
-            "listings, manifest, checks):"
-        )
-        lines += [f"  {c.name}: {c.median('overhead_s'):.2f} s of {c.median('wall_s'):.2f} s" for c in overhead]
-    if meta.get("wan"):
-        lines += wan_lines(meta["wan"])
-    if meta["snapshot"] is None:
-        lines.append("BENCH_STREAM: no zfs here, so only the stages that need no zfs ran; no end-to-end case.")
-    lines.append(f"run took {meta['seconds']:.0f} s")
-    return "\n".join(lines)
-
-
-def _find(cases: list[Case], phase: str, kind: str, remote: str, variant: str) -> Case | None:
-    found = [c for c in cases if (c.phase, c.kind, c.remote, c.variant) == (phase, kind, remote, variant)]
-    return found[0] if found and found[0].samples else None
-
-
-def wan_comparisons(cases: list[Case], remote: str = "wan") -> list[dict[str, Any]]:
-    """zfsglacier against the shell pipeline it replaces on `remote`, per phase, zstd with zstd and pigz with
-    pigz: both MB/s, zfsglacier's time / the shell's (medians), zfsglacier's peak RSS and fixed cost."""
-    out = []
-    for phase in PHASES:
-        for mine, theirs in (("zg-zstd", "sh-zstd"), ("zg-pigz", "sh-pigz")):
-            zg, sh = _find(cases, phase, "zfsglacier", remote, mine), _find(cases, phase, "shell", remote, theirs)
-            if zg is None or sh is None:
-                continue
-            out.append(
-                {
-                    "phase": phase,
-                    "codec": mine.removeprefix("zg-"),
-                    "zfsglacier": zg.name,
-                    "shell": sh.name,
-                    "zfsglacier_mb_per_s": zg.median("mb_per_s"),
-                    "shell_mb_per_s": sh.median("mb_per_s"),
-                    "time_ratio": (zg.median("wall_s") or 0.0) / (sh.median("wall_s") or float("inf")),
-                    "zfsglacier_peak_rss_mib": zg.median("peak_rss_mib"),
-                    "zfsglacier_overhead_s": zg.median("overhead_s"),
-                    "zfsglacier_children": zg.median("children"),
-                    "shell_children": sh.median("children"),
-                }
-            )
-    return out
-
-
-def proxy_cpu_per_gb(cases: list[Case], remote: str = "wan") -> float | None:
-    """The proxy's CPU seconds per GB of stored bytes it forwarded, over every sample of `remote`'s cases."""
-    samples = [s for c in cases if c.remote == remote for s in c.samples if s.get("stored_bytes")]
-    moved = sum(s["stored_bytes"] for s in samples)
-    cpu = sum(s["daemon_cpu_s_by"].get("wan proxy", 0.0) for s in samples)
-    return cpu / (moved / GB) if moved else None
-
-
-def wan_meta(link: wan.Link, cases: list[Case]) -> dict[str, Any]:
-    return {
-        "mbps": link.mbps,
-        "rtt_ms": link.rtt_ms,
-        "handshake_ms": link.handshake * 1000,
-        "buffer_bytes": link.buffer,
-        "model": link.describe(),
-        "proxy_cpu_s_per_gb": proxy_cpu_per_gb(cases),
-        "comparisons": wan_comparisons(cases),
-    }
-
-
-def wan_lines(meta: dict[str, Any]) -> list[str]:
-    lines = [
-        "",
-        f"WAN model (remote wan: the s3 remote's server through bench/wan.py, loopback): {meta['model']}; "
-        "no packet loss, no slow start, no shared bottleneck",
-    ]
-    shown = [c for c in meta["comparisons"] if c["codec"] == "zstd"]
-    lines += [
-        f"  {c['phase']}: {c['zfsglacier']} {c['zfsglacier_mb_per_s']:.1f} MB/s (peak RSS "
-        f"{_fmt(c['zfsglacier_peak_rss_mib'], 1)} MiB, {_fmt(c['zfsglacier_children'], 0)} processes) vs "
-        f"{c['shell']} {c['shell_mb_per_s']:.1f} MB/s: zfsglacier's time / the shell's {c['time_ratio']:.2f}"
-        for c in shown
-    ]
-    if not shown:
-        lines.append("  no end-to-end case ran on it")
-    if meta["proxy_cpu_s_per_gb"] is not None:
-        lines.append(
-            f"  the proxy's CPU (in daemon CPU): {meta['proxy_cpu_s_per_gb']:.2f} s per GB of stored bytes it forwarded"
-        )
-    return lines
-
-
-def record(cases: list[Case], meta: dict[str, Any]) -> dict[str, Any]:
-    by_name = {c.name: c for c in cases}
-    keys = (
-        "mb_per_s",
-        "wall_s",
-        "cpu_s_per_gb",
-        "daemon_cpu_s_per_gb",
-        "stored_bytes",
-        "ratio",
-        "peak_rss_mib",
-        "children",
-        "overhead_s",
-    )
-    out = []
-    for c in cases:
-        found = efficiency(c, by_name)
-        top = ceiling(c, usable_cores(meta))
-        out.append(
-            {
-                "phase": c.phase,
-                "kind": c.kind,
-                "name": c.name,
-                "remote": c.remote,
-                "variant": c.variant,
-                "stages": list(c.stages),
-                "median": {k: c.median(k) for k in keys},
-                "efficiency": found[0] if found else None,
-                "slowest_stage": found[1].name if found else None,
-                "cpu_ceiling_mb_per_s": top[0] if top else None,
-                "of_ceiling": top[1] if top else None,
-                "samples": c.samples,
-            }
-        )
-    return {**meta, "cases": out}
-
-
-# --- main ---------------------------------------------------------------------------------------------
-
-
-_interrupted: list[str] = []
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    _interrupted.append(signal.Signals(signum).name)
-    raise KeyboardInterrupt(_interrupted[-1])
-
-
-def wan_remote(direct: rig.Remote, server: rig.S3Server, proxy: wan.Proxy, work: Path) -> rig.Remote:
-    """`direct`'s bucket on the same server, through the proxy: an rclone config whose endpoint is the proxy."""
-    config = work / "wan-rclone.conf"
-    config.write_text(
-        "[zgtwan]\ntype = s3\nprovider = Rclone\n"
-        f"endpoint = {proxy.endpoint}\naccess_key_id = {server.access_key}\nsecret_access_key = {server.secret_key}\n"
-    )
-    return rig.Remote("wan", config, "zgtwan", direct.bucket, direct.root)
-
-
-@contextlib.contextmanager
-def _remotes(rclone: str, settings: E2ESettings, work: Path) -> Iterator[tuple[dict[str, rig.Remote], dict[str, int]]]:
-    """The chosen remotes, in the order local, s3, wan, and the pids of the daemons serving them."""
-    remotes: dict[str, rig.Remote] = {}
-    daemons: dict[str, int] = {}
-    with contextlib.ExitStack() as stack:
-        if "local" in settings.remotes:
-            remotes["local"] = stack.enter_context(rig.local_remote())
-        if {"s3", "wan"} & set(settings.remotes):
-            server = stack.enter_context(rig.s3_server(rclone))
-            daemons["rclone serve s3"] = server.pid
-            if "s3" in settings.remotes:
-                remotes["s3"] = stack.enter_context(server.remote())
-            if "wan" in settings.remotes:
-                # Its log names the run's work dir, so a check for leftovers finds a proxy left running.
-                proxy = stack.enter_context(wan.proxy(server.port, settings.wan_link, work / "wan-proxy.log"))
-                daemons["wan proxy"] = proxy.pid
-                remotes["wan"] = wan_remote(stack.enter_context(server.remote()), server, proxy, work)
-        yield remotes, daemons
-
-
-def run(settings: E2ESettings, stack: contextlib.ExitStack) -> dict[str, Any]:
-    started, load_start = time.monotonic(), os.getloadavg()
-    rclone = rig.find_tool("rclone")
-    if rclone is None:
-        raise RuntimeError("rclone not found (run scripts/bootstrap)")
-    work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zgbench-e2e-")))
-    source = stack.enter_context(input_for(settings, work, _say))
-    remotes, daemons = stack.enter_context(_remotes(rclone, settings, work))
-    bench = Bench(settings, source, remotes, work, {**daemon_pids(), **daemons}, settings.base.nproc)
-    bench.prepare()
-    cases = bench.end_to_end_cases() + bench.stage_cases()
-    bench.run_all(cases)
-    meta: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "code": provenance.describe(),
-        "machine": describe_machine(rclone),
-        "settings": {
-            "quick": settings.base.quick,
-            "size_mib": settings.size_mib,
-            "repeat": settings.base.repeat,
-            "seed": settings.base.seed,
-            "dataset": settings.dataset,
-            "stream": str(settings.base.stream) if settings.base.stream else None,
-            "nproc": bench.nproc,
-            "remotes": list(settings.remotes),
-        },
-        "input": source.description,
-        "snapshot": source.snapshot,
-        "raw_stream_bytes": bench.raw_size,
-        "repeat": settings.base.repeat,
-        "daemons_measured": sorted(bench.daemons),
-        "load_start": [round(x, 2) for x in load_start],
-        "load_end": [round(x, 2) for x in os.getloadavg()],
-        "wan": wan_meta(settings.wan_link, cases) if "wan" in remotes else None,
-        "seconds": time.monotonic() - started,
-    }
-    text = summary(cases, meta)
-    print(text)
-    return record(cases, {**meta, "summary": text})
-
-
-def main() -> int:
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
-    settings = settings_from_env()
-    stack = contextlib.ExitStack()
-    try:
-        data = run(settings, stack)
-    except BaseException:
-        if not _interrupted:
-            raise
-        # A child hit by the same Ctrl-C may have failed first: the interruption is the news.
-        _say(f"interrupted ({_interrupted[0]}): stopping children, destroying what this run made")
-        return 130
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)  # the cleanup below must finish
-        stop_all()
-        stack.close()
-    kind = "-quick" if settings.base.quick else ""
-    out = settings.base.out_dir / f"e2e-{time.strftime('%Y%m%d-%H%M%S')}-{socket.gethostname()}{kind}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1) + "\n")
-    print(f"wrote {out}")
-    if chart.available():
-        print(f"wrote {chart.draw_e2e(data, out.with_suffix('.png'))}")
-    else:
-        print("matplotlib is not installed: no chart")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

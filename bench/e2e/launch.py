@@ -1,4 +1,4 @@
-"""`python -m bench.e2e_launch ARGS...` runs `python -m zfsglacier ARGS...` in this very process and, when
+"""`python -m bench.e2e.launch ARGS...` runs `python -m zfsglacier ARGS...` in this very process and, when
 it ends (however it ends), writes to the file named by BENCH_E2E_RSS_FILE this process's own peak RSS in
 KiB and the number of child processes it started (zfs, rclone: every subprocess.Popen), space-separated.
 

@@ -23,7 +23,7 @@ from zfsglacier.stream.pipeline import CHUNK
 from zfsglacier.stream.readahead import PipeSource, Prefetch, WriteBehind
 from zfsglacier.stream.volumes import Digest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PIPE, DEVNULL = subprocess.PIPE, subprocess.DEVNULL
 _LIVE: set[subprocess.Popen[bytes]] = set()
 # zfsglacier's own timing of the stream, from the summary line of a backup or of each backup received
@@ -163,7 +163,7 @@ def run_zfsglacier(args: Sequence[str], env: Mapping[str, str]) -> Moved:
     with tempfile.TemporaryDirectory(prefix="zgbench-") as tmp, open(Path(tmp) / "log", "w+b") as log:
         rss_file = Path(tmp) / "rss"
         process = start(
-            [sys.executable, "-m", "bench.e2e_launch", *args],
+            [sys.executable, "-m", "bench.e2e.launch", *args],
             stdin=DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

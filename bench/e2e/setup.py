@@ -15,13 +15,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import machine, wan
+from bench.corpus import write_corpus
+from bench.settings import MIB, Settings, from_env
 from tests import rig  # the test rig (re-exported): file-backed pools, `rclone serve s3`
 from zfsglacier.lock import DatasetLock
 from zfsglacier.zfs import cmd as zfs_mod
-
-from . import machine, wan
-from .corpus import write_corpus
-from .settings import MIB, Settings, from_env
 
 KIB = 1 << 10
 ZFS = rig.find_tool("zfs") or "zfs"

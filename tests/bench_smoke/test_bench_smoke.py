@@ -299,7 +299,7 @@ def test_end_to_end_cpu_ceiling() -> None:
     """The ceiling by hand: usable cores / (tree + daemon CPU s per raw GB), in MB/s."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    cpu_ceiling = importlib.import_module("bench.e2e").cpu_ceiling
+    cpu_ceiling = importlib.import_module("bench.e2e.report").cpu_ceiling
 
     assert cpu_ceiling(3.0, 1.0, 2) == pytest.approx(500.0)  # 4 s/GB on 2 cores: 0.5 GB/s
     assert cpu_ceiling(8.0, 2.0, 4) == pytest.approx(400.0)  # 10 s/GB on 4 cores: 0.4 GB/s
