@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,8 @@ def status(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 
 
 def test_status_follows_the_age_of_the_newest_backup_and_backups_write_the_textfile(
-    zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     dataset = zpool.dataset("data")
     rig.run(["zfs", "create", dataset])
@@ -35,7 +37,7 @@ def test_status_follows_the_age_of_the_newest_backup_and_backups_write_the_textf
     textfile = tmp_path / "textfile" / "zfsglacier.prom"
     textfile.parent.mkdir()
     config = write_config(tmp_path, dataset, local_remote,
-                          extra=f"[monitoring]\nwarn_after = 2s\ncrit_after = 1h\ntextfile = {textfile}\n")
+                          extra=f"[monitoring]\nwarn_after = 1h\ncrit_after = 2h\ntextfile = {textfile}\n")
 
     code, out = status(config, capsys)
     assert code == 2 and out.startswith("ZFSGLACIER CRITICAL - "), out
@@ -51,7 +53,8 @@ def test_status_follows_the_age_of_the_newest_backup_and_backups_write_the_textf
     assert success is not None and abs(float(success[1]) - time.time()) < 120
     assert re.search(rf"^zfsglacier_last_backup_raw_bytes{re.escape(label)} [1-9]\d*$", metrics, re.MULTILINE)
 
-    time.sleep(3)
+    later = datetime.now(UTC) + timedelta(minutes=90)  # past warn_after, before crit_after
+    monkeypatch.setattr("zfsglacier.commands.status._now", lambda: later)
     code, out = status(config, capsys)
     assert code == 1 and out.startswith("ZFSGLACIER WARNING - "), out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import pytest
@@ -35,19 +36,42 @@ def test_without_an_estimate_there_is_no_percentage_or_time_left() -> None:
     progress.close()
 
 
-def test_without_a_terminal_lines_come_on_time_even_while_no_data_moves(caplog: pytest.LogCaptureFixture) -> None:
+class Intervals:
+    """Stands in for the ticker's wait: each call is one interval passing, when the test lets it."""
+
+    def __init__(self) -> None:
+        self.passing = threading.Semaphore(0)
+        self.closed = False
+        self.asked: list[float] = []
+
+    def __call__(self, seconds: float) -> bool:
+        self.asked.append(seconds)
+        self.passing.acquire()
+        return self.closed
+
+
+def test_without_a_terminal_a_line_comes_every_interval_even_while_no_data_moves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO, logger="zfsglacier.stream.progress")
-    progress = Progress("backup p/d@s", 1000, tty=False, interval=0.05)
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "zfsglacier.stream.progress"]
+
+    intervals = Intervals()
+    progress = Progress("backup p/d@s", 1000, tty=False, interval=60, wait=intervals)
     progress.update(100, 50)
-    time.sleep(0.4)  # no update meanwhile: a stream waiting on the remote
+    intervals.passing.release(3)  # three intervals without an update: a stream waiting on the remote
+    deadline = time.monotonic() + 10
+    while len(lines()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    intervals.closed = True
+    intervals.passing.release()
     progress.close()
-    lines = [r.getMessage() for r in caplog.records if r.name == "zfsglacier.stream.progress"]
-    assert len(lines) >= 3
-    expected = "backup p/d@s: 100 B of about 1000 B raw (10%), 50 B stored, ratio 2.00"
-    assert all(line.startswith(expected) for line in lines)
-    count = len(lines)
-    time.sleep(0.2)
-    assert len([r for r in caplog.records if r.name == "zfsglacier.stream.progress"]) == count, "closed: no more lines"
+    assert len(lines()) == 3, "one line per interval, none once closed"
+    assert all(line.startswith("backup p/d@s: 100 B of about 1000 B raw (10%), 50 B stored, ratio 2.00")
+               for line in lines())
+    assert intervals.asked == [60, 60, 60, 60]
 
 
 def test_summary_line() -> None:

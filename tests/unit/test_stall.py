@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 
 import pytest
 
@@ -58,33 +57,59 @@ def test_a_wait_longer_than_the_timeout_kills_the_child_and_reports_the_stall() 
         child.abort()
 
 
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Killable:
+    """Stands in for the child the watch follows: records whether it was killed."""
+
+    stage = "rclone cat"
+
+    def __init__(self) -> None:
+        self.killed = False
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+def test_a_wait_fires_only_past_the_timeout() -> None:
+    clock, child = Clock(), Killable()
+    watch = StallWatch(child, 5.0, "the remote sent no data", clock=clock, thread=False)  # type: ignore[arg-type]
+    with watch.waiting():
+        clock.now += 5.0
+        assert not watch.check() and not child.killed  # exactly the timeout: not yet
+        clock.now += 0.01
+        assert watch.check() and child.killed
+    assert str(watch.error()) == "rclone cat: the remote sent no data for 5s ([rclone] stall_timeout = 5s)"
+
+
 def test_moving_data_keeps_a_long_wait_alive_and_no_wait_is_never_a_stall() -> None:
-    child = sleeper()
-    watch = StallWatch(child, 0.5, "the remote sent no data")
-    try:
-        watch.begin()
-        for _ in range(8):  # 1.2 s of waiting in all, never 0.5 s without data
-            time.sleep(0.15)
-            watch.moved()
-        watch.end()
-        time.sleep(0.8)  # not waiting: however long, not a stall
-        assert not watch.fired
-        assert child.running()
-    finally:
-        watch.close()
-        child.abort()
+    clock, child = Clock(), Killable()
+    watch = StallWatch(child, 0.5, "the remote sent no data", clock=clock, thread=False)  # type: ignore[arg-type]
+    watch.begin()
+    for _ in range(8):  # 1.2 s of waiting in all, never 0.5 s without data
+        clock.now += 0.15
+        watch.moved()
+        assert not watch.check()
+    watch.end()
+    clock.now += 3600  # not waiting: however long, not a stall
+    assert not watch.check() and not child.killed
 
 
 def test_no_timeout_never_fires() -> None:
-    child = sleeper()
-    watch = StallWatch(child, None, "the remote accepted no data")
-    try:
-        with watch.waiting():
-            time.sleep(0.3)
-        assert not watch.fired and child.running()
-    finally:
-        watch.close()
-        child.abort()
+    clock, child = Clock(), Killable()
+    watch = StallWatch(child, None, "the remote accepted no data", clock=clock)  # type: ignore[arg-type]
+    with watch.waiting():
+        clock.now += 10**6
+        assert not watch.check()
+    assert not child.killed
 
 
 def test_multipart_upload_listing() -> None:

@@ -166,6 +166,10 @@ def _line(code: int, text: str, perfdata: list[str]) -> str:
     return f"{line} | {' '.join(perfdata)}" if perfdata else line
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 def run(config_path: Path, *, dataset: str | None = None, now: datetime | None = None,
         out: Callable[[str], None] = print) -> int:
     """The `status` command: print the plugin output, return the state as the exit code. `dataset`:
@@ -191,7 +195,7 @@ def _check(config_path: Path, dataset: str | None, now: datetime | None) -> Verd
         return unknown(f"{', '.join(datasets.configured(cfg))}: {exc}")
     except Exception as exc:  # a bug; still a line the monitoring system can show, and UNKNOWN, not WARNING
         return unknown(_internal(exc))
-    moment = now if now is not None else datetime.now(UTC)
+    moment = now if now is not None else _now()
     return combine([_assess_remote(target, rclone, moment) for target in targets], cfg.monitoring)
 
 

@@ -12,6 +12,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from zfsglacier.units import duration_text, human_bytes, ratio_text
@@ -40,10 +41,11 @@ def _bar(label: str, total: int | None) -> Any:
 
 
 class Progress:
-    """`total`: the expected raw bytes (an estimate for a backup, exact for a restore), or None."""
+    """`total`: the expected raw bytes (an estimate for a backup, exact for a restore), or None. `wait`:
+    how the line ticker waits one interval (True: closed, stop); a test passes intervals of its own."""
 
     def __init__(self, label: str, total: int | None = None, *, tty: bool | None = None,
-                 interval: float | None = None) -> None:
+                 interval: float | None = None, wait: Callable[[float], bool] | None = None) -> None:
         self.label = label
         self.total = total
         self.raw = 0
@@ -54,13 +56,14 @@ class Progress:
         on_tty = sys.stderr.isatty() if tty is None else tty
         self._bar = _bar(label, total) if on_tty else None
         self._closed = threading.Event()
+        self._wait = wait or self._closed.wait
         self._ticker: threading.Thread | None = None
         if self._bar is None:
             self._ticker = threading.Thread(target=self._tick, name=f"progress:{label}", daemon=True)
             self._ticker.start()
 
     def _tick(self) -> None:
-        while not self._closed.wait(self._interval):
+        while not self._wait(self._interval):
             log.info("%s: %s", self.label, self.line())
 
     def update(self, raw_delta: int, stored_total: int) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from zfsglacier.errors import RemoteError
@@ -32,8 +32,11 @@ class StallWatch:
     """Kills the child it follows once a wait marked with `waiting()` has moved no data for `timeout`
     seconds. A stream of several volumes has one rclone per volume: `follow` each as it starts."""
 
-    def __init__(self, child: Child | None, timeout: float | None, stalled: str, stage: str = "") -> None:
+    def __init__(self, child: Child | None, timeout: float | None, stalled: str, stage: str = "", *,
+                 clock: Callable[[], float] = time.monotonic, thread: bool = True) -> None:
+        """`clock` and `thread`: a test drives the watch with a clock of its own and calls `check` itself."""
         self._child = child
+        self._clock = clock
         self._stage = stage or (child.stage if child is not None else "rclone")
         self.timeout = timeout
         self._stalled = stalled  # what a stall means, e.g. "the remote accepted no data"
@@ -41,7 +44,7 @@ class StallWatch:
         self._closed = threading.Event()
         self.fired = False
         self._thread: threading.Thread | None = None
-        if timeout is not None:
+        if timeout is not None and thread:
             self._thread = threading.Thread(target=self._run, args=(timeout,), name=f"stall:{self._stage}",
                                             daemon=True)
             self._thread.start()
@@ -51,7 +54,7 @@ class StallWatch:
 
     @contextmanager
     def waiting(self) -> Iterator[None]:
-        self._since = time.monotonic()
+        self._since = self._clock()
         try:
             yield
         finally:
@@ -59,26 +62,31 @@ class StallWatch:
 
     def begin(self) -> None:
         """A wait starts (for code that cannot use `waiting()` as a block)."""
-        self._since = time.monotonic()
+        self._since = self._clock()
 
     def moved(self) -> None:
         """Data moved: the current wait, if any, starts over."""
         if self._since is not None:
-            self._since = time.monotonic()
+            self._since = self._clock()
 
     def end(self) -> None:
         self._since = None
 
+    def check(self) -> bool:
+        """Kill the child when the current wait has moved no data for longer than the timeout. True once
+        the watch has fired."""
+        since, child = self._since, self._child
+        if self.fired or self.timeout is None or since is None or child is None:
+            return self.fired
+        if self._clock() - since > self.timeout:
+            self.fired = True
+            child.kill()
+        return self.fired
+
     def _run(self, timeout: float) -> None:
         interval = min(1.0, timeout / 4)
         while not self._closed.wait(interval):
-            since = self._since
-            if since is not None and time.monotonic() - since > timeout:
-                child = self._child
-                if child is None:
-                    continue
-                self.fired = True
-                child.kill()
+            if self.check():
                 return
 
     def error(self) -> RemoteError:
