@@ -41,7 +41,7 @@ demo: venv
 # backup and restore (zfsglacier vs the shell pipelines, and each stage alone), level = auto, and the
 # peak memory of zfsglacier for a 1 GiB and a 4 GiB stream, list / restore planning with 1,000 backups, and
 # (OpenZFS only) compression on top of zfs send -c.
-# Sizes and repeats: see bench/settings.py, bench/e2e_setup.py and bench/adaptive.py (BENCH_QUICK=1).
+# Sizes and repeats: see bench/settings.py, bench/e2e/setup.py and bench/adaptive.py (BENCH_QUICK=1).
 bench: venv
 	$(PY) -m bench
 	$(PY) -m bench.e2e

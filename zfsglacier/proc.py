@@ -18,7 +18,7 @@ import shlex
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Protocol
 
@@ -228,6 +228,27 @@ class Result:
     stderr: str
 
 
+_dry_run_echo: Callable[[str], None] | None = None
+
+
+@contextlib.contextmanager
+def dry_run(echo: Callable[[str], None]) -> Iterator[None]:
+    """Inside, every command that changes something (`run(..., change=True)`) is printed with `echo`, as a
+    person could paste it, instead of being run; commands that only read still run. So the code of the
+    real run prints the plan of a dry run, and the two cannot tell different stories. Process-wide: a
+    zfsglacier run is a dry run or it is not."""
+    global _dry_run_echo
+    previous, _dry_run_echo = _dry_run_echo, echo
+    try:
+        yield
+    finally:
+        _dry_run_echo = previous
+
+
+def dry_running() -> bool:
+    return _dry_run_echo is not None
+
+
 def run(
     stage: str,
     argv: Sequence[str],
@@ -238,9 +259,16 @@ def run(
     env: dict[str, str] | None = None,
     timeout: float | None = None,
     timeout_source: str = "",
+    change: bool = False,
+    why: str = "",
 ) -> Result:
     """Run a short command to completion and capture its output. `timeout_source` names the setting
-    the timeout comes from, for the message."""
+    the timeout comes from, for the message. `change`: the command changes something, so a dry run
+    prints it (with `why`, and how much it writes) instead, and it succeeds with no output."""
+    if change and _dry_run_echo is not None:
+        notes = [note for note in (f"< {len(input)} bytes" if input is not None else "", why) if note]
+        _dry_run_echo(render(argv) + (f"  # {'; '.join(notes)}" if notes else ""))
+        return Result(0, b"", "")
     log.debug("run %s: %s", stage, render(argv))
     try:
         done = subprocess.run(  # noqa: S603 - argv list, no shell

@@ -9,6 +9,8 @@ pending, with its finished volumes and a partial record, so that the next run se
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import socket
 import time
@@ -21,7 +23,7 @@ from zfsglacier.codec.registry import Codec, get_codec
 from zfsglacier.commands import backup_cleanup
 from zfsglacier.commands.backup_volumes import BackupVolumes, data_storage_class, upload_sizing
 from zfsglacier.commands.metrics import record_run
-from zfsglacier.commands.prune import prune_after_backup
+from zfsglacier.commands.prune import prune_after_backup, prune_chains
 from zfsglacier.config import BackupConfig
 from zfsglacier.errors import LockBusyError, RemoteError
 from zfsglacier.lock import DatasetLock
@@ -104,8 +106,9 @@ def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str
                 log.warning("%s@%s: the interrupted backup is not resumed (%s): its %d stored volume(s) are "
                             "removed", cfg.dataset, partial.snapshot, not_now, len(partial.volumes))
                 partial = None
-        local = local_snapshots.remove_leftovers(cfg, rclone, catalog, local, dry_run, echo, resuming=partial)
-        leftovers.abort_unfinished_uploads(rclone, catalog, dry_run, echo)
+        with proc.dry_run(echo) if dry_run else contextlib.nullcontext():
+            local = local_snapshots.remove_leftovers(cfg, rclone, catalog, local, resuming=partial)
+            leftovers.abort_unfinished_uploads(rclone, catalog)
 
         if partial is not None:
             plan = Plan(f"{cfg.dataset}@{partial.snapshot}", resume.base_of(partial, local, bookmarks),
@@ -130,6 +133,10 @@ def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str
                 echo(f"# {options.note}")
             _print_plan(cfg, rclone, catalog, plan, local, bookmarks,
                         [send_argv, codec.compress_argv(plan.level, cfg.threads), rcat_argv], echo)
+            if cfg.retention.active:  # what the remote's retention deletes once this backup is committed
+                with proc.dry_run(echo):
+                    prune_chains(cfg, rclone, dataclasses.replace(
+                        catalog, manifests=[*catalog.manifests, _planned_manifest(cfg, plan, codec)]))
             return None
 
         if options.note:
@@ -150,6 +157,16 @@ def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str
         if cfg.retention.active:
             prune_after_backup(cfg, rclone)
         return manifest
+
+
+def _planned_manifest(cfg: BackupConfig, plan: Plan, codec: Codec) -> Manifest:
+    """The backup a dry run plans, as the catalog will hold it once committed (its sizes and guid are not
+    known yet): what the remote's retention decides with."""
+    return Manifest(dataset=cfg.dataset, snapshot=plan.short_name, guid=f"planned:{plan.short_name}", createtxg=0,
+                    kind=plan.kind, base=plan.base.short_name if plan.base else None,
+                    base_guid=plan.base.guid if plan.base else None, compressor=codec.name, level=plan.level,
+                    raw_bytes=0, stored_bytes=0, sha256="", object=plan.object_name,
+                    created=_now().isoformat(timespec="seconds"), host=socket.gethostname(), tool_version=__version__)
 
 
 def _after_commit(cfg: BackupConfig, tools: capabilities.ZfsTools, manifest: Manifest, committed: set[str]) -> None:

@@ -47,7 +47,7 @@ def keep_for_resume(plan: Plan, rclone: Rclone, catalog: Catalog, volumes: Backu
     for name in tried + [n for n in objects if n not in keep]:
         if listed is None or name in listed:
             delete_quietly(rclone, catalog, name)
-    leftovers.abort_unfinished_uploads(rclone, catalog, dry_run=False, echo=print)
+    leftovers.abort_unfinished_uploads(rclone, catalog)
     log.warning("%s: kept its %d stored volume(s) (%s) and the snapshot: the next backup resumes after them",
                 plan.snapshot, len(volumes.recorded), human_bytes(sum(v.stored_bytes for v in volumes.recorded)))
 
@@ -69,7 +69,7 @@ def undo(plan: Plan, rclone: Rclone, catalog: Catalog, names: list[str], cause: 
     for name in names + _data_objects(plan, listed):
         if listed is None or name in listed:
             delete_quietly(rclone, catalog, name, "partial object ")
-    leftovers.abort_unfinished_uploads(rclone, catalog, dry_run=False, echo=print)
+    leftovers.abort_unfinished_uploads(rclone, catalog)
     try:
         if snapshot in {s.name for s in zfs.list_snapshots(snapshot.partition("@")[0])}:  # made before the failure?
             zfs.destroy_snapshot(snapshot)

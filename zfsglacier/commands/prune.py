@@ -10,6 +10,7 @@ manifest is an orphan, which the next run removes).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,7 +23,6 @@ from zfsglacier.policy.retention import age_days, billed_anyway, chains_of, expi
 from zfsglacier.remote import leftovers
 from zfsglacier.remote.catalog import Catalog, load_catalog, rewrite_index
 from zfsglacier.remote.manifest import Manifest, manifest_name
-from zfsglacier.remote.manifest_index import INDEX_NAME
 from zfsglacier.remote.rclone import Rclone, rclone_for
 from zfsglacier.signals import step
 from zfsglacier.units import human_bytes
@@ -39,14 +39,15 @@ def prune(cfg: BackupConfig, *, dry_run: bool = False, echo: Callable[[str], Non
     rclone = rclone_for(cfg)
     with DatasetLock(cfg.dataset, "prune"):
         catalog = load_catalog(cfg, rclone)
-        leftovers.remove_orphans(rclone, catalog, dry_run, echo, keep=leftovers.interrupted_backups(catalog))
-        leftovers.abort_unfinished_uploads(rclone, catalog, dry_run, echo)
-        return prune_chains(cfg, rclone, catalog, dry_run=dry_run, echo=echo)
+        with proc.dry_run(echo) if dry_run else contextlib.nullcontext():
+            leftovers.remove_orphans(rclone, catalog, keep=leftovers.interrupted_backups(catalog))
+            leftovers.abort_unfinished_uploads(rclone, catalog)
+            return prune_chains(cfg, rclone, catalog)
 
 
-def prune_chains(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, *, dry_run: bool = False,
-                 echo: Callable[[str], None] = print) -> list[Manifest]:
-    """Delete the expired chains (the caller holds the dataset's lock). Returns the deleted backups."""
+def prune_chains(cfg: BackupConfig, rclone: Rclone, catalog: Catalog) -> list[Manifest]:
+    """Delete the expired chains (the caller holds the dataset's lock; under proc.dry_run, print how).
+    Returns the deleted backups."""
     if not cfg.retention.active:
         log.info("prune: no [retention] keep_chains or max_age set: no backup is deleted")
         return []
@@ -66,22 +67,16 @@ def prune_chains(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, *, dry_run
         for m in chain.backups:
             _warn_if_billed_anyway(catalog, m, now)
         deleted += chain.backups
-    if dry_run:
-        echo(f"# rewrite {catalog.path(INDEX_NAME)} without the {len(deleted)} backup(s) below")
-        for chain, _ in doomed:
-            for m in reversed(chain.backups):
-                echo(proc.render(rclone.deletefile_argv(catalog.path(manifest_name(m.snapshot)))))
-                for volume in m.parts:
-                    echo(proc.render(rclone.deletefile_argv(catalog.path(volume.object))))
-        return deleted
     with step(f"pruning {len(deleted)} backup(s) in {catalog.directory}"):
         rewrite_index(rclone, catalog, {manifest_name(m.snapshot) for m in deleted})
         for chain, _ in doomed:
             for m in reversed(chain.backups):
-                rclone.delete(catalog.path(manifest_name(m.snapshot)))
+                rclone.delete(catalog.path(manifest_name(m.snapshot)), why=f"the commit of {m.snapshot}")
                 for volume in m.parts:
                     if volume.object in catalog.objects:
                         rclone.delete(catalog.path(volume.object))
+    if proc.dry_running():
+        return deleted
     log.info("prune: deleted %d backup(s) in %d chain(s), %s stored", len(deleted), len(doomed),
              human_bytes(sum(m.stored_bytes for m in deleted)))
     return deleted

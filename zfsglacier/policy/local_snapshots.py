@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime
 
-from zfsglacier import names, proc
+from zfsglacier import names
 from zfsglacier.config import BackupConfig
 from zfsglacier.errors import UsageError, ZfsError
 from zfsglacier.policy.resume import PartialBackup
@@ -91,7 +90,6 @@ def bookmark_base(cfg: BackupConfig, base: str, committed_guids: set[str]) -> No
 
 # These classes bill every object as at least 128 KiB (and hold it for 30 days or more).
 def remove_leftovers(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, local: list[Snapshot],
-                      dry_run: bool, echo: Callable[[str], None],
                       resuming: PartialBackup | None = None) -> list[Snapshot]:
     """Remove what an earlier run that was killed left behind (we hold the dataset's lock), except the
     snapshot and volumes of the interrupted backup this run resumes."""
@@ -107,17 +105,12 @@ def remove_leftovers(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, local:
         elif snapshot.short_name in committed:
             # Killed between the commit and clearing the mark: it is a good backup.
             kept.append(snapshot)
-            if dry_run:
-                echo(proc.render(zfs.clear_pending_argv(snapshot.name)))
-            else:
-                zfs.clear_pending(snapshot.name)
-        elif dry_run:
-            echo(proc.render(zfs.destroy_snapshot_argv(snapshot.name)) + "  # left by an interrupted run")
+            zfs.clear_pending(snapshot.name, why="committed by a run killed before it cleared the mark")
         else:
             log.warning("destroying %s: left uncommitted by an interrupted run", snapshot.name)
-            zfs.destroy_snapshot(snapshot.name)
+            zfs.destroy_snapshot(snapshot.name, why="left by an interrupted run")
     keep = {v.object for v in resuming.volumes} | {partial_name(resuming.snapshot)} if resuming else set()
-    leftovers.remove_orphans(rclone, catalog, dry_run, echo, keep=keep)
+    leftovers.remove_orphans(rclone, catalog, keep=keep)
     return kept
 
 

@@ -214,7 +214,8 @@ def rewrite_index(rclone: Rclone, catalog: Catalog, without: set[str]) -> None:
     the index still held would make its data look like a committed backup that lost its manifest)."""
     lost = {gone.manifest: gone.copy for gone in catalog.lost}
     entries = {name: data for name, data in {**lost, **catalog.manifest_bytes}.items() if name not in without}
-    rclone.write(catalog.path(manifest_index.INDEX_NAME), manifest_index.encode(entries))
+    rclone.write(catalog.path(manifest_index.INDEX_NAME), manifest_index.encode(entries),
+                 why=f"the index without the {len(without)} backup(s) deleted below")
 
 
 def write_index(rclone: Rclone, catalog: Catalog, committed: Manifest) -> None:

@@ -5,9 +5,8 @@ and prune, under the dataset's lock."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 
-from zfsglacier import proc
 from zfsglacier.errors import ZfsglacierError
 from zfsglacier.remote.catalog import Catalog
 from zfsglacier.remote.manifest import snapshot_of_data_object, snapshot_of_partial
@@ -16,8 +15,7 @@ from zfsglacier.remote.rclone import Rclone
 log = logging.getLogger(__name__)
 
 
-def remove_orphans(rclone: Rclone, catalog: Catalog, dry_run: bool, echo: Callable[[str], None],
-                   keep: Collection[str] = ()) -> None:
+def remove_orphans(rclone: Rclone, catalog: Catalog, keep: Collection[str] = ()) -> None:
     """Delete data objects without a manifest: what a failed or killed upload left (we hold the lock),
     and records of interrupted backups that will not be resumed. `keep`: the volumes and record of the
     backup this run resumes. A data object whose manifest went missing after its commit (the index
@@ -32,12 +30,10 @@ def remove_orphans(rclone: Rclone, catalog: Catalog, dry_run: bool, echo: Callab
             # Its manifest is gone but was committed: deleting the data would lose a backup for good.
             log.warning("keeping %s: its manifest is missing, but the index shows that backup was committed; "
                         "run zfsglacier verify, then put the manifest back or delete the data by hand", path)
-        elif dry_run:
-            echo(proc.render(rclone.deletefile_argv(path)) + "  # no manifest: not a backup")
         else:
-            log.warning("removing %s: %s", path, "an interrupted backup's record" if name in records else
-                        "a data object without a manifest is not a backup")
-            rclone.delete(path)
+            why = "an interrupted backup's record" if name in records else "no manifest: not a backup"
+            log.warning("removing %s: %s", path, why)
+            rclone.delete(path, why=why)
 
 
 def interrupted_backups(catalog: Catalog) -> set[str]:
@@ -52,19 +48,12 @@ def interrupted_backups(catalog: Catalog) -> set[str]:
     return objects
 
 
-def abort_unfinished_uploads(rclone: Rclone, catalog: Catalog, dry_run: bool,
-                              echo: Callable[[str], None]) -> None:
+def abort_unfinished_uploads(rclone: Rclone, catalog: Catalog) -> None:
     """A killed upload leaves an unfinished multipart upload on S3: invisible in listings, billed.
     Only uploads of this dataset's directory are touched, and we hold its lock: none is running.
     Failing to abort one is a warning: the backup itself does not depend on it."""
     try:
-        if dry_run:
-            target, _ = rclone.backend_path(catalog.directory)
-            if rclone.unfinished_uploads(target):
-                echo(proc.render(rclone.abort_uploads_argv(target)) + "  # left by an interrupted upload")
-            return
-        for key in rclone.abort_unfinished_uploads(catalog.directory):
-            log.warning("aborted the unfinished multipart upload of %s left by a failed or interrupted upload", key)
+        rclone.abort_unfinished_uploads(catalog.directory)
     except ZfsglacierError as exc:
         log.warning("unfinished multipart uploads in %s not aborted (the next backup tries again): %s",
                     catalog.directory, exc)

@@ -165,10 +165,11 @@ class Rclone:
         return [*self._base(), "listremotes"]
 
     def _run(self, stage: str, argv: list[str], *, check: bool = True, input: bytes | None = None,
-             what: str = "") -> proc.Result:
-        """A short call. With `check`, its failure names `what` it was doing, with rclone's stderr redacted."""
+             what: str = "", change: bool = False, why: str = "") -> proc.Result:
+        """A short call. With `check`, its failure names `what` it was doing, with rclone's stderr redacted.
+        `change`, `why`: as for proc.run (a dry run prints it)."""
         result = proc.run(stage, argv, error=RemoteError, check=False, input=input, env=short_call_env(),
-                          timeout=self.stall_timeout, timeout_source="[rclone] stall_timeout")
+                          timeout=self.stall_timeout, timeout_source="[rclone] stall_timeout", change=change, why=why)
         if check and result.returncode != 0:
             raise self.failure(stage, f"{what or argv[-1]} failed (exit {result.returncode})", result.stderr)
         return result
@@ -353,15 +354,18 @@ class Rclone:
         if deeper:
             raise RemoteError("rclone backend cleanup", f"not aborting the unfinished uploads in {directory}: "
                                                         f"it also holds uploads of deeper paths ({deeper[0]})")
+        for key in keys:
+            log.warning("aborting the unfinished multipart upload of %s left by a failed or interrupted upload", key)
         self._run("rclone backend cleanup", self.abort_uploads_argv(target),
-                  what=f"aborting the unfinished uploads in {directory}")
+                  what=f"aborting the unfinished uploads in {directory}", change=True,
+                  why="left by an interrupted upload")
         return keys
 
-    def write(self, path: str, data: bytes) -> None:
+    def write(self, path: str, data: bytes, why: str = "") -> None:
         """A small object zfsglacier reads on every run (manifest, index): readable at once, so never in
         the data objects' storage class."""
         argv = self.rcat_argv(path, "STANDARD" if self.storage_class else None)
-        self._run("rclone rcat", argv, input=data, what=f"writing {path}")
+        self._run("rclone rcat", argv, input=data, what=f"writing {path}", change=True, why=why)
 
     def readable_now(self, path: str) -> bool:
         """False for an object in an archive tier (Glacier, Deep Archive) that is not thawed."""
@@ -380,8 +384,8 @@ class Rclone:
                            what=f"requesting a thaw in {directory}")
         return {called.get(name, name): status for name, status in parse_thaw_statuses(result.stdout).items()}
 
-    def delete(self, path: str) -> None:
-        self._run("rclone deletefile", self.deletefile_argv(path), what=f"deleting {path}")
+    def delete(self, path: str, why: str = "") -> None:
+        self._run("rclone deletefile", self.deletefile_argv(path), what=f"deleting {path}", change=True, why=why)
 
 
 def rclone_for(cfg: BackupConfig) -> Rclone:

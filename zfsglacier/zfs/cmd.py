@@ -230,11 +230,11 @@ def list_snapshots(dataset: str) -> list[Snapshot]:
 
 
 def create_snapshot(name: str, pending_run: str) -> None:
-    proc.run("zfs snapshot", snapshot_argv(name, pending_run), error=ZfsError)
+    proc.run("zfs snapshot", snapshot_argv(name, pending_run), error=ZfsError, change=True)
 
 
-def clear_pending(snapshot: str) -> None:
-    proc.run("zfs inherit", clear_pending_argv(snapshot), error=ZfsError)
+def clear_pending(snapshot: str, why: str = "") -> None:
+    proc.run("zfs inherit", clear_pending_argv(snapshot), error=ZfsError, change=True, why=why)
 
 
 def get_property(dataset: str, prop: str) -> str:
@@ -256,21 +256,21 @@ def available_bytes(dataset: str) -> int | None:
 def set_property(dataset: str, prop: str, value: str | None) -> None:
     """Set a (user) property, or clear it with None."""
     if value is None:
-        proc.run("zfs inherit", inherit_property_argv(dataset, prop), error=ZfsError)
+        proc.run("zfs inherit", inherit_property_argv(dataset, prop), error=ZfsError, change=True)
     else:
-        proc.run("zfs set", set_property_argv(dataset, prop, value), error=ZfsError)
+        proc.run("zfs set", set_property_argv(dataset, prop, value), error=ZfsError, change=True)
 
 
-def hold(tag: str, snapshot: str) -> None:
+def hold(tag: str, snapshot: str, why: str = "") -> None:
     """Place hold `tag` on a snapshot (already there is fine): it cannot be destroyed while held."""
-    result = proc.run("zfs hold", hold_argv(tag, snapshot), error=ZfsError, check=False)
+    result = proc.run("zfs hold", hold_argv(tag, snapshot), error=ZfsError, check=False, change=True, why=why)
     if result.returncode != 0 and "tag already exists" not in result.stderr:
         raise ZfsError("zfs hold", f"exited with status {result.returncode}", result.stderr)
 
 
 def release(tag: str, snapshot: str) -> None:
     """Release hold `tag` (not there is fine)."""
-    result = proc.run("zfs release", release_argv(tag, snapshot), error=ZfsError, check=False)
+    result = proc.run("zfs release", release_argv(tag, snapshot), error=ZfsError, check=False, change=True)
     if result.returncode != 0 and "no such tag" not in result.stderr:
         raise ZfsError("zfs release", f"exited with status {result.returncode}", result.stderr)
 
@@ -280,14 +280,15 @@ def list_bookmarks(dataset: str) -> list[Bookmark]:
     return parse_bookmarks(dataset, result.stdout.decode("utf-8", "replace"))
 
 
-def create_bookmark(snapshot: str, bookmark: str) -> None:
-    result = proc.run("zfs bookmark", bookmark_argv(snapshot, bookmark), error=ZfsError, check=False)
+def create_bookmark(snapshot: str, bookmark: str, why: str = "") -> None:
+    result = proc.run("zfs bookmark", bookmark_argv(snapshot, bookmark), error=ZfsError, check=False, change=True,
+                      why=why)
     if result.returncode != 0 and "exists" not in result.stderr:  # made by an earlier, killed run
         raise ZfsError("zfs bookmark", f"exited with status {result.returncode}", result.stderr)
 
 
 def destroy_bookmark(bookmark: str) -> None:
-    proc.run("zfs destroy", destroy_bookmark_argv(bookmark), error=ZfsError)
+    proc.run("zfs destroy", destroy_bookmark_argv(bookmark), error=ZfsError, change=True)
 
 
 def abort_partial_receive(dataset: str) -> bool:
@@ -296,12 +297,12 @@ def abort_partial_receive(dataset: str) -> bool:
     token = proc.run("zfs get", resume_token_argv(dataset), error=ZfsError).stdout.decode().strip()
     if token in ("-", ""):
         return False
-    proc.run("zfs receive", abort_receive_argv(dataset), error=ZfsError)
+    proc.run("zfs receive", abort_receive_argv(dataset), error=ZfsError, change=True)
     return True
 
 
-def destroy_snapshot(snapshot: str) -> None:
-    proc.run("zfs destroy", destroy_snapshot_argv(snapshot), error=ZfsError)
+def destroy_snapshot(snapshot: str, why: str = "") -> None:
+    proc.run("zfs destroy", destroy_snapshot_argv(snapshot), error=ZfsError, change=True, why=why)
 
 
 def _mount_state(dataset: str) -> dict[str, str]:
@@ -311,7 +312,7 @@ def _mount_state(dataset: str) -> dict[str, str]:
 
 def unmount_if_mounted(dataset: str) -> None:
     if _mount_state(dataset).get("mounted") == "yes":
-        proc.run("zfs unmount", unmount_argv(dataset), error=ZfsError)
+        proc.run("zfs unmount", unmount_argv(dataset), error=ZfsError, change=True)
 
 
 def mount_if_mountable(dataset: str) -> bool:
@@ -321,14 +322,14 @@ def mount_if_mountable(dataset: str) -> bool:
         return True
     if state.get("canmount") != "on" or state.get("mountpoint") in (None, "none", "legacy", "-"):
         return False
-    proc.run("zfs mount", mount_argv(dataset), error=ZfsError)
+    proc.run("zfs mount", mount_argv(dataset), error=ZfsError, change=True)
     return True
 
 
 def destroy_dataset(dataset: str, attempts: int = 10) -> None:
     """`zfs destroy -r`, retried while the dataset is busy (zfs-fuse reports busy for a moment after use)."""
     for attempt in range(attempts):
-        result = proc.run("zfs destroy", destroy_dataset_argv(dataset), error=ZfsError, check=False)
+        result = proc.run("zfs destroy", destroy_dataset_argv(dataset), error=ZfsError, check=False, change=True)
         if result.returncode == 0 or _is_missing(result.stderr):
             return
         if "busy" not in result.stderr or attempt == attempts - 1:
