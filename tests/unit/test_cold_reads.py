@@ -13,6 +13,7 @@ import time
 import pytest
 
 from zfsglacier.commands import restore
+from zfsglacier.commands.restore_plan import Space
 from zfsglacier.errors import ObjectFrozen, RefusedError, RemoteError, SignalReceived, ZfsError
 from zfsglacier.remote import thaw
 from zfsglacier.remote.catalog import Catalog
@@ -110,8 +111,8 @@ def test_plan_lines_name_an_unlisted_tier_and_the_fee() -> None:
     assert "retrieval fee at AWS list prices (us-east-1): $0.00 to $0.01 (by storage class)" in lines[1]
 
 
-def space(needed: int, available: int | None) -> restore.Space:
-    return restore.Space("pool", needed, available)
+def space(needed: int, available: int | None) -> Space:
+    return Space("pool", needed, available)
 
 
 def test_the_plan_says_the_chains_raw_size_against_the_space_and_warns_when_it_may_not_fit() -> None:

@@ -21,6 +21,7 @@ from zfsglacier import __version__, proc
 from zfsglacier.background import Background
 from zfsglacier.codec.registry import Codec, get_codec
 from zfsglacier.commands import backup_cleanup
+from zfsglacier.commands.backup_plan import planned_manifest, print_plan
 from zfsglacier.commands.backup_volumes import BackupVolumes, data_storage_class, upload_sizing
 from zfsglacier.commands.metrics import record_run
 from zfsglacier.commands.prune import prune_after_backup, prune_chains
@@ -29,7 +30,7 @@ from zfsglacier.errors import LockBusyError, RemoteError
 from zfsglacier.lock import DatasetLock
 from zfsglacier.policy import local_snapshots, resume, send_plan
 from zfsglacier.policy.send_plan import Plan
-from zfsglacier.remote import leftovers, manifest_index
+from zfsglacier.remote import leftovers
 from zfsglacier.remote.catalog import Catalog, load_catalog, write_index
 from zfsglacier.remote.manifest import (
     Manifest,
@@ -46,7 +47,6 @@ from zfsglacier.stream.volumes import RegeneratedDiffers
 from zfsglacier.units import human_bytes
 from zfsglacier.zfs import capabilities, delegation, estimate
 from zfsglacier.zfs import cmd as zfs
-from zfsglacier.zfs.cmd import Bookmark, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +131,12 @@ def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str
         if dry_run:
             if options.note:
                 echo(f"# {options.note}")
-            _print_plan(cfg, rclone, catalog, plan, local, bookmarks,
+            print_plan(cfg, rclone, catalog, plan, local, bookmarks,
                         [send_argv, codec.compress_argv(plan.level, cfg.threads), rcat_argv], echo)
             if cfg.retention.active:  # what the remote's retention deletes once this backup is committed
+                planned = planned_manifest(cfg, plan, codec, _now().isoformat(timespec="seconds"))
                 with proc.dry_run(echo):
-                    prune_chains(cfg, rclone, dataclasses.replace(
-                        catalog, manifests=[*catalog.manifests, _planned_manifest(cfg, plan, codec)]))
+                    prune_chains(cfg, rclone, dataclasses.replace(catalog, manifests=[*catalog.manifests, planned]))
             return None
 
         if options.note:
@@ -159,16 +159,6 @@ def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str
         return manifest
 
 
-def _planned_manifest(cfg: BackupConfig, plan: Plan, codec: Codec) -> Manifest:
-    """The backup a dry run plans, as the catalog will hold it once committed (its sizes and guid are not
-    known yet): what the remote's retention decides with."""
-    return Manifest(dataset=cfg.dataset, snapshot=plan.short_name, guid=f"planned:{plan.short_name}", createtxg=0,
-                    kind=plan.kind, base=plan.base.short_name if plan.base else None,
-                    base_guid=plan.base.guid if plan.base else None, compressor=codec.name, level=plan.level,
-                    raw_bytes=0, stored_bytes=0, sha256="", object=plan.object_name,
-                    created=_now().isoformat(timespec="seconds"), host=socket.gethostname(), tool_version=__version__)
-
-
 def _after_commit(cfg: BackupConfig, tools: capabilities.ZfsTools, manifest: Manifest, committed: set[str]) -> None:
     """The new snapshot is no longer pending; the next base is held (and bookmarked), the old ones pruned."""
     zfs.clear_pending(manifest.full_snapshot)
@@ -177,37 +167,6 @@ def _after_commit(cfg: BackupConfig, tools: capabilities.ZfsTools, manifest: Man
     if local_snapshots.uses_bookmarks(cfg, tools):
         local_snapshots.bookmark_base(cfg, base_next, committed)
     local_snapshots.prune_local(cfg, zfs.list_snapshots(cfg.dataset), committed, keep=base_next)
-
-
-def _print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan, local: list[Snapshot],
-                bookmarks: list[Bookmark], pipeline: list[list[str]], echo: Callable[[str], None]) -> None:
-    """What a run would do, as commands a person can paste."""
-    echo(f"# {plan.why}")
-    if plan.resumed is None:
-        echo(proc.render(zfs.snapshot_argv(plan.snapshot, "DRY-RUN")))
-    echo(proc.render_pipeline(pipeline) + "  # compression runs in-process (the command shown writes the same "
-                                          "format); the part size follows the stream's estimate")
-    small = "STANDARD" if cfg.storage_class else None  # manifests and the index are read on every run
-    echo(proc.render(rclone.rcat_argv(catalog.path(manifest_name(plan.short_name)), small))
-         + "  < manifest.json")
-    echo(proc.render(zfs.clear_pending_argv(plan.snapshot)))
-    echo(proc.render(rclone.rcat_argv(catalog.path(manifest_index.INDEX_NAME), small))
-         + "  < index.json  # a copy of every manifest")
-    # In a differential chain the next base stays the chain's full, which is held already.
-    stays = cfg.chain.differential and isinstance(plan.base, Snapshot)
-    keep = plan.base.name if stays and plan.base is not None else None
-    if capabilities.zfs_tools().holds and not stays:
-        echo(proc.render(zfs.hold_argv(local_snapshots.HOLD_TAG, plan.snapshot)) + "  # the next incremental's base")
-        if isinstance(plan.base, Snapshot):
-            echo(proc.render(zfs.release_argv(local_snapshots.HOLD_TAG, plan.base.name)))
-    if local_snapshots.uses_bookmarks(cfg, capabilities.zfs_tools()) and not stays:
-        bookmark = local_snapshots.bookmark_name(plan.snapshot)
-        echo(proc.render(zfs.bookmark_argv(plan.snapshot, bookmark)) + "  # a base that outlives the snapshot")
-        for mark in bookmarks:
-            if mark.guid in catalog.guids and local_snapshots.is_own_snapshot(mark.short_name, cfg.snapshot_prefix):
-                echo(proc.render(zfs.destroy_bookmark_argv(mark.name)))
-    for old in local_snapshots.to_prune(cfg, local, catalog.guids, about_to_add=1, keep=keep):
-        echo(proc.render(zfs.destroy_snapshot_argv(old.name)))
 
 
 def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from zfsglacier.codec.registry import get_codec
-from zfsglacier.commands.restore import Confirm, check_objects, read_settings, receive_backup, resolve_chain, source_of
+from zfsglacier.commands.restore import Confirm, read_settings, receive_backup, source_of
+from zfsglacier.commands.restore_plan import check_objects, resolve_chain
 from zfsglacier.config import BackupConfig
 from zfsglacier.errors import EXIT_INTEGRITY, EXIT_OK, ObjectFrozen, RefusedError, SignalReceived, ZfsglacierError
 from zfsglacier.lock import DatasetLock

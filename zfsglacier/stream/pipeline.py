@@ -11,6 +11,8 @@ verify:   the same without zfs receive.
 
 Every child's exit status is checked: a `zfs send` that dies looks like a clean end of input, and so
 does a download that `rclone cat` gave up on.
+
+Over 300 lines: both data paths stay in this one file, so that each can be followed from end to end.
 """
 
 from __future__ import annotations

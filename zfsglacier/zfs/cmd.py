@@ -1,7 +1,8 @@
 """zfs: argv builders and output parsers (pure), and the few calls the tool makes (through proc).
 
 Only commands and flags that both OpenZFS and zfs-fuse (pool version 23) accept are used:
-`zfs get -Hp` instead of `zfs list -p`, full snapshot names for `send -i`.
+`zfs get -Hp` instead of `zfs list -p`, full snapshot names for `send -i`. Over 300 lines: every zfs
+argv is built here, so that a flag is chosen in one place.
 """
 
 from __future__ import annotations
