@@ -117,25 +117,42 @@ def dry_then_real(recorder: Recorder, capsys: pytest.CaptureFixture[str], *argv:
     return missing_from(dry_output, real)
 
 
-def test_backups_and_prune_show_in_their_dry_runs_what_they_then_do(
+def retention_config(tmp_path: Path, dataset: str, remote: rig.Remote, retention: str) -> Path:
+    config = write_config(tmp_path, dataset, remote, retention=1)
+    config.write_text(config.read_text().replace("[compression]", f"[chain]\nfull_every = 2\n{retention}[compression]"))
+    return config
+
+
+def test_backups_show_in_their_dry_runs_what_they_then_do(
     zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     recorder: Recorder, fixed_clock: list[datetime],
 ) -> None:
+    """Fulls and incrementals, holds moved, old local snapshots destroyed, old chains pruned on the remote."""
     dataset = zpool.dataset("data")
     rig.run(["zfs", "create", dataset])
     rig.populate(zpool.path("data"), seed="dry-real", n_files=6)
-    config = write_config(tmp_path, dataset, local_remote, retention=1)
-    config.write_text(config.read_text().replace("[compression]", "[chain]\nfull_every = 2\n"
-                                                                   "[retention]\nkeep_chains = 1\n[compression]"))
-    for day in range(4):  # full, incremental, full (the next chain), incremental: old snapshots and chains go
+    config = retention_config(tmp_path, dataset, local_remote, "[retention]\nkeep_chains = 1\n")
+    for day in range(5):  # full, incremental, full (the first chain goes), incremental, full
         fixed_clock[0] += timedelta(days=1)
         rig.mutate(zpool.path("data"), seed=day)
         assert dry_then_real(recorder, capsys, "backup", "--config", config) == [], f"backup {day + 1}"
-    fixed_clock[0] += timedelta(days=1)
-    config.write_text(config.read_text().replace("keep_chains = 1", "keep_chains = 1\nmax_age = 1d"))
-    rig.mutate(zpool.path("data"), seed="last")
-    assert dry_then_real(recorder, capsys, "backup", "--config", config) == []
-    fixed_clock[0] += timedelta(days=3)
+
+
+def test_a_prune_shows_in_its_dry_run_what_it_then_does(
+    zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    recorder: Recorder, fixed_clock: list[datetime],
+) -> None:
+    """Expired chains, the index rewritten without them, and an orphan left by a killed upload."""
+    dataset = zpool.dataset("data")
+    rig.run(["zfs", "create", dataset])
+    rig.populate(zpool.path("data"), seed="dry-prune", n_files=6)
+    config = retention_config(tmp_path, dataset, local_remote, "")
+    for day in range(4):  # two chains of two
+        fixed_clock[0] += timedelta(days=1)
+        rig.mutate(zpool.path("data"), seed=day)
+        assert cli("backup", "--config", config) == 0
+    (local_remote.root / dataset / "glacier-backup-20200101T000000Z.full.zfs.zst").write_bytes(b"cut off")
+    config.write_text(config.read_text().replace("[compression]", "[retention]\nkeep_chains = 1\n[compression]"))
     assert dry_then_real(recorder, capsys, "prune", "--config", config) == []
 
 

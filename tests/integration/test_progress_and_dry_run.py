@@ -113,9 +113,17 @@ def test_restore_dry_run_changes_nothing_and_its_commands_restore_when_pasted(
     out = capsys.readouterr().out.splitlines()
     assert not dataset_exists(target)
     commands = out[out.index("# dry run: nothing is changed; these are the commands the restore would run") + 1:]
-    assert len(commands) == 3  # a pipeline per backup
-    assert all(" | zstd -q -d | zfs receive" in line for line in commands)
-    assert commands[0].endswith(f"zfs receive {target}") and commands[1].endswith(f"zfs receive -F {target}")
+    pipelines = [line for line in commands if " | " in line]
+    assert len(pipelines) == 3  # a pipeline per backup
+    assert all(" | zstd -q -d | zfs receive" in line for line in pipelines)
+    assert pipelines[0].endswith(f"zfs receive {target}") and pipelines[1].endswith(f"zfs receive -F {target}")
+    # After the full: the target marked unfinished (and unmounted, if receiving mounted it); at the end the
+    # mark cleared and the target mounted, if it is not.
+    assert commands[1:3] == [f"zfs set org.zfsglacier:restore=incomplete {target}  # unfinished until the last "
+                             "backup is received", f"zfs unmount {target}  # if receiving mounted it"]
+    assert commands[-2:] == [f"zfs inherit org.zfsglacier:restore {target}  # the restore is complete",
+                             f"zfs mount {target}  # if not mounted (as root; a raw backup: after zfs load-key)"]
     for command in commands:
-        rig.run(["bash", "-o", "pipefail", "-c", command])
+        if not command.startswith(("zfs mount", "zfs unmount")):  # each depends on the state it finds
+            rig.run(["bash", "-o", "pipefail", "-c", command])
     assert rig.tree_digest(zpool.path("pasted")) == rig.tree_digest(zpool.path("data"))

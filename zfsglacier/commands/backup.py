@@ -131,10 +131,10 @@ def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str
         if dry_run:
             if options.note:
                 echo(f"# {options.note}")
-            print_plan(cfg, rclone, catalog, plan, local, bookmarks,
-                        [send_argv, codec.compress_argv(plan.level, cfg.threads), rcat_argv], echo)
+            planned = planned_manifest(cfg, plan, codec, _now().isoformat(timespec="seconds"))
+            print_plan(cfg, rclone, catalog, plan, planned, local, bookmarks,
+                       [send_argv, codec.compress_argv(plan.level, cfg.threads), rcat_argv], echo)
             if cfg.retention.active:  # what the remote's retention deletes once this backup is committed
-                planned = planned_manifest(cfg, plan, codec, _now().isoformat(timespec="seconds"))
                 with proc.dry_run(echo):
                     prune_chains(cfg, rclone, dataclasses.replace(catalog, manifests=[*catalog.manifests, planned]))
             return None

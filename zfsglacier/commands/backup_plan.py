@@ -23,9 +23,11 @@ from zfsglacier.zfs import cmd as zfs
 from zfsglacier.zfs.cmd import Bookmark, Snapshot
 
 
-def print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan, local: list[Snapshot],
-                bookmarks: list[Bookmark], pipeline: list[list[str]], echo: Callable[[str], None]) -> None:
-    """What a run would do, as commands a person can paste."""
+def print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan, planned: Manifest,
+               local: list[Snapshot], bookmarks: list[Bookmark], pipeline: list[list[str]],
+               echo: Callable[[str], None]) -> None:
+    """What a run would do, as commands a person can paste. `planned`: the backup as it will be committed.
+    The steps after the commit are decided by the functions the real run uses (local_snapshots)."""
     echo(f"# {plan.why}")
     if plan.resumed is None:
         echo(proc.render(zfs.snapshot_argv(plan.snapshot, "DRY-RUN")))
@@ -37,20 +39,20 @@ def print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan, 
     echo(proc.render(zfs.clear_pending_argv(plan.snapshot)))
     echo(proc.render(rclone.rcat_argv(catalog.path(manifest_index.INDEX_NAME), small))
          + "  < index.json  # a copy of every manifest")
-    # In a differential chain the next base stays the chain's full, which is held already.
-    stays = cfg.chain.differential and isinstance(plan.base, Snapshot)
-    keep = plan.base.name if stays and plan.base is not None else None
-    if capabilities.zfs_tools().holds and not stays:
-        echo(proc.render(zfs.hold_argv(local_snapshots.HOLD_TAG, plan.snapshot)) + "  # the next incremental's base")
-        if isinstance(plan.base, Snapshot):
-            echo(proc.render(zfs.release_argv(local_snapshots.HOLD_TAG, plan.base.name)))
-    if local_snapshots.uses_bookmarks(cfg, capabilities.zfs_tools()) and not stays:
-        bookmark = local_snapshots.bookmark_name(plan.snapshot)
-        echo(proc.render(zfs.bookmark_argv(plan.snapshot, bookmark)) + "  # a base that outlives the snapshot")
-        for mark in bookmarks:
-            if mark.guid in catalog.guids and local_snapshots.is_own_snapshot(mark.short_name, cfg.snapshot_prefix):
-                echo(proc.render(zfs.destroy_bookmark_argv(mark.name)))
-    for old in local_snapshots.to_prune(cfg, local, catalog.guids, about_to_add=1, keep=keep):
+    base_next = local_snapshots.next_base_snapshot(cfg, planned)
+    committed = catalog.guids | {planned.guid}
+    tools = capabilities.zfs_tools()
+    if tools.holds:
+        echo(proc.render(zfs.hold_argv(local_snapshots.HOLD_TAG, base_next)) + "  # the next incremental's base")
+        for old in local_snapshots.replaced_holds(local, base_next, committed):
+            echo(proc.render(zfs.release_argv(local_snapshots.HOLD_TAG, old.name)))
+    if local_snapshots.uses_bookmarks(cfg, tools):
+        bookmark = local_snapshots.bookmark_name(base_next)
+        echo(proc.render(zfs.bookmark_argv(base_next, bookmark)) + "  # a base that outlives the snapshot")
+        for mark in local_snapshots.replaced_bookmarks(cfg, bookmarks, base_next, committed):
+            echo(proc.render(zfs.destroy_bookmark_argv(mark.name)))
+    # The new snapshot is not there yet: it is the one about to be added, and it is kept.
+    for old in local_snapshots.to_prune(cfg, local, catalog.guids, about_to_add=1, keep=base_next):
         echo(proc.render(zfs.destroy_snapshot_argv(old.name)))
 
 

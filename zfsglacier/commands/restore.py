@@ -16,6 +16,8 @@ from collections.abc import Callable
 from zfsglacier import names
 from zfsglacier.codec.registry import get_codec
 from zfsglacier.commands.restore_plan import (
+    INCOMPLETE,
+    RESTORE_PROPERTY,
     Space,
     check_objects,
     check_target_names,
@@ -38,8 +40,6 @@ from zfsglacier.zfs import capabilities, delegation
 from zfsglacier.zfs import cmd as zfs
 
 log = logging.getLogger(__name__)
-RESTORE_PROPERTY = "org.zfsglacier:restore"
-INCOMPLETE = "incomplete"
 
 # Asked with a prompt, returns what the user typed; None when there is no terminal to ask on.
 Confirm = Callable[[str], str | None]

@@ -17,6 +17,10 @@ from zfsglacier.units import human_bytes
 from zfsglacier.zfs import capabilities
 from zfsglacier.zfs import cmd as zfs
 
+# The mark of a target whose chain is not all received yet (restore.receive_in_chain).
+RESTORE_PROPERTY = "org.zfsglacier:restore"
+INCOMPLETE = "incomplete"
+
 
 def plan_lines(chain: list[Manifest], catalog: Catalog, target: str, received: int = 0) -> list[str]:
     lines = [f"restore into {target}, {len(chain)} object(s) in order:"]
@@ -106,8 +110,9 @@ class Space:
 
 def dry_run_lines(rclone: Rclone, catalog: Catalog, chain: list[Manifest], received: int, target: str,
                   frozen: list[thaw.Frozen], options: thaw.ThawOptions, *, exists: bool, force: bool) -> list[str]:
-    """The commands a restore would run, as a person could paste them. Left out: the checks of size, sha256
-    and guid made on the way, and the mark on an unfinished target (see receive_in_chain)."""
+    """The commands a restore would run, as a person could paste them (each object read by one `rclone cat`,
+    where a restore may read ranges of it at once). Left out: the checks of size, sha256 and guid made on
+    the way."""
     lines = ["# dry run: nothing is changed; these are the commands the restore would run"]
     if frozen:
         target, called = rclone.backend_path(catalog.directory, [f.volume.object for f in frozen])
@@ -123,4 +128,11 @@ def dry_run_lines(rclone: Rclone, catalog: Catalog, chain: list[Manifest], recei
         receive = proc.render(zfs.receive_argv(target, force=force or position > 0,
                                                unmounted=capabilities.zfs_tools().receive_unmounted))
         lines.append(" | ".join([source, *steps, receive]))
+        if position == 0 and len(chain) > 1:
+            lines.append(proc.render(zfs.set_property_argv(target, RESTORE_PROPERTY, INCOMPLETE))
+                         + "  # unfinished until the last backup is received")
+            lines.append(proc.render(zfs.unmount_argv(target)) + "  # if receiving mounted it")
+    lines.append(proc.render(zfs.inherit_property_argv(target, RESTORE_PROPERTY)) + "  # the restore is complete")
+    lines.append(proc.render(zfs.mount_argv(target)) + "  # if not mounted (as root; a raw backup: after zfs "
+                                                         "load-key)")
     return lines

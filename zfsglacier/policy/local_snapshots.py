@@ -18,7 +18,7 @@ from zfsglacier.remote.rclone import Rclone
 from zfsglacier.zfs import capabilities
 from zfsglacier.zfs import cmd as zfs
 from zfsglacier.zfs.capabilities import ZfsTools
-from zfsglacier.zfs.cmd import Snapshot
+from zfsglacier.zfs.cmd import Bookmark, Snapshot
 
 log = logging.getLogger(__name__)
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -79,16 +79,25 @@ def bookmark_base(cfg: BackupConfig, base: str, committed_guids: set[str]) -> No
     bases are destroyed. A failure here is a warning: the backup is committed."""
     try:
         zfs.create_bookmark(base, bookmark_name(base))
-        for old in zfs.list_bookmarks(cfg.dataset):
-            if old.name != bookmark_name(base) and old.guid in committed_guids \
-                    and is_own_snapshot(old.short_name, cfg.snapshot_prefix):
-                zfs.destroy_bookmark(old.name)
+        for old in replaced_bookmarks(cfg, zfs.list_bookmarks(cfg.dataset), base, committed_guids):
+            zfs.destroy_bookmark(old.name)
     except ZfsError as exc:
         log.warning("the backup is committed, but bookmarking it (the next incremental's base if the "
                     "snapshot goes) failed: %s", exc)
 
 
-# These classes bill every object as at least 128 KiB (and hold it for 30 days or more).
+def replaced_bookmarks(cfg: BackupConfig, bookmarks: list[Bookmark], base: str,
+                       committed_guids: set[str]) -> list[Bookmark]:
+    """The bookmarks of older bases, destroyed once `base` is bookmarked."""
+    return [old for old in bookmarks if old.name != bookmark_name(base) and old.guid in committed_guids
+            and is_own_snapshot(old.short_name, cfg.snapshot_prefix)]
+
+
+def replaced_holds(local: list[Snapshot], base: str, committed_guids: set[str]) -> list[Snapshot]:
+    """The older bases whose hold is released once `base` is held."""
+    return [s for s in local if s.name != base and s.holds and s.guid in committed_guids]
+
+
 def remove_leftovers(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, local: list[Snapshot],
                       resuming: PartialBackup | None = None) -> list[Snapshot]:
     """Remove what an earlier run that was killed left behind (we hold the dataset's lock), except the
@@ -136,9 +145,8 @@ def hold_base(local: list[Snapshot], base: str, committed_guids: set[str]) -> No
         return
     try:
         zfs.hold(HOLD_TAG, base)
-        for snapshot in local:
-            if snapshot.name != base and snapshot.holds and snapshot.guid in committed_guids:
-                zfs.release(HOLD_TAG, snapshot.name)
+        for snapshot in replaced_holds(local, base, committed_guids):
+            zfs.release(HOLD_TAG, snapshot.name)
     except ZfsError as exc:
         log.warning("the backup is committed, but moving the hold %r to %s failed: %s", HOLD_TAG, base, exc)
 
