@@ -156,11 +156,11 @@ def test_a_prune_cut_off_midway_leaves_restorable_backups_and_the_next_prune_fin
     real_delete = Rclone.delete
     deleted: list[str] = []
 
-    def delete_twice_then_fail(self: Rclone, path: str) -> None:
+    def delete_twice_then_fail(self: Rclone, path: str, why: str = "") -> None:
         if len(deleted) == 2:
             raise RemoteError("rclone deletefile", f"deleting {path} failed (exit 1)", "connection reset")
         deleted.append(path)
-        real_delete(self, path)
+        real_delete(self, path, why)
 
     monkeypatch.setattr(Rclone, "delete", delete_twice_then_fail)
     assert cli("prune", "--config", keep_one) == EXIT_REMOTE

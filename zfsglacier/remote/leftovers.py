@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 
+from zfsglacier import proc
 from zfsglacier.errors import ZfsglacierError
 from zfsglacier.remote.catalog import Catalog
 from zfsglacier.remote.manifest import snapshot_of_data_object, snapshot_of_partial
@@ -31,9 +32,10 @@ def remove_orphans(rclone: Rclone, catalog: Catalog, keep: Collection[str] = ())
             log.warning("keeping %s: its manifest is missing, but the index shows that backup was committed; "
                         "run zfsglacier verify, then put the manifest back or delete the data by hand", path)
         else:
-            why = "an interrupted backup's record" if name in records else "no manifest: not a backup"
-            log.warning("removing %s: %s", path, why)
-            rclone.delete(path, why=why)
+            record = name in records
+            log.warning("removing %s: %s", path, "an interrupted backup's record" if record else
+                        "a data object without a manifest is not a backup")
+            rclone.delete(path, why="an interrupted backup's record" if record else "no manifest: not a backup")
 
 
 def interrupted_backups(catalog: Catalog) -> set[str]:
@@ -53,7 +55,9 @@ def abort_unfinished_uploads(rclone: Rclone, catalog: Catalog) -> None:
     Only uploads of this dataset's directory are touched, and we hold its lock: none is running.
     Failing to abort one is a warning: the backup itself does not depend on it."""
     try:
-        rclone.abort_unfinished_uploads(catalog.directory)
+        aborted = rclone.abort_unfinished_uploads(catalog.directory)
+        for key in aborted if not proc.dry_running() else []:
+            log.warning("aborted the unfinished multipart upload of %s left by a failed or interrupted upload", key)
     except ZfsglacierError as exc:
         log.warning("unfinished multipart uploads in %s not aborted (the next backup tries again): %s",
                     catalog.directory, exc)

@@ -354,8 +354,6 @@ class Rclone:
         if deeper:
             raise RemoteError("rclone backend cleanup", f"not aborting the unfinished uploads in {directory}: "
                                                         f"it also holds uploads of deeper paths ({deeper[0]})")
-        for key in keys:
-            log.warning("aborting the unfinished multipart upload of %s left by a failed or interrupted upload", key)
         self._run("rclone backend cleanup", self.abort_uploads_argv(target),
                   what=f"aborting the unfinished uploads in {directory}", change=True,
                   why="left by an interrupted upload")
