@@ -8,7 +8,7 @@
     python -m bench.rss              the zfsglacier process's peak memory
     python -m bench.catalog          list and restore planning with 1,000 backups
     python -m bench.send_compressed  zfs send -c under compression (OpenZFS only)
-    python -m bench.wan --check      the WAN model's proxy against its model
+    python -m bench.wan --check      the WAN model's proxy against its model (bench/wan_check.py)
 
 Shared: settings (the environment variables), corpus (generated input), machine and provenance (what was
 measured, on what), chart. The test rig (file-backed pools, `rclone serve s3`) comes from tests/rig.

@@ -37,14 +37,12 @@ import os
 import select
 import signal
 import socket
-import statistics
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -295,7 +293,7 @@ def die_with(parent: int) -> None:
 
 
 def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) process `pid` has used; 0 if it is gone."""
+    """CPU seconds (user + system) that process `pid` has used so far; 0 if it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -360,153 +358,6 @@ def proxy(target_port: int, link: Link, log: Path | None = None, timeout: float 
         found.stop()
 
 
-# --- its fidelity, measured -----------------------------------------------------------------------------
-
-
-class _TestServer:
-    """On 127.0.0.1, a thread per connection. The first byte says what to do: b"u" read to EOF, then
-    answer the count (8 bytes); b"d" + 8 bytes N: send N bytes, then close; b"e": echo until EOF."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server((HOST, 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _serve(conn: socket.socket) -> None:
-        with conn:
-            what = _recv_exactly(conn, 1)
-            if what == b"u":
-                buffer, total = bytearray(MIB), 0
-                while count := conn.recv_into(buffer):
-                    total += count
-                conn.sendall(struct.pack("!Q", total))
-            elif what == b"d":
-                (size,) = struct.unpack("!Q", _recv_exactly(conn, 8))
-                _send_zeros(conn, size)
-            elif what == b"e":
-                while data := conn.recv(CHUNK):
-                    conn.sendall(data)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def _recv_exactly(conn: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        more = conn.recv(size - len(data))
-        if not more:
-            raise ConnectionError("closed early")
-        data += more
-    return data
-
-
-def _send_zeros(conn: socket.socket, size: int) -> None:
-    block = memoryview(bytes(MIB))
-    while size > 0:
-        conn.sendall(block[: min(size, MIB)])
-        size -= min(size, MIB)
-
-
-def _upload(port: int, size: int) -> float:
-    started = time.perf_counter()
-    with socket.create_connection((HOST, port)) as conn:
-        conn.sendall(b"u")
-        _send_zeros(conn, size)
-        conn.shutdown(socket.SHUT_WR)
-        (got,) = struct.unpack("!Q", _recv_exactly(conn, 8))
-    if got != size:
-        raise RuntimeError(f"sent {size} bytes, the server got {got}")
-    return time.perf_counter() - started
-
-
-def _download(port: int, size: int) -> float:
-    started = time.perf_counter()
-    with socket.create_connection((HOST, port)) as conn:
-        conn.sendall(b"d" + struct.pack("!Q", size))
-        buffer, total = bytearray(MIB), 0
-        while count := conn.recv_into(buffer):
-            total += count
-    if total != size:
-        raise RuntimeError(f"asked for {size} bytes, got {total}")
-    return time.perf_counter() - started
-
-
-def _round_trips(port: int, count: int) -> tuple[float, list[float]]:
-    """The first exchange of a new connection (connect included), then `count` more on it."""
-    times = []
-    started = time.perf_counter()
-    with socket.create_connection((HOST, port)) as conn:
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn.sendall(b"ex")
-        _recv_exactly(conn, 1)
-        first = time.perf_counter() - started
-        for _ in range(count):
-            at = time.perf_counter()
-            conn.sendall(b"x")
-            _recv_exactly(conn, 1)
-            times.append(time.perf_counter() - at)
-    return first, times
-
-
-def _parallel(what: Callable[[int, int], float], port: int, size: int, streams: int) -> float:
-    errors: list[BaseException] = []
-
-    def one() -> None:
-        try:
-            what(port, size)
-        except BaseException as error:  # reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=one) for _ in range(streams)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return time.perf_counter() - started
-
-
-def check(link: Link, size: int) -> dict[str, object]:
-    """Measure the proxy against its model: one stream each way, 4 at once, round trips; its CPU per GB."""
-    server = _TestServer()
-    results: dict[str, object] = {"link": link.describe(), "size_bytes": size}
-    try:
-        with proxy(server.port, link) as running:
-            first, trips = _round_trips(running.port, 20)
-            results["first_exchange_ms"] = round(first * 1000, 2)
-            results["round_trip_ms_median"] = round(statistics.median(trips) * 1000, 2)
-            results["round_trip_ms_min"] = round(min(trips) * 1000, 2)
-            cases = (("1 upload", _upload, 1), ("1 download", _download, 1), ("4 uploads", _upload, 4),
-                     ("4 downloads", _download, 4))
-            for name, what, streams in cases:
-                cpu = running.cpu_seconds()
-                seconds = _parallel(what, running.port, size, streams)
-                cpu = running.cpu_seconds() - cpu
-                moved = size * streams
-                results[name] = {
-                    "seconds": round(seconds, 3),
-                    "mb_per_s": round(moved / 1e6 / seconds, 2),
-                    "of_cap": round(moved / seconds / (link.rate * streams), 3),
-                    "proxy_cpu_s_per_gb": round(cpu / (moved / 1e9), 3),
-                }
-                print(f"{name}: {results[name]}", file=sys.stderr, flush=True)
-    finally:
-        server.close()
-    return results
-
-
 # --- command line ---------------------------------------------------------------------------------------
 
 
@@ -528,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     link = Link.of(args.mbps, args.rtt_ms, args.handshake_rtts, args.buffer_mib)
     if args.check:
+        from bench.wan_check import check
+
         print(json.dumps(check(link, int(args.size_mb * 1e6)), indent=1))
         return 0
     if args.listen_port is None or args.target_port is None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.wan import process_cpu
 from zfsglacier.codec.registry import get_codec
 
 from .run import (
@@ -23,7 +24,6 @@ from .run import (
     Usage,
     compress_file,
     decompress_file,
-    process_cpu,
     run_chain,
     run_zfsglacier,
     stream_seconds,
@@ -244,7 +244,7 @@ class Bench:
         return cases
 
     def _zfsglacier_cases(self, remote: str, v: Variant) -> list[Case]:
-        r, config, env = self.remotes[remote], str(self.config(remote, v)), self.zfsglacier_env()
+        config, env = str(self.config(remote, v)), self.zfsglacier_env()
         target = str(self.source.restore_target)
 
         def moved(ran: Moved) -> Moved:
@@ -264,36 +264,23 @@ class Bench:
             return moved(run_zfsglacier(["verify", "--config", config], env))
 
         codec = get_codec(v.codec)
+        names = (f"zfsglacier backup {v.codec} -{codec.default_level} -> {remote}",
+                 f"zfsglacier restore {v.codec} <- {remote}", f"zfsglacier verify {v.codec} <- {remote}")
+        return self._phase_cases("zfsglacier", remote, v, names, (backup, restore, verify))
+
+    def _phase_cases(self, kind: str, remote: str, v: Variant, names: tuple[str, str, str],
+                     runs: tuple[Callable[[], Moved], Callable[[], Moved], Callable[[], Moved]]) -> list[Case]:
+        """The backup, restore and verify of `v` on `remote` by `kind` (zfsglacier or shell): the backup
+        starts from an empty folder, the restored dataset is destroyed after each restore, and each case
+        is compared with its stages alone."""
+        r, target = self.remotes[remote], str(self.source.restore_target)
+        stages = (self._backup_stages(remote, v), self._restore_stages(remote, v), self._verify_stages(remote, v))
         return [
-            Case(
-                "backup",
-                "zfsglacier",
-                f"zfsglacier backup {v.codec} -{codec.default_level} -> {remote}",
-                backup,
-                prepare=lambda: remove(r.root / v.key),
-                stages=self._backup_stages(remote, v),
-                remote=remote,
-                variant=v.key,
-            ),
-            Case(
-                "restore",
-                "zfsglacier",
-                f"zfsglacier restore {v.codec} <- {remote}",
-                restore,
-                cleanup=lambda: destroy(target),
-                stages=self._restore_stages(remote, v),
-                remote=remote,
-                variant=v.key,
-            ),
-            Case(
-                "verify",
-                "zfsglacier",
-                f"zfsglacier verify {v.codec} <- {remote}",
-                verify,
-                stages=self._verify_stages(remote, v),
-                remote=remote,
-                variant=v.key,
-            ),
+            Case("backup", kind, names[0], runs[0], prepare=lambda: remove(r.root / v.key), stages=stages[0],
+                 remote=remote, variant=v.key),
+            Case("restore", kind, names[1], runs[1], cleanup=lambda: destroy(target), stages=stages[1],
+                 remote=remote, variant=v.key),
+            Case("verify", kind, names[2], runs[2], stages=stages[2], remote=remote, variant=v.key),
         ]
 
     @staticmethod
@@ -323,37 +310,10 @@ class Bench:
 
             return run
 
-        return [
-            Case(
-                "backup",
-                "shell",
-                f"zfs send | {' '.join(v.compress)} | rclone rcat -> {remote}",
-                pipeline(backup),
-                prepare=lambda: remove(r.root / v.key),
-                stages=self._backup_stages(remote, v),
-                remote=remote,
-                variant=v.key,
-            ),
-            Case(
-                "restore",
-                "shell",
-                f"rclone cat <- {remote} | {' '.join(v.decompress)} | zfs receive",
-                pipeline(restore),
-                cleanup=lambda: destroy(target),
-                stages=self._restore_stages(remote, v),
-                remote=remote,
-                variant=v.key,
-            ),
-            Case(
-                "verify",
-                "shell",
-                f"rclone cat <- {remote} | {' '.join(v.test)}",
-                pipeline(verify),
-                stages=self._verify_stages(remote, v),
-                remote=remote,
-                variant=v.key,
-            ),
-        ]
+        names = (f"zfs send | {' '.join(v.compress)} | rclone rcat -> {remote}",
+                 f"rclone cat <- {remote} | {' '.join(v.decompress)} | zfs receive",
+                 f"rclone cat <- {remote} | {' '.join(v.test)}")
+        return self._phase_cases("shell", remote, v, names, (pipeline(backup), pipeline(restore), pipeline(verify)))
 
     # --- measuring ----------------------------------------------------------------------------------
 

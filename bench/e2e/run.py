@@ -6,7 +6,6 @@ it (the zfs-fuse daemon, `rclone serve s3`)."""
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import resource
 import subprocess
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from bench.wan import process_cpu
 from zfsglacier.codec.registry import get_codec
 from zfsglacier.stream.pipeline import CHUNK
 from zfsglacier.stream.readahead import PipeSource, Prefetch, WriteBehind
@@ -68,15 +68,6 @@ class Moved:
 
 def stream_seconds(raw_bytes: int, rate: float | None) -> float | None:
     return raw_bytes / rate if rate else None
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) that process `pid` has used so far; 0 if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start(argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:

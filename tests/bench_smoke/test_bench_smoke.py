@@ -313,52 +313,6 @@ def test_end_to_end_cpu_ceiling() -> None:
 # --- bench.wan: the WAN model's proxy ------------------------------------------------------------------
 
 
-class _Peer:
-    """A TCP server on 127.0.0.1, a thread per connection; the first byte says what to do: b"e" echo until
-    EOF, then close; b"u" read until EOF, then answer the count (8 bytes); b"d" + 8 bytes N: send N bytes and
-    close; b"r": close with a reset."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _serve(conn: socket.socket) -> None:
-        with conn:
-            what = _recv_exactly(conn, 1)
-            if what == b"e":
-                while data := conn.recv(1 << 16):
-                    conn.sendall(data)
-            elif what == b"u":
-                total = 0
-                while data := conn.recv(1 << 16):
-                    total += len(data)
-                conn.sendall(struct.pack("!Q", total))
-            elif what == b"d":
-                conn.sendall(bytes(struct.unpack("!Q", _recv_exactly(conn, 8))[0]))
-            elif what == b"r":
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-
-def _recv_exactly(conn: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        more = conn.recv(size - len(data))
-        if not more:
-            raise ConnectionError(f"closed after {len(data)} of {size} bytes")
-        data += more
-    return data
-
-
 def _recv_all(conn: socket.socket) -> bytes:
     chunks = []
     while data := conn.recv(1 << 16):
@@ -373,9 +327,11 @@ def test_wan_proxy(tmp_path: Path) -> None:
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     wan = importlib.import_module("bench.wan")
+    peers = importlib.import_module("bench.wan_check")  # the peer server the proxy's --check uses
+    recv_exactly = peers.recv_exactly
     mbps, rtt_ms, size = 5, 100, 3_000_000
     link = wan.Link.of(mbps, rtt_ms, handshake_rtts=1)
-    peer = _Peer()
+    peer = peers.PeerServer()
     log = tmp_path / "wan.log"
     try:
         with wan.proxy(peer.port, link, log) as proxy:
@@ -401,7 +357,7 @@ def test_wan_proxy(tmp_path: Path) -> None:
             with socket.create_connection(address, timeout=60) as conn:
                 conn.sendall(b"u" + bytes(size))
                 conn.shutdown(socket.SHUT_WR)
-                assert struct.unpack("!Q", _recv_exactly(conn, 8))[0] == size
+                assert struct.unpack("!Q", recv_exactly(conn, 8))[0] == size
             up = time.monotonic() - at
             at = time.monotonic()
             with socket.create_connection(address, timeout=60) as conn:
@@ -417,13 +373,13 @@ def test_wan_proxy(tmp_path: Path) -> None:
             with socket.create_connection(address, timeout=60) as conn:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 conn.sendall(b"ex")
-                _recv_exactly(conn, 1)
+                recv_exactly(conn, 1)
                 first = time.monotonic() - at
                 trips = []
                 for _ in range(3):
                     at = time.monotonic()
                     conn.sendall(b"x")
-                    _recv_exactly(conn, 1)
+                    recv_exactly(conn, 1)
                     trips.append(time.monotonic() - at)
             assert first >= 2 * 0.099 and first < 60, first
             assert all(0.099 <= trip < 60 for trip in trips), trips
@@ -435,9 +391,9 @@ def test_wan_proxy(tmp_path: Path) -> None:
                     assert conn.recv(1) == b""
             with socket.create_connection(address, timeout=60) as conn:
                 conn.sendall(b"eok")
-                assert _recv_exactly(conn, 2) == b"ok"
+                assert recv_exactly(conn, 2) == b"ok"
     finally:
-        peer.sock.close()
+        peer.close()
     assert not Path(f"/proc/{pid}").exists(), "the proxy is still running"
     stats = json.loads(log.read_text().splitlines()[-1])
     assert stats["connections"] == 6 and stats["bytes_up"] >= size and stats["bytes_down"] >= size, stats
