@@ -15,7 +15,8 @@ from zfsglacier.remote.manifest import SELF_CHECK, Manifest, content_sha256, man
 from zfsglacier.remote.manifest_index import INDEX_NAME
 from zfsglacier.remote.manifest_index import decode as index_decode
 from zfsglacier.remote.manifest_index import encode as index_encode
-from zfsglacier.remote.rclone import Rclone, RemoteObject
+from zfsglacier.remote.rclone import Rclone
+from zfsglacier.remote.rclone_output import RemoteObject
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from zfsglacier.errors import ObjectFrozen, RefusedError, RemoteError, SignalRec
 from zfsglacier.remote import thaw
 from zfsglacier.remote.catalog import Catalog
 from zfsglacier.remote.manifest import Manifest
-from zfsglacier.remote.rclone import RemoteObject
 from zfsglacier.remote.rclone_errors import read_error
+from zfsglacier.remote.rclone_output import RemoteObject
 from zfsglacier.signals import signals_as_exceptions, step
 
 from .test_backup_logic import manifest

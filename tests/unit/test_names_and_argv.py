@@ -5,7 +5,8 @@ import pytest
 from zfsglacier import names
 from zfsglacier.errors import RemoteError
 from zfsglacier.proc import render, render_pipeline
-from zfsglacier.remote.rclone import Rclone, parse_lsjson
+from zfsglacier.remote.rclone import Rclone
+from zfsglacier.remote.rclone_output import parse_lsjson
 from zfsglacier.zfs import cmd as zfs
 
 

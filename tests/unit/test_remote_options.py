@@ -15,7 +15,8 @@ from zfsglacier.config_values import FORBIDDEN_RCLONE_FLAGS
 from zfsglacier.errors import EXIT_THAW_PENDING, EXIT_USAGE, ConfigError, RemoteError, ThawPending, UsageError
 from zfsglacier.remote import thaw
 from zfsglacier.remote.catalog import Catalog
-from zfsglacier.remote.rclone import Rclone, RemoteObject, parse_lsjson, parse_thaw_statuses
+from zfsglacier.remote.rclone import Rclone
+from zfsglacier.remote.rclone_output import RemoteObject, parse_lsjson, parse_thaw_statuses
 
 from .test_backup_logic import manifest
 

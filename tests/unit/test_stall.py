@@ -9,7 +9,7 @@ import pytest
 from zfsglacier.config import DEFAULT_STALL_TIMEOUT, parse_config
 from zfsglacier.errors import ConfigError, RemoteError
 from zfsglacier.proc import PIPE, Child
-from zfsglacier.remote.rclone import parse_upload_listing
+from zfsglacier.remote.rclone_output import parse_upload_listing
 from zfsglacier.stream.stall import StallWatch, describe_seconds
 
 BASE = "[zfs]\ndataset = tank/data\n[rclone]\nremote = r\nbucket_name = b\n"

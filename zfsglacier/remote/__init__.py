@@ -1,4 +1,6 @@
-"""What is on the remote and how to speak to it: rclone's argv and its answers (rclone), object
-names and the manifest format (manifest), the index of manifests (manifest_index), the catalog a run
-loads (catalog), what failed runs left (leftovers), and thawing objects in Glacier or Deep Archive
-(thaw). May import the core and the ground; never zfs/ or a layer above."""
+"""What is on the remote and how to speak to it: rclone's argv and calls (rclone), what it prints
+(rclone_output), what its complaints mean, redacted (rclone_errors), what its config says of a remote
+(rclone_config); object names and the manifest format (manifest), the index of manifests
+(manifest_index), the catalog a run loads (catalog), what failed runs left (leftovers), and thawing
+objects in Glacier or Deep Archive (thaw). May import the core and the ground; never zfs/ or a layer
+above."""

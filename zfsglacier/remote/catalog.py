@@ -25,7 +25,8 @@ from zfsglacier.remote.manifest import (
     snapshot_of_data_object,
     snapshot_of_manifest,
 )
-from zfsglacier.remote.rclone import Rclone, RemoteObject, join
+from zfsglacier.remote.rclone import Rclone, join
+from zfsglacier.remote.rclone_output import RemoteObject
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,10 @@
-"""rclone: argv builders and output parsers (pure), and the short calls the tool makes (through proc).
+"""rclone: argv builders (pure) and the short calls the tool makes (through proc).
 
 Every remote path starts with the remote name and a colon, so no value from the config can be
-taken by rclone as a flag. What rclone's stderr means, with its secrets redacted: rclone_errors.py;
-what the rclone config says of a remote: rclone_config.py. Over 300 lines: one class holds every
-rclone argv, so that a flag is set in one place.
+taken by rclone as a flag. What rclone prints on stdout, parsed: rclone_output.py; what its stderr
+means, with its secrets redacted: rclone_errors.py; what the rclone config says of a remote:
+rclone_config.py. Over 300 lines: one class holds every rclone argv and call, so that a flag is set in
+one place.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from zfsglacier import proc
 from zfsglacier.errors import ConfigError, RemoteError, ZfsglacierError
 from zfsglacier.remote import rclone_config
 from zfsglacier.remote.rclone_errors import config_problem, read_error, redact, says_frozen, stderr_tail
+from zfsglacier.remote.rclone_output import RemoteObject, parse_lsjson, parse_thaw_statuses, parse_upload_listing
 
 if TYPE_CHECKING:
     from zfsglacier.config import BackupConfig
@@ -60,13 +62,6 @@ FETCH_PARALLEL = 32
 
 # rclone's exit code for "directory not found": an empty listing for us.
 _EXIT_DIR_NOT_FOUND = 3
-
-
-@dataclass(frozen=True)
-class RemoteObject:
-    name: str
-    size: int
-    tier: str | None = None  # the storage class, on remotes that have them (S3: STANDARD, DEEP_ARCHIVE...)
 
 
 def find_rclone() -> str:
@@ -391,37 +386,9 @@ def rclone_for(cfg: BackupConfig) -> Rclone:
                   cfg.extra_flags)
 
 
-def parse_lsjson(output: bytes) -> list[RemoteObject]:
-    try:
-        entries = json.loads(output)
-        return [RemoteObject(str(e["Name"]), int(e["Size"]), e.get("Tier") or None)
-                for e in entries if not e.get("IsDir")]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RemoteError("rclone lsjson", f"unexpected output: {exc}") from None
-
-
 def _glob_escape(name: str) -> str:
     """rclone filter patterns treat * ? [ ] { } and \\ specially."""
     return re.sub(r"([*?\[\]{}\\])", r"\\\1", name)
-
-
-def parse_thaw_statuses(output: bytes) -> dict[str, str]:
-    try:
-        entries = json.loads(output)
-        if not isinstance(entries, list):
-            raise TypeError(f"a list of statuses expected, not {type(entries).__name__}")
-        return {str(entry["Remote"]).rpartition("/")[2]: str(entry["Status"]) for entry in entries}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RemoteError("rclone backend restore", f"unexpected output: {exc}") from None
-
-
-def parse_upload_listing(output: bytes) -> list[str]:
-    """`rclone backend list-multipart-uploads` output: {bucket: [{"Key": ...}, ...]} -> the keys."""
-    try:
-        buckets = json.loads(output)
-        return sorted(str(upload["Key"]) for uploads in buckets.values() for upload in uploads or [])
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise RemoteError("rclone backend", f"unexpected multipart upload listing: {exc}") from None
 
 
 def join(directory: str, name: str) -> str:
