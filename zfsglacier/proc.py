@@ -76,6 +76,27 @@ def _grow_pipe(stream: IO[bytes] | None) -> None:
             fcntl.fcntl(stream.fileno(), _F_SETPIPE_SZ, PIPE_SIZE)
 
 
+_dry_run_echo: Callable[[str], None] | None = None
+
+
+@contextlib.contextmanager
+def dry_run(echo: Callable[[str], None]) -> Iterator[None]:
+    """Inside, every command that changes something (`run(..., change=True)`) is printed with `echo`, as a
+    person could paste it, instead of being run; commands that only read still run. So the code of the
+    real run prints the plan of a dry run, and the two cannot tell different stories. Process-wide: a
+    zfsglacier run is a dry run or it is not."""
+    global _dry_run_echo
+    previous, _dry_run_echo = _dry_run_echo, echo
+    try:
+        yield
+    finally:
+        _dry_run_echo = previous
+
+
+def dry_running() -> bool:
+    return _dry_run_echo is not None
+
+
 class StartChild(Protocol):
     """How a stream starts a child: Child's own arguments (pipeline._Stages.start, which also tracks it)."""
 
@@ -98,6 +119,8 @@ class Child:
         env: dict[str, str] | None = None,
         redact: Callable[[str], str] | None = None,
     ) -> None:
+        if _dry_run_echo is not None:  # a stream is never printed instead: it must not start in a dry run
+            raise RuntimeError(f"{stage} started inside a dry run: {render(argv)}")
         self.stage = stage
         self.argv = list(argv)
         self.error = error
@@ -226,27 +249,6 @@ class Result:
     returncode: int
     stdout: bytes
     stderr: str
-
-
-_dry_run_echo: Callable[[str], None] | None = None
-
-
-@contextlib.contextmanager
-def dry_run(echo: Callable[[str], None]) -> Iterator[None]:
-    """Inside, every command that changes something (`run(..., change=True)`) is printed with `echo`, as a
-    person could paste it, instead of being run; commands that only read still run. So the code of the
-    real run prints the plan of a dry run, and the two cannot tell different stories. Process-wide: a
-    zfsglacier run is a dry run or it is not."""
-    global _dry_run_echo
-    previous, _dry_run_echo = _dry_run_echo, echo
-    try:
-        yield
-    finally:
-        _dry_run_echo = previous
-
-
-def dry_running() -> bool:
-    return _dry_run_echo is not None
 
 
 def run(
