@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from zfsglacier import __version__, config, config_values
@@ -22,8 +23,9 @@ from zfsglacier.commands.restore import restore
 from zfsglacier.commands.verify import verify
 from zfsglacier.config import DEFAULT_CONFIG_PATH, BackupConfig, load_config
 from zfsglacier.errors import EXIT_CODES, EXIT_INTEGRITY, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, ZfsglacierError
-from zfsglacier.remote import thaw
+from zfsglacier.remote import object_lock, thaw
 from zfsglacier.remote.catalog import load_catalog
+from zfsglacier.remote.object_lock import stamp
 from zfsglacier.remote.rclone import rclone_for
 from zfsglacier.signals import signals_as_exceptions
 from zfsglacier.stream import progress
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     sub.add_argument("--force", action="store_true",
                      help="overwrite an existing target dataset (zfs receive -F)")
+    as_of_argument(sub, "restore")
     thaw_arguments(sub, "restore")
     streams_argument(sub)
     sub.add_argument("--dry-run", action="store_true",
@@ -84,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("list", "List the committed backups on the remote.", every)
     sub.add_argument("--json", action="store_true", help="print a JSON array")
+    as_of_argument(sub, "list")
 
     sub = command("verify", "Download backups and check them against their manifests (size, sha256).", every)
     which = sub.add_mutually_exclusive_group()
@@ -94,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also receive the chain into a throwaway dataset in the same pool, then destroy it")
     sub.add_argument("--yes", action="store_true",
                      help="objects in Glacier or Deep Archive: request their (billed) thaw without asking")
+    as_of_argument(sub, "verify")
     thaw_arguments(sub, "verify")
     streams_argument(sub)
 
@@ -111,6 +116,26 @@ def thaw_arguments(sub: argparse.ArgumentParser, command: str) -> None:
                           "and slower)")
     sub.add_argument("--thaw-days", type=_days, default=thaw.DEFAULT_DAYS, metavar="N",
                      help=f"days a thawed copy stays readable (default {thaw.DEFAULT_DAYS})")
+
+
+def as_of_argument(sub: argparse.ArgumentParser, command: str) -> None:
+    sub.add_argument("--as-of", type=_as_of, metavar="TIME",
+                     help=f"{command} the backups as the remote held them at TIME (a versioned S3 bucket: after an "
+                          "attack, the objects deleted or overwritten since): 2026-11-30, '2026-11-30 04:00' "
+                          "(this host's time zone) or 2026-11-30T04:00Z")
+
+
+def _as_of(text: str) -> str:
+    """A time in the past, as RFC 3339 in UTC (what rclone's --s3-version-at is given)."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a date or a time such as 2026-11-30, "
+                                         "'2026-11-30 04:00' or 2026-11-30T04:00Z") from None
+    moment = moment.astimezone(UTC)  # a time without an offset is this host's local time
+    if moment > datetime.now(UTC):
+        raise argparse.ArgumentTypeError(f"{text!r}: is in the future ({stamp(moment)})")
+    return stamp(moment)
 
 
 def streams_argument(sub: argparse.ArgumentParser) -> None:
@@ -158,11 +183,15 @@ def _targets(cfg: BackupConfig, args: argparse.Namespace) -> list[BackupConfig]:
     """The datasets a command covers: --dataset, else every one the config backs up."""
     if args.dataset is not None:
         return [datasets.choose(cfg, args.dataset)]
-    return datasets.remote_targets(cfg, rclone_for(cfg))
+    return datasets.remote_targets(cfg, rclone_for(cfg, getattr(args, "as_of", None)))
 
 
-def _list(cfg: BackupConfig, json_output: bool, several: bool) -> tuple[int, list[dict[str, object]], str]:
-    catalog = load_catalog(cfg, rclone_for(cfg))
+def _list(cfg: BackupConfig, json_output: bool, several: bool,
+          as_of: str | None) -> tuple[int, list[dict[str, object]], str]:
+    rclone = rclone_for(cfg, as_of)
+    if as_of is not None:
+        object_lock.check_as_of(rclone, cfg.remote, as_of)
+    catalog = load_catalog(cfg, rclone)
     # The same code verify gives: 5 for a damaged manifest, 8 for a committed one gone missing.
     codes = [error.exit_code for error in catalog.unusable.values()]
     code = min(codes) if codes else EXIT_INTEGRITY if catalog.damaged else EXIT_OK
@@ -185,14 +214,14 @@ def _run(args: argparse.Namespace) -> int:
                 force=args.force,
                 thaw_options=_thaw_options(args),
                 confirm=_ask, echo=lambda line: print(line, file=sys.stdout if args.dry_run else sys.stderr),
-                dry_run=args.dry_run, streams=args.streams)
+                dry_run=args.dry_run, streams=args.streams, as_of=args.as_of)
         return EXIT_OK
     if args.command == "list":
         targets = _targets(cfg, args)
         records: list[dict[str, object]] = []
 
         def list_one(one: BackupConfig) -> int:
-            code, found, table = _list(one, args.json, len(targets) > 1)
+            code, found, table = _list(one, args.json, len(targets) > 1, args.as_of)
             records.extend(found)
             if not args.json:
                 print(table)
@@ -211,7 +240,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "verify":
         return datasets.run_each(_targets(cfg, args), lambda one: verify(
             one, snapshot=args.snapshot, every=args.all, deep=args.deep, yes=args.yes, confirm=_ask,
-            thaw_options=_thaw_options(args), streams=args.streams))
+            thaw_options=_thaw_options(args), streams=args.streams, as_of=args.as_of))
     raise AssertionError(f"unhandled command {args.command}")
 
 

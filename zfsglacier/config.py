@@ -96,6 +96,7 @@ class BackupConfig:
     send_raw: bool = True  # encrypted datasets: zfs send -w (still encrypted, never compressed)
     send_compressed: bool = False  # zfs send -c: blocks as compressed on disk
     storage_class: str | None = None  # S3 storage class of data objects (manifests stay STANDARD)
+    object_lock: str | None = None  # S3 Object Lock mode of each backup's objects (policy/object_lock.py)
     bwlimit: str | None = None  # rclone --bwlimit
     extra_flags: tuple[str, ...] = ()  # more rclone flags, checked against FORBIDDEN_RCLONE_FLAGS
     max_upload_parts: int = DEFAULT_MAX_UPLOAD_PARTS  # the remote's limit on parts of one upload
@@ -138,6 +139,7 @@ _SCHEMA = (
     _Key("rclone", "config_path", parsers.config_path, None),
     _Key("rclone", "stall_timeout", parsers.stall_timeout, DEFAULT_STALL_TIMEOUT),
     _Key("rclone", "storage_class", parsers.storage_class, None),
+    _Key("rclone", "object_lock", parsers.object_lock, None),
     _Key("rclone", "bwlimit", parsers.bwlimit, None),
     _Key("rclone", "extra_flags", parsers.extra_flags, ()),
     _Key("rclone", "max_upload_parts", parsers.parts, DEFAULT_MAX_UPLOAD_PARTS),
@@ -198,6 +200,9 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
         raise ConfigError(f"[monitoring] crit_after = {shown('crit_after', DEFAULT_CRIT_AFTER)}: must be longer "
                           f"than [monitoring] warn_after = {shown('warn_after', DEFAULT_WARN_AFTER)}")
 
+    if values["object_lock"] is not None:
+        _check_lock_policy(parser, values)
+
     codec = CODECS[values["compressor"]]
     level_raw = values.pop("level")
     level: Level
@@ -234,6 +239,7 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
         send_raw=values["send_raw"],
         send_compressed=values["send_compressed"],
         storage_class=values["storage_class"],
+        object_lock=values["object_lock"],
         bwlimit=values["bwlimit"],
         extra_flags=values["extra_flags"],
         max_upload_parts=values["max_upload_parts"],
@@ -245,6 +251,21 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
         monitoring=MonitoringPolicy(values["warn_after"], values["crit_after"], values["textfile"]),
         restore=RestorePolicy(values["streams"], values["range_size"]),
     )
+
+
+def _check_lock_policy(parser: configparser.ConfigParser, values: dict[str, Any]) -> None:
+    """A lock's end is derived from how long a chain runs and how long retention keeps it
+    (policy/object_lock.py): both must be periods of time."""
+    lock = f"[rclone] object_lock = {parser.get('rclone', 'object_lock').strip()!r}"
+    if values["full_every"][0] is None:
+        raw = parser.get("chain", "full_every", fallback=None)
+        shown = f"= {raw.strip()!r}" if raw is not None else "is not set"
+        raise ConfigError(f"{lock} needs [chain] full_every as a number of days (such as 30d), and it {shown}: "
+                          "each chain is locked from its full for full_every + [retention] max_age, so a chain "
+                          "must end after a known time")
+    if values["max_age"] is None:
+        raise ConfigError(f"{lock} needs [retention] max_age (such as 90d): the lock must last as long as "
+                          "retention keeps a chain, and only max_age says how long that is")
 
 
 def load_config(path: Path) -> BackupConfig:

@@ -158,6 +158,19 @@ def storage_class(where: str, value: str) -> str | None:
     return value.upper()
 
 
+# S3 Object Lock modes ([rclone] object_lock): GOVERNANCE can be lifted by a user with
+# s3:BypassGovernanceRetention; COMPLIANCE by nobody, the account's root included, until it ends.
+OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+
+
+def object_lock(where: str, value: str) -> str | None:
+    if value.lower() in ("", "no", "off", "none"):
+        return None
+    if value.upper() not in OBJECT_LOCK_MODES:
+        raise bad(where, value, "expected governance, compliance, or off")
+    return value.upper()
+
+
 _SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[KMGT]?)(i?B)?", re.IGNORECASE)
 _UNIT_BYTES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -257,6 +270,8 @@ FORBIDDEN_RCLONE_FLAGS = frozenset({
     "max-size", "min-size", "max-age", "min-age", "max-depth", "include", "exclude", "filter", "include-from",
     "exclude-from", "filter-from", "files-from", "files-from-raw", "error-on-no-transfer", "bwlimit",
     "s3-storage-class", "low-level-retries", "s3-chunk-size", "s3-upload-concurrency", "s3-max-upload-parts",
+    "s3-object-lock-mode", "s3-object-lock-retain-until-date", "s3-object-lock-set-after-upload", "s3-version-at",
+    "s3-versions", "s3-version-deleted", "s3-bypass-governance-retention",
 })
 _FLAG = re.compile(r"--(?P<name>[a-z0-9][a-z0-9-]*)(=.*)?")
 

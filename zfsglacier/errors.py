@@ -93,6 +93,11 @@ class ObjectFrozen(RemoteError):
     Restore and verify turn it into a thaw request; it reaches the user only from other commands."""
 
 
+class AccessDenied(RemoteError):
+    """The remote refused a request for want of permission (S3: AccessDenied, 403): a credential that may
+    write backups but not delete them (README: least privilege), or an object under an Object Lock."""
+
+
 class IntegrityError(ZfsglacierError):
     exit_code = EXIT_INTEGRITY
 

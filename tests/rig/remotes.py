@@ -229,23 +229,25 @@ class MotoServer:
             self._process.wait(timeout=30)
 
     @contextlib.contextmanager
-    def remote(self, provider: str = "AWS") -> Iterator[Remote]:
+    def remote(self, provider: str = "AWS", *, object_lock: bool = False,
+               endpoint: str | None = None) -> Iterator[Remote]:
         """A client config for this server and a new, empty bucket. (`root` is not a local folder here:
         moto keeps objects in memory.) rclone lists storage classes (`Tier`) with `provider = AWS`, not
-        with `Other`."""
+        with `Other`. `object_lock`: the bucket is made with S3 Object Lock (and so with versioning).
+        `endpoint`: where rclone sends its requests (a proxy in front of this server)."""
         bucket = POOL_PREFIX + "m" + secrets.token_hex(4)
         workdir = Path(tempfile.mkdtemp(prefix="zgt-motoclient-"))
         try:
             config = workdir / "rclone.conf"
             _write_config(config, "zgtmoto", {
-                "type": "s3", "provider": provider, "endpoint": self.endpoint, "region": "us-east-1",
+                "type": "s3", "provider": provider, "endpoint": endpoint or self.endpoint, "region": "us-east-1",
                 "access_key_id": "testing", "secret_access_key": "testing", "force_path_style": "true",
                 # Over plain http the SDK would hash a PutObject's body first, which a stream (rcat of a
                 # small object) cannot give twice; AWS itself is https, where payloads go unsigned anyway.
                 "use_unsigned_payload": "true",
             })
             remote = Remote(f"moto-{provider}", config, "zgtmoto", bucket, workdir / "no-local-folder")
-            run(remote.argv("mkdir", remote.path()))
+            run(remote.argv("mkdir", *(["--s3-bucket-object-lock-enabled"] if object_lock else []), remote.path()))
             yield remote
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

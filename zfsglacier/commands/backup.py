@@ -28,13 +28,14 @@ from zfsglacier.commands.prune import prune_after_backup, prune_chains
 from zfsglacier.config import BackupConfig
 from zfsglacier.errors import LockBusyError, RemoteError
 from zfsglacier.lock import DatasetLock
-from zfsglacier.policy import local_snapshots, resume, send_plan
+from zfsglacier.policy import chain_lock, local_snapshots, resume, send_plan
 from zfsglacier.policy.send_plan import Plan
-from zfsglacier.remote import leftovers
+from zfsglacier.remote import leftovers, object_lock
 from zfsglacier.remote.catalog import Catalog, load_catalog, write_index
 from zfsglacier.remote.manifest import (
     Manifest,
     Volume,
+    build_chain,
     data_object_name,
     manifest_name,
     partial_name,
@@ -89,6 +90,9 @@ def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str
     rclone = rclone_for(cfg)
     delegation.require(cfg.dataset, lambda: _delegated_needs(cfg), "backup")
     tools = capabilities.zfs_tools()
+    if cfg.object_lock is not None:  # before anything is made: a lock that cannot be honoured is a config error
+        with proc.dry_run(echo) if dry_run else contextlib.nullcontext():
+            object_lock.require_lockable(cfg, cfg.object_lock, rclone, _now())
     with DatasetLock(cfg.dataset, "backup"), step(f"backing up {cfg.dataset}"):
         local = zfs.list_snapshots(cfg.dataset)
         encrypted = tools.raw_send and capabilities.dataset_is_encrypted(cfg.dataset)
@@ -101,7 +105,8 @@ def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str
         if partial is not None:
             not_now = resume.why_not(partial, full=full, send_flags=options.send_flags,
                                      compressor=options.compressor, level=options.level,
-                                     limit=cfg.max_object_size, base=resume.base_of(partial, local, bookmarks))
+                                     limit=cfg.max_object_size, base=resume.base_of(partial, local, bookmarks)) \
+                or _lock_outlived(cfg, catalog, partial)
             if not_now:
                 log.warning("%s@%s: the interrupted backup is not resumed (%s): its %d stored volume(s) are "
                             "removed", cfg.dataset, partial.snapshot, not_now, len(partial.volumes))
@@ -111,23 +116,27 @@ def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str
             leftovers.abort_unfinished_uploads(rclone, catalog)
 
         if partial is not None:
-            plan = Plan(f"{cfg.dataset}@{partial.snapshot}", resume.base_of(partial, local, bookmarks),
+            base = resume.base_of(partial, local, bookmarks)
+            _, _, lock = send_plan.lock_for(cfg, catalog, base, "", _now())
+            plan = Plan(f"{cfg.dataset}@{partial.snapshot}", base,
                         partial.object, f"resuming the interrupted {partial.kind}: {len(partial.volumes)} "
                         f"volume(s), {human_bytes(partial.stored_bytes)}, are stored", partial.send_flags,
-                        partial.compressor, partial.level, partial)
+                        partial.compressor, partial.level, partial, lock)
         else:
             base, why = (None, "full: --full given") if full else \
                 send_plan.choose_base(catalog, local, bookmarks, raw, cfg.chain, _now())
+            base, why, lock = send_plan.lock_for(cfg, catalog, base, why, _now())
             taken = {s.short_name for s in local} | {m.snapshot for m in catalog.manifests}
             short = local_snapshots.new_snapshot_name(cfg.snapshot_prefix, _now(), taken)
             kind = "full" if base is None else "incremental"
             plan = Plan(f"{cfg.dataset}@{short}", base, data_object_name(short, kind, codec.suffix), why,
-                        options.send_flags, options.compressor, options.level)
+                        options.send_flags, options.compressor, options.level, lock=lock)
 
         send_argv = zfs.send_argv(plan.snapshot, plan.base_name, plan.send_flags)
         sizing = upload_sizing(cfg, None)
         rcat_argv = rclone.rcat_argv(catalog.path(plan.object_name), data_storage_class(cfg.storage_class, None),
-                                     [*sizing.rclone_flags(), *rclone.unused_check_flags(cfg.remote, sizing.multipart)])
+                                     [*sizing.rclone_flags(), *rclone.unused_check_flags(cfg.remote, sizing.multipart)],
+                                     plan.lock)
         if dry_run:
             if options.note:
                 echo(f"# {options.note}")
@@ -169,6 +178,16 @@ def _after_commit(cfg: BackupConfig, tools: capabilities.ZfsTools, manifest: Man
     local_snapshots.prune_local(cfg, zfs.list_snapshots(cfg.dataset), committed, keep=base_next)
 
 
+def _lock_outlived(cfg: BackupConfig, catalog: Catalog, partial: resume.PartialBackup) -> str | None:
+    """An interrupted incremental is not resumed once its chain's lock would not cover it."""
+    if cfg.object_lock is None or partial.base_guid is None:
+        return None
+    base = next((m for m in catalog.manifests if m.guid == partial.base_guid), None)
+    if base is None:
+        return None  # resume.why_not has said what is wrong
+    return chain_lock.why_new_chain(cfg, cfg.object_lock, build_chain(catalog.manifests, base.snapshot), _now())
+
+
 def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan,
                        send_argv: list[str]) -> Manifest:
     codec = get_codec(plan.compressor)
@@ -193,6 +212,8 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
         with step(f"sending {plan.snapshot} ({plan.kind}) to {object_path}"):
             stats = _send(cfg, rclone, catalog, plan, send_argv, volumes, codec, progress)
             _check_stored(rclone, catalog, stats)
+            lock = object_lock.uploaded_lock(rclone, catalog.directory, [v.object for v in stats.volumes],
+                                             plan.lock) if plan.lock else None
         snapshot = next(s for s in zfs.list_snapshots(cfg.dataset) if s.name == plan.snapshot)
         committed = Manifest(
             dataset=cfg.dataset,
@@ -214,10 +235,14 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
             send_flags=plan.send_flags,
             volumes=stats.volumes if len(stats.volumes) > 1 else (),
             storage_class=volumes.storage_class,
+            lock_mode=lock.mode if lock else None,
+            lock_until=lock.until_text if lock else None,
         )
         manifest_tried = True
         with step(f"committing {plan.snapshot}: writing {catalog.path(manifest_object)}"):
-            rclone.write(catalog.path(manifest_object), committed.to_json())
+            rclone.write(catalog.path(manifest_object), committed.to_json(), lock=plan.lock)
+        if lock is not None:
+            log.info("%s: its objects are locked (%s) until %s", plan.snapshot, lock.mode, lock.until_text)
     except BaseException as exc:
         if progress is not None:
             progress.close()

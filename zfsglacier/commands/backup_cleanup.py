@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from zfsglacier.commands.backup_volumes import BackupVolumes
-from zfsglacier.errors import ZfsglacierError
+from zfsglacier.errors import AccessDenied, ZfsglacierError
 from zfsglacier.policy.send_plan import Plan
 from zfsglacier.remote import leftovers
 from zfsglacier.remote.catalog import Catalog
@@ -56,6 +56,8 @@ def delete_quietly(rclone: Rclone, catalog: Catalog, name: str, what: str = "") 
     try:
         rclone.delete(catalog.path(name))
         log.info("removed %s%s", what, catalog.path(name))
+    except AccessDenied as refused:
+        log.warning("%s%s stays on the remote: %s", what, catalog.path(name), leftovers.refused_delete(refused))
     except ZfsglacierError as exc:
         log.warning("could not remove %s (the next backup removes it): %s", catalog.path(name), exc)
 

@@ -34,7 +34,10 @@ def print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan, 
     echo(proc.render_pipeline(pipeline) + "  # compression runs in-process (the command shown writes the same "
                                           "format); the part size follows the stream's estimate")
     small = "STANDARD" if cfg.storage_class else None  # manifests and the index are read on every run
-    echo(proc.render(rclone.rcat_argv(catalog.path(manifest_name(plan.short_name)), small))
+    if plan.lock is not None:
+        echo(f"# each object of this backup is locked ({plan.lock.mode}) until {plan.lock.until_text} "
+             "([rclone] object_lock), which is checked once uploaded")
+    echo(proc.render(rclone.rcat_argv(catalog.path(manifest_name(plan.short_name)), small, lock=plan.lock))
          + "  < manifest.json")
     echo(proc.render(zfs.clear_pending_argv(plan.snapshot)))
     echo(proc.render(rclone.rcat_argv(catalog.path(manifest_index.INDEX_NAME), small))

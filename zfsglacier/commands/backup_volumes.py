@@ -52,7 +52,7 @@ class BackupVolumes:
         flags = [*self.sizing.rclone_flags(), *self._rclone.unused_check_flags(self._cfg.remote, self.sizing.multipart)]
 
         def rcat_argv(name: str) -> list[str]:
-            return self._rclone.rcat_argv(self._catalog.path(name), self.storage_class, flags)
+            return self._rclone.rcat_argv(self._catalog.path(name), self.storage_class, flags, self._plan.lock)
 
         resumable = resume.can_resume(self._plan.level, self.limit)
         return VolumeTarget(rcat_argv, self.name, self.limit, stored, self._write_record if resumable else None)

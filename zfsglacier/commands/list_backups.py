@@ -24,6 +24,8 @@ def as_records(catalog: Catalog) -> list[dict[str, object]]:
             "raw_send": m.raw,
             "sha256": m.sha256,
             "storage_class": m.storage_class,
+            "lock_mode": m.lock_mode,
+            "lock_until": m.lock_until,
             "created": m.created,
             "object": catalog.path(m.object),
             "volumes": [{"object": catalog.path(v.object), "stored_bytes": v.stored_bytes, "sha256": v.sha256}
@@ -40,12 +42,15 @@ def compression(m: Manifest) -> str:
 
 
 def as_table(catalog: Catalog) -> str:
-    header = ("SNAPSHOT", "KIND", "BASE", "RAW", "STORED", "RATIO", "COMPRESSION", "CREATED")
+    locks = any(m.lock_mode for m in catalog.manifests)  # a column only where a backup is locked
+    header = ("SNAPSHOT", "KIND", "BASE", "RAW", "STORED", "RATIO", "COMPRESSION", "CREATED",
+              *(("LOCKED UNTIL",) if locks else ()))
     rows = [header]
     for m in catalog.manifests:
         ratio = f"{m.raw_bytes / m.stored_bytes:.2f}" if m.stored_bytes else "-"
+        lock = f"{m.lock_until} ({m.lock_mode})" if m.lock_mode else "-"
         rows.append((m.snapshot, m.kind, m.base or "-", human_bytes(m.raw_bytes),
-                     human_bytes(m.stored_bytes), ratio, compression(m), m.created))
+                     human_bytes(m.stored_bytes), ratio, compression(m), m.created, *((lock,) if locks else ())))
     if len(rows) == 1:
         return f"no committed backups in {catalog.directory}"
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -19,16 +19,16 @@ from zfsglacier.commands.restore_plan import (
     INCOMPLETE,
     RESTORE_PROPERTY,
     Space,
+    chain_from_manifests,
     check_objects,
     check_target_names,
     dry_run_lines,
     plan_lines,
-    resolve_chain,
 )
 from zfsglacier.config import BackupConfig
 from zfsglacier.errors import IntegrityError, ObjectFrozen, RefusedError, UsageError, ZfsglacierError
 from zfsglacier.lock import DatasetLock
-from zfsglacier.remote import thaw
+from zfsglacier.remote import object_lock, thaw
 from zfsglacier.remote.catalog import Catalog, load_catalog
 from zfsglacier.remote.manifest import Manifest
 from zfsglacier.remote.rclone import Rclone, rclone_for
@@ -61,14 +61,16 @@ def source_of(rclone: Rclone, catalog: Catalog, manifest: Manifest, reads: ReadS
 def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes: bool = False,
             force: bool = False, confirm: Confirm, echo: Callable[[str], None] = print,
             thaw_options: thaw.ThawOptions = thaw.NO_WAIT, dry_run: bool = False,
-            streams: int | None = None) -> list[Manifest]:
+            streams: int | None = None, as_of: str | None = None) -> list[Manifest]:
+    """`as_of`: restore from the remote as it was at that time (RFC 3339, UTC; a versioned S3 bucket)."""
     problem = names.dataset_problem(target)
     if problem:
         raise UsageError(f"--target-dataset {target!r}: dataset name {problem}")
-    rclone = rclone_for(cfg)
+    rclone = rclone_for(cfg, as_of)
+    if as_of is not None:
+        object_lock.check_as_of(rclone, cfg.remote, as_of)
     with DatasetLock(target, "restore"), step(f"restoring {cfg.dataset} into {target}"):
-        catalog = load_catalog(cfg, rclone)
-        chain = resolve_chain(catalog, snapshot)
+        catalog, chain = chain_from_manifests(cfg, rclone, load_catalog(cfg, rclone), snapshot)
         check_target_names(target, chain)
         check_objects(chain, catalog)
         exists = zfs.dataset_exists(target)

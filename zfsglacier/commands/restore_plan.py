@@ -4,18 +4,22 @@ the plan's lines, and the commands of a dry run."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from zfsglacier import names, proc
 from zfsglacier.codec.registry import NO_COMPRESSION, get_codec
+from zfsglacier.config import BackupConfig
 from zfsglacier.errors import ChainError, IntegrityError, UsageError
-from zfsglacier.remote import thaw
-from zfsglacier.remote.catalog import Catalog
-from zfsglacier.remote.manifest import ChainGap, Manifest, build_chain
+from zfsglacier.remote import manifest_index, thaw
+from zfsglacier.remote.catalog import Catalog, load_catalog
+from zfsglacier.remote.manifest import ChainGap, Manifest, build_chain, manifest_name
 from zfsglacier.remote.rclone import Rclone
 from zfsglacier.units import human_bytes
 from zfsglacier.zfs import capabilities
 from zfsglacier.zfs import cmd as zfs
+
+log = logging.getLogger(__name__)
 
 # The mark of a target whose chain is not all received yet (restore.receive_in_chain).
 RESTORE_PROPERTY = "org.zfsglacier:restore"
@@ -54,6 +58,25 @@ def resolve_chain(catalog: Catalog, snapshot: str | None) -> list[Manifest]:
         if cause is None:
             raise
         raise type(cause)(f"{cause} (needed: {gap})") from None
+
+
+def chain_from_manifests(cfg: BackupConfig, rclone: Rclone, catalog: Catalog,
+                         snapshot: str | None) -> tuple[Catalog, list[Manifest]]:
+    """The chain to restore, as its manifest objects (the truth) describe it. The catalog may have taken
+    the manifests from the index's copies, which anyone who may write to the remote can forge with the
+    right sizes: the chain's manifest objects are read, and where one differs from what the plan used,
+    the whole catalog is read again from the manifest objects."""
+    chain = resolve_chain(catalog, snapshot)
+    names = [manifest_name(m.snapshot) for m in chain]
+    read = rclone.read_many(catalog.directory, names)
+    differ = [name for name in names if read.get(name) != catalog.manifest_bytes.get(name)]
+    if not differ:
+        return catalog, chain
+    log.warning("%s: the copy in the index %s differs from the manifest object (the index was changed, or the "
+                "manifest after its commit): the chain is planned again from the manifest objects; run zfsglacier "
+                "verify", catalog.path(differ[0]), manifest_index.INDEX_NAME)
+    catalog = load_catalog(cfg, rclone, read_manifests=True)
+    return catalog, resolve_chain(catalog, snapshot)
 
 
 def check_target_names(target: str, chain: list[Manifest]) -> None:

@@ -43,8 +43,10 @@ from typing import NamedTuple
 from zfsglacier.commands import datasets
 from zfsglacier.config import BackupConfig, MonitoringPolicy, load_config
 from zfsglacier.errors import ConfigError, SignalReceived, ZfsglacierError
+from zfsglacier.policy import chain_lock
 from zfsglacier.remote.catalog import Catalog, load_catalog
 from zfsglacier.remote.manifest import Manifest, build_chain
+from zfsglacier.remote.object_lock import stamp
 from zfsglacier.remote.rclone import Rclone, rclone_for
 from zfsglacier.units import human_bytes
 
@@ -81,12 +83,16 @@ class Assessment:
     stored: int | None = None
 
 
-def judge(catalog: Catalog, now: datetime, policy: MonitoringPolicy, dataset: str) -> Verdict:
+def judge(catalog: Catalog, now: datetime, policy: MonitoringPolicy, dataset: str,
+          lock_mode: str | None = None) -> Verdict:
     """The state of one dataset's backups (`catalog`) at `now`, against `policy`'s thresholds."""
-    return combine([assess(catalog, now, policy, dataset)], policy)
+    return combine([assess(catalog, now, policy, dataset, lock_mode)], policy)
 
 
-def assess(catalog: Catalog, now: datetime, policy: MonitoringPolicy, dataset: str) -> Assessment:
+def assess(catalog: Catalog, now: datetime, policy: MonitoringPolicy, dataset: str,
+           lock_mode: str | None = None) -> Assessment:
+    """`lock_mode`: [rclone] object_lock, under which the newest restorable chain must stay locked for
+    warn_after at least."""
     now = _aware(now)
     counts = {"backups": len(catalog.manifests), "damaged": len(catalog.damaged),
               "stored": sum(m.stored_bytes for m in catalog.manifests)}
@@ -125,7 +131,23 @@ def assess(catalog: Catalog, now: datetime, policy: MonitoringPolicy, dataset: s
         state, beyond = WARNING, f": older than warn_after {threshold_text(policy.warn_after)}"
     headline = (f"{dataset}: {what} {subject.snapshot} {age_text(age)} ago ({subject.kind}, "
                 f"{human_bytes(subject.stored_bytes)} stored){beyond}")
+    if lock_mode is not None:
+        findings += _lock_findings(build_chain(catalog.manifests, subject.snapshot), now, policy, lock_mode)
     return result([(state, headline), *findings, *unusable], age)
+
+
+def _lock_findings(chain: list[Manifest], now: datetime, policy: MonitoringPolicy, mode: str) -> list[tuple[int, str]]:
+    """A WARNING when the chain a restore would use is not locked, or its lock ends within warn_after."""
+    lock = chain_lock.chain_lock(chain)
+    if lock is None:
+        return [(WARNING, f"the chain of {chain[-1].snapshot} is not locked ([rclone] object_lock = {mode.lower()}): "
+                          "a compromised host could delete it; the next backup starts a locked chain")]
+    left = math.floor((lock.until - now).total_seconds())
+    if left <= policy.warn_after:
+        when = f"in {age_text(left)}" if left > 0 else f"{age_text(-left)} ago"
+        return [(WARNING, f"the lock of the chain of {chain[-1].snapshot} ends {when} ({stamp(lock.until)}), within "
+                          f"warn_after {threshold_text(policy.warn_after)}: is the backup running?")]
+    return []
 
 
 def combine(assessments: Sequence[Assessment], policy: MonitoringPolicy) -> Verdict:
@@ -208,7 +230,7 @@ def _assess_remote(cfg: BackupConfig, rclone: Rclone, now: datetime) -> Assessme
         return Assessment(cfg.dataset, UNKNOWN, f"{cfg.dataset}: cannot read the backups on the remote: {exc}")
     except Exception as exc:  # as above
         return Assessment(cfg.dataset, UNKNOWN, f"{cfg.dataset}: {_internal(exc)}")
-    return assess(catalog, now, cfg.monitoring, cfg.dataset)
+    return assess(catalog, now, cfg.monitoring, cfg.dataset, cfg.object_lock)
 
 
 def _internal(exc: Exception) -> str:

@@ -20,7 +20,7 @@ from zfsglacier.commands.restore_plan import check_objects, resolve_chain
 from zfsglacier.config import BackupConfig
 from zfsglacier.errors import EXIT_INTEGRITY, EXIT_OK, ObjectFrozen, RefusedError, SignalReceived, ZfsglacierError
 from zfsglacier.lock import DatasetLock
-from zfsglacier.remote import thaw
+from zfsglacier.remote import object_lock, thaw
 from zfsglacier.remote.catalog import Catalog, load_catalog
 from zfsglacier.remote.manifest import Manifest
 from zfsglacier.remote.rclone import Rclone, rclone_for
@@ -60,14 +60,18 @@ def to_verify(catalog: Catalog, snapshot: str | None, every: bool) -> list[Manif
 
 def verify(cfg: BackupConfig, *, snapshot: str | None = None, every: bool = False, deep: bool = False,
            echo: Callable[[str], None] = print, yes: bool = False, confirm: Confirm = lambda _: None,
-           thaw_options: thaw.ThawOptions = thaw.NO_WAIT, streams: int | None = None) -> int:
+           thaw_options: thaw.ThawOptions = thaw.NO_WAIT, streams: int | None = None, as_of: str | None = None) -> int:
+    """`as_of`: verify the backups as the remote held them at that time (RFC 3339, UTC; versioned S3)."""
     with step(f"verifying {cfg.dataset}"):
-        return _verify(cfg, snapshot, every, deep, echo, yes, confirm, thaw_options, streams)
+        rclone = rclone_for(cfg, as_of)
+        if as_of is not None:
+            object_lock.check_as_of(rclone, cfg.remote, as_of)
+        return _verify(cfg, rclone, snapshot, every, deep, echo, yes, confirm, thaw_options, streams)
 
 
-def _verify(cfg: BackupConfig, snapshot: str | None, every: bool, deep: bool, echo: Callable[[str], None],
-            yes: bool, confirm: Confirm, thaw_options: thaw.ThawOptions, streams: int | None) -> int:
-    rclone = rclone_for(cfg)
+def _verify(cfg: BackupConfig, rclone: Rclone, snapshot: str | None, every: bool, deep: bool,
+            echo: Callable[[str], None], yes: bool, confirm: Confirm, thaw_options: thaw.ThawOptions,
+            streams: int | None) -> int:
     reads = read_settings(cfg, rclone, streams)
     catalog = load_catalog(cfg, rclone, read_manifests=True)
     manifests = to_verify(catalog, snapshot, every)

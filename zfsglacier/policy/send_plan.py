@@ -11,10 +11,12 @@ from datetime import UTC, datetime
 from zfsglacier.codec.registry import NO_COMPRESSION, Level
 from zfsglacier.config import BackupConfig, ChainPolicy
 from zfsglacier.errors import UsageError
+from zfsglacier.policy import chain_lock
 from zfsglacier.policy.chain import next_base
 from zfsglacier.policy.resume import PartialBackup
 from zfsglacier.remote.catalog import Catalog
-from zfsglacier.remote.manifest import chain_is_complete
+from zfsglacier.remote.manifest import build_chain, chain_is_complete
+from zfsglacier.remote.object_lock import Lock
 from zfsglacier.zfs import capabilities
 from zfsglacier.zfs.capabilities import ZfsTools
 from zfsglacier.zfs.cmd import Bookmark, Snapshot
@@ -88,6 +90,25 @@ def choose_base(catalog: Catalog, local: list[Snapshot], bookmarks: Sequence[Boo
     return None, _why_full(catalog, local, raw)
 
 
+Base = Snapshot | Bookmark | None
+
+
+def lock_for(cfg: BackupConfig, catalog: Catalog, base: Base, why: str, now: datetime) -> tuple[Base, str, Lock | None]:
+    """With [rclone] object_lock: the lock of the next backup, and a new full instead of an incremental
+    whose chain's lock would end before the incremental may (policy/chain_lock.py). Else no lock."""
+    mode = cfg.object_lock
+    if mode is None:
+        return base, why, None
+    if base is not None:
+        chain = build_chain(catalog.manifests, next(m for m in catalog.manifests if m.guid == base.guid).snapshot)
+        ended = chain_lock.why_new_chain(cfg, mode, chain, now)
+        lock = chain_lock.chain_lock(chain)
+        if ended is None and lock is not None:
+            return base, why, lock
+        base, why = None, ended or why
+    return None, why, chain_lock.for_full(cfg, mode, now)
+
+
 def _sent(raw: bool) -> str:
     return "raw (zfs send -w)" if raw else "decrypted"
 
@@ -127,6 +148,7 @@ class Plan:
     compressor: str = "zstd"
     level: Level = 3
     resumed: PartialBackup | None = None  # the interrupted backup of `snapshot` this run completes
+    lock: Lock | None = None  # the S3 Object Lock of its objects ([rclone] object_lock)
 
     @property
     def short_name(self) -> str:

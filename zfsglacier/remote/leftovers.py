@@ -5,10 +5,11 @@ and prune, under the dataset's lock."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Collection
 
 from zfsglacier import proc
-from zfsglacier.errors import ZfsglacierError
+from zfsglacier.errors import AccessDenied, ZfsglacierError
 from zfsglacier.remote.catalog import Catalog
 from zfsglacier.remote.manifest import snapshot_of_data_object, snapshot_of_partial
 from zfsglacier.remote.rclone import Rclone
@@ -35,7 +36,18 @@ def remove_orphans(rclone: Rclone, catalog: Catalog, keep: Collection[str] = ())
             record = name in records
             log.warning("removing %s: %s", path, "an interrupted backup's record" if record else
                         "a data object without a manifest is not a backup")
-            rclone.delete(path, why="an interrupted backup's record" if record else "no manifest: not a backup")
+            try:
+                rclone.delete(path, why="an interrupted backup's record" if record else "no manifest: not a backup")
+            except AccessDenied as refused:
+                log.warning("%s stays on the remote: %s", path, refused_delete(refused))
+
+
+def refused_delete(refused: AccessDenied) -> str:
+    """What to say of a delete the remote refused for want of permission (a backup-only credential)."""
+    said = re.search(r"AccessDenied[^|]*", refused.stderr_tail)
+    return (f"the remote refused to delete it ({said[0].strip() if said else refused.detail}): this credential may "
+            "not delete; it is no backup (it has no manifest), and `zfsglacier prune` with a credential that may "
+            "delete removes it")
 
 
 def interrupted_backups(catalog: Catalog) -> set[str]:

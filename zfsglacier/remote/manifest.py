@@ -26,6 +26,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 from zfsglacier.codec.registry import CODECS
@@ -102,11 +103,16 @@ class Manifest:
     # The S3 storage class the data objects were uploaded with ([rclone] storage_class), when one was
     # asked for: restore and verify probe the objects of a cold class even where the listing shows none.
     storage_class: str | None = None
+    # The S3 Object Lock of every object of this backup ([rclone] object_lock), as the remote reported it
+    # after the upload: the mode, and the earliest end (RFC 3339, UTC) of the locks of its objects.
+    lock_mode: str | None = None
+    lock_until: str | None = None
 
     def to_json(self) -> bytes:
         fields = asdict(self)
-        if self.storage_class is None:
-            del fields["storage_class"]
+        for optional in ("storage_class", "lock_mode", "lock_until"):
+            if fields[optional] is None:
+                del fields[optional]
         if len(self.volumes) > 1:
             doc: dict[str, Any] = {"format": FORMAT, "version": VOLUMES_VERSION, **fields}
         else:
@@ -193,10 +199,22 @@ def _field_problems(f: dict[str, Any]) -> list[str | None]:
     if f["storage_class"] is not None and not (isinstance(f["storage_class"], str)
                                                and re.fullmatch(r"[A-Z][A-Z_]*", f["storage_class"])):
         problems.append("storage_class must be an S3 storage class such as DEEP_ARCHIVE")
+    if (f["lock_mode"] is None) != (f["lock_until"] is None) or (
+            f["lock_mode"] is not None and (f["lock_mode"] not in ("GOVERNANCE", "COMPLIANCE")
+                                            or not isinstance(f["lock_until"], str) or not _is_time(f["lock_until"]))):
+        problems.append("lock_mode (GOVERNANCE or COMPLIANCE) and lock_until (a time) go together")
     flags = f["send_flags"]
     if not isinstance(flags, list) or not all(isinstance(x, str) and re.fullmatch(r"-[A-Za-z]", x) for x in flags):
         problems.append("send_flags must be a list of one-letter flags such as -L")
     return problems
+
+
+def _is_time(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _volume_problems(f: dict[str, Any]) -> list[str]:

@@ -26,10 +26,18 @@ from zfsglacier import proc
 from zfsglacier.errors import ConfigError, RemoteError, ZfsglacierError
 from zfsglacier.remote import rclone_config
 from zfsglacier.remote.rclone_errors import config_problem, read_error, redact, says_frozen, stderr_tail
-from zfsglacier.remote.rclone_output import RemoteObject, parse_lsjson, parse_thaw_statuses, parse_upload_listing
+from zfsglacier.remote.rclone_output import (
+    ObjectLockState,
+    RemoteObject,
+    parse_locks,
+    parse_lsjson,
+    parse_thaw_statuses,
+    parse_upload_listing,
+)
 
 if TYPE_CHECKING:
     from zfsglacier.config import BackupConfig
+    from zfsglacier.remote.object_lock import Lock
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +94,8 @@ class Rclone:
     storage_class: str | None = None  # [rclone] storage_class, for data objects
     bwlimit: str | None = None
     extra_flags: tuple[str, ...] = ()
+    # --as-of: read S3 buckets as they were at this time (RFC 3339, UTC); rclone then refuses every write.
+    version_at: str | None = None
 
     def _base(self) -> list[str]:
         argv = [self.binary]
@@ -93,12 +103,19 @@ class Rclone:
             argv += ["--config", str(self.config_path)]
         if self.bwlimit is not None:
             argv += ["--bwlimit", self.bwlimit]
+        if self.version_at is not None:
+            argv += ["--s3-version-at", self.version_at]
         return [*argv, *self.extra_flags]
 
-    def rcat_argv(self, path: str, storage_class: str | None = None, sizing: Sequence[str] = ()) -> list[str]:
-        """`sizing`: the upload's part size flags (upload_sizing.UploadSizing.rclone_flags)."""
+    def rcat_argv(self, path: str, storage_class: str | None = None, sizing: Sequence[str] = (),
+                  lock: Lock | None = None) -> list[str]:
+        """`sizing`: the upload's part size flags (upload_sizing.UploadSizing.rclone_flags). `lock`: the S3
+        Object Lock of the object, set by a call of its own once it is uploaded (S3 takes a lock with a
+        single PUT, but some providers ignore it on a multipart upload)."""
+        locking = ["--s3-object-lock-mode", lock.mode, "--s3-object-lock-retain-until-date", lock.until_text,
+                   "--s3-object-lock-set-after-upload"] if lock else []
         return [*self._base(), "rcat", *(["--s3-storage-class", storage_class] if storage_class else []), *sizing,
-                path]
+                *locking, path]
 
     def head_argv(self, path: str) -> list[str]:
         """Read one byte: succeeds only when the object can be read now (not frozen in an archive tier)."""
@@ -120,6 +137,15 @@ class Rclone:
         # --no-modtime: on S3 each object's modification time costs a HEAD request (27 s for 2,000
         # objects on a loopback server, 0.2 s without); names and sizes come with the listing itself.
         return [*self._base(), "lsjson", "--files-only", "--no-mimetype", "--no-modtime", path]
+
+    def locks_argv(self, directory: str, names: Iterable[str]) -> list[str]:
+        """The metadata (S3: object-lock-mode, object-lock-retain-until-date) of some objects of a directory:
+        one listing, and one HEAD request per object named."""
+        includes = [arg for name in sorted(names) for arg in ("--include", "/" + _glob_escape(name))]
+        return [*self._base(), "lsjson", "--files-only", "--metadata", "--no-mimetype", *includes, directory]
+
+    def versioning_argv(self, bucket: str) -> list[str]:
+        return [*self._base(), "backend", "versioning", bucket]
 
     def dirs_argv(self, path: str) -> list[str]:
         return [*self._base(), "lsjson", "--dirs-only", "--recursive", "--no-mimetype", "--no-modtime", path]
@@ -305,6 +331,10 @@ class Rclone:
     def _may_keep_uploads(self, directory: str) -> bool:
         return rclone_config.may_keep_uploads(self._remotes, directory)
 
+    def storing_type(self, remote: str) -> str | None:
+        """rclone_config.storing_type, for this rclone config."""
+        return rclone_config.storing_type(self._remotes, remote)
+
     def on_local_disk(self, remote: str) -> bool:
         """rclone_config.on_local_disk, for this rclone config."""
         return rclone_config.on_local_disk(self._remotes, remote)
@@ -354,11 +384,23 @@ class Rclone:
                   why="left by an interrupted upload")
         return keys
 
-    def write(self, path: str, data: bytes, why: str = "") -> None:
+    def write(self, path: str, data: bytes, why: str = "", lock: Lock | None = None) -> None:
         """A small object zfsglacier reads on every run (manifest, index): readable at once, so never in
         the data objects' storage class."""
-        argv = self.rcat_argv(path, "STANDARD" if self.storage_class else None)
+        argv = self.rcat_argv(path, "STANDARD" if self.storage_class else None, lock=lock)
         self._run("rclone rcat", argv, input=data, what=f"writing {path}", change=True, why=why)
+
+    def locks_of(self, directory: str, names: Iterable[str]) -> dict[str, ObjectLockState]:
+        """The Object Lock of each of `names` in `directory`, as the remote reports it (absent: not listed)."""
+        result = self._run("rclone lsjson", self.locks_argv(directory, names),
+                           what=f"reading the object locks in {directory}")
+        return parse_locks(result.stdout)
+
+    def versioning(self, bucket: str) -> str | None:
+        """An S3 bucket's versioning status (Enabled, Suspended, Unversioned); None when rclone cannot tell."""
+        result = self._run("rclone backend versioning", self.versioning_argv(bucket), check=False)
+        text = result.stdout.decode("utf-8", "replace").strip().strip('"')
+        return text or None if result.returncode == 0 else None
 
     def readable_now(self, path: str) -> bool:
         """False for an object in an archive tier (Glacier, Deep Archive) that is not thawed."""
@@ -381,9 +423,10 @@ class Rclone:
         self._run("rclone deletefile", self.deletefile_argv(path), what=f"deleting {path}", change=True, why=why)
 
 
-def rclone_for(cfg: BackupConfig) -> Rclone:
+def rclone_for(cfg: BackupConfig, as_of: str | None = None) -> Rclone:
+    """`as_of`: read the remote as it was then (RFC 3339, UTC; S3 with versioning only)."""
     return Rclone(find_rclone(), cfg.rclone_config, cfg.stall_timeout, cfg.storage_class, cfg.bwlimit,
-                  cfg.extra_flags)
+                  cfg.extra_flags, as_of)
 
 
 def _glob_escape(name: str) -> str:

@@ -75,3 +75,21 @@ def unused_check_flags(remotes: Remotes, remote: str, multipart: bool) -> list[s
             continue
         return ["--ignore-checksum"] if multipart and options.get("type") == "s3" else []
     return []
+
+
+def storing_type(remotes: Remotes, remote: str) -> str | None:
+    """The type of the remote that stores what `remote` is given (through aliases and other wrappers): s3,
+    local, drive...; None when the config does not say (a remote defined in the environment)."""
+    seen: set[str] = set()
+    while remote not in seen:
+        seen.add(remote)
+        options = remotes.get(remote)
+        if options is None:
+            return None
+        kind, below = options.get("type"), options.get("remote", "")
+        if kind not in _WRAPPERS:
+            return kind
+        if ":" not in below:
+            return "local"
+        remote = below.partition(":")[0]
+    return None

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from zfsglacier.errors import ObjectFrozen, RemoteError
+from zfsglacier.errors import AccessDenied, ObjectFrozen, RemoteError
 
 STDERR_TAIL_LINES = 20
 _LOG_TIMESTAMP = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ")
@@ -87,9 +87,21 @@ def says_frozen(stderr: str) -> bool:
     return any(sign in stderr for sign in _FROZEN_SIGNS)
 
 
+# How S3 (through rclone) refuses a request the credential may not make: the S3 error code, or the
+# status of an answer without a body (a HEAD, or a DELETE some providers answer bare).
+_DENIED_SIGNS = ("AccessDenied", "StatusCode: 403")
+
+
+def says_denied(stderr: str) -> bool:
+    return any(sign in stderr for sign in _DENIED_SIGNS)
+
+
 def read_error(stage: str, detail: str, stderr_tail: str = "") -> RemoteError:
     """The error for a failed rclone call: ObjectFrozen when the remote refused to read an object that is
-    in an archive tier, whatever the listing or the manifest said of its storage class."""
+    in an archive tier, whatever the listing or the manifest said of its storage class; AccessDenied when
+    it refused for want of permission."""
     if says_frozen(stderr_tail):
         return ObjectFrozen(stage, detail, stderr_tail)
+    if says_denied(stderr_tail):
+        return AccessDenied(stage, detail, stderr_tail)
     return RemoteError(stage, detail, stderr_tail)

@@ -26,6 +26,25 @@ def parse_lsjson(output: bytes) -> list[RemoteObject]:
         raise RemoteError("rclone lsjson", f"unexpected output: {exc}") from None
 
 
+@dataclass(frozen=True)
+class ObjectLockState:
+    """What the remote says of an object's S3 Object Lock (rclone's metadata object-lock-*)."""
+
+    mode: str | None
+    until: str | None  # RFC 3339
+
+
+def parse_locks(output: bytes) -> dict[str, ObjectLockState]:
+    """`rclone lsjson --metadata` output -> each object's lock (mode and until None where it has none)."""
+    try:
+        entries = json.loads(output)
+        return {str(e["Name"]): ObjectLockState((e.get("Metadata") or {}).get("object-lock-mode") or None,
+                                                (e.get("Metadata") or {}).get("object-lock-retain-until-date") or None)
+                for e in entries if not e.get("IsDir")}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise RemoteError("rclone lsjson", f"unexpected output: {exc}") from None
+
+
 def parse_thaw_statuses(output: bytes) -> dict[str, str]:
     try:
         entries = json.loads(output)
