@@ -62,21 +62,38 @@ def resolve_chain(catalog: Catalog, snapshot: str | None) -> list[Manifest]:
 
 def chain_from_manifests(cfg: BackupConfig, rclone: Rclone, catalog: Catalog,
                          snapshot: str | None) -> tuple[Catalog, list[Manifest]]:
-    """The chain to restore, as its manifest objects (the truth) describe it. The catalog may have taken
-    the manifests from the index's copies, which anyone who may write to the remote can forge with the
-    right sizes: the chain's manifest objects are read, and where one differs from what the plan used,
-    the whole catalog is read again from the manifest objects."""
+    """The chain to restore, as its manifest objects describe it. The catalog may have taken the manifests
+    from the index's copies, which anyone who may write to the remote can forge with the right sizes: the
+    chain's manifest objects are read, and where one that is a valid manifest differs from what the plan
+    used, the whole catalog is read again from the manifest objects. A manifest object that is damaged
+    (its self-check fails) leaves its committed copy in the index in use, as loading the catalog did."""
     chain = resolve_chain(catalog, snapshot)
     names = [manifest_name(m.snapshot) for m in chain]
     read = rclone.read_many(catalog.directory, names)
     differ = [name for name in names if read.get(name) != catalog.manifest_bytes.get(name)]
-    if not differ:
+    valid = [name for name in differ if _valid(cfg, catalog, name, read.get(name))]
+    for name in differ:
+        if name not in valid:
+            log.warning("%s: the manifest object is damaged or unreadable; its committed copy in the index %s is "
+                        "used; run zfsglacier verify", catalog.path(name), manifest_index.INDEX_NAME)
+    if not valid:
         return catalog, chain
     log.warning("%s: the copy in the index %s differs from the manifest object (the index was changed, or the "
                 "manifest after its commit): the chain is planned again from the manifest objects; run zfsglacier "
-                "verify", catalog.path(differ[0]), manifest_index.INDEX_NAME)
+                "verify", catalog.path(valid[0]), manifest_index.INDEX_NAME)
     catalog = load_catalog(cfg, rclone, read_manifests=True)
     return catalog, resolve_chain(catalog, snapshot)
+
+
+def _valid(cfg: BackupConfig, catalog: Catalog, name: str, data: bytes | None) -> bool:
+    """`data` is a sound manifest of the backup its object's name says."""
+    if data is None:
+        return False
+    try:
+        manifest = Manifest.from_json(data, where=catalog.path(name))
+    except IntegrityError:
+        return False
+    return manifest.dataset == cfg.dataset and manifest_name(manifest.snapshot) == name
 
 
 def check_target_names(target: str, chain: list[Manifest]) -> None:
