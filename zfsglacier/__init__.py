@@ -7,11 +7,12 @@ The code map. Each layer imports only the layers below it (tests/unit/test_layer
     stream/       the data path: the byte pumps, read-ahead/write-behind threads, ranged reads, volumes,
                   stall watch, upload sizing, progress              | policy/   decisions, no I/O of their
                                                                     |           own: send plan, chains,
-                                                                    |           retention, local snapshots,
-                                                                    |           resume records
+                                                                    |           retention, chain locks,
+                                                                    |           local snapshots, resume
+                                                                    |           records
     remote/       rclone argv and answers, manifests, the index,    | zfs/      zfs argv and answers,
-                  the catalog, leftovers, Glacier thaws             |           capabilities, delegation,
-                                                                    |           stream size estimates
+                  the catalog, leftovers, Glacier thaws, S3 Object  |           capabilities, delegation,
+                  Lock (the bucket probe, locks read back)          |           stream size estimates
     config.py config_values.py proc.py signals.py         the config's schema and its value parsers; the
     lock.py background.py                                 only module that starts processes; signals as
                                                           exceptions; locks; a call beside another

@@ -342,3 +342,35 @@ def test_a_dry_run_shows_the_probe_and_the_locks_and_changes_nothing(
         assert "# each object of this backup is locked (COMPLIANCE) until" in out
         assert out.count("--s3-object-lock-set-after-upload") == 3  # the probe, the data, the manifest
         assert rig.run(remote.argv("lsjson", "-R", remote.path()), check=True).stdout.strip() == b"[\n]"
+
+
+def test_a_crypt_remote_over_a_locked_bucket_is_locked_and_restores_as_of(
+    zpool: rig.Pool, moto_server: rig.MotoServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The lock flags reach the S3 remote under the crypt remote, and the locks are read back through it."""
+    with moto_server.remote("AWS", object_lock=True) as under:
+        password = rig.out(["rclone", "obscure", "zgt-crypt-password"]).strip()
+        config_path = tmp_path / "rclone-crypt.conf"
+        config_path.write_text(under.config_path.read_text() + "\n".join([
+            "[zgtcrypt]", "type = crypt", f"remote = {under.name}:{under.bucket}/vault", f"password = {password}",
+        ]) + "\n")
+        crypt = rig.Remote("crypt", config_path, "zgtcrypt", "backups", tmp_path / "no-local-folder")
+        dataset = make_dataset(zpool)
+        config = locked_config(tmp_path, dataset, crypt, "compliance")
+        for step in range(2):
+            rig.populate(zpool.path("data") / f"step{step}", seed=f"crypt-{step}", n_files=4)
+            assert cli("backup", "--config", config) == 0
+        before = list_json(config, capsys)
+        assert [r["lock_mode"] for r in before] == ["COMPLIANCE", "COMPLIANCE"]
+        api = s3_api(moto_server)
+        stored = [o["Key"] for o in api.list_objects_v2(Bucket=under.bucket, Prefix="vault/")["Contents"]]
+        locked = [key for key in stored if api.head_object(Bucket=under.bucket, Key=key).get("ObjectLockMode")]
+        assert len(locked) == 5, stored  # the probe, and each backup's data and manifest; not the index
+        time.sleep(1.5)
+        moment = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        time.sleep(1.5)
+        rig.run(crypt.argv("delete", crypt.path(dataset)))
+        assert list_json(config, capsys) == []
+        target = zpool.dataset("restored")
+        assert cli("restore", "--config", config, "--target-dataset", target, "--yes", "--as-of", moment) == 0
+        assert rig.tree_digest(zpool.path("restored")) == rig.tree_digest(zpool.path("data"))
