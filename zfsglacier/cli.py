@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     sub.add_argument("--force", action="store_true",
                      help="overwrite an existing target dataset (zfs receive -F)")
+    sub.add_argument("--keep-mountpoint", action="store_true",
+                     help="also set the backed-up dataset's mountpoint on the target (by default the target mounts "
+                          "below its parent, never over the live dataset)")
     as_of_argument(sub, "restore")
     thaw_arguments(sub, "restore")
     streams_argument(sub)
@@ -214,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
                 force=args.force,
                 thaw_options=_thaw_options(args),
                 confirm=_ask, echo=lambda line: print(line, file=sys.stdout if args.dry_run else sys.stderr),
-                dry_run=args.dry_run, streams=args.streams, as_of=args.as_of)
+                dry_run=args.dry_run, streams=args.streams, as_of=args.as_of, keep_mountpoint=args.keep_mountpoint)
         return EXIT_OK
     if args.command == "list":
         targets = _targets(cfg, args)

@@ -53,7 +53,7 @@ def test_zfs_fuse_has_holds_and_nothing_newer() -> None:
     assert tools.holds
     assert not tools.send_estimate and not tools.large_blocks and not tools.raw_send
     assert not tools.resumable_receive and not tools.bookmarks and not tools.parsable_list
-    assert not tools.receive_unmounted
+    assert not tools.receive_unmounted and not tools.receive_properties
     assert tools.accepts("get", "p")  # continued lines and later groups count
     assert "missing" not in tools.commands and "Each" not in tools.commands
 
@@ -64,6 +64,7 @@ def test_openzfs_has_the_modern_send_and_receive() -> None:
     assert tools.compressed_send and tools.raw_send
     assert tools.resumable_receive, "-s from the flag group, -A from the bare flag of its own line"
     assert tools.bookmarks and tools.holds and tools.parsable_list and tools.receive_unmounted
+    assert tools.receive_properties, "-o from [-o <property>=<value>]"
     assert tools.commands["recv"] == tools.commands["receive"]  # aliases share the flags
     assert tools.accepts("send", "t") and not tools.accepts("send", "X")
 

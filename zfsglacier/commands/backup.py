@@ -28,7 +28,7 @@ from zfsglacier.commands.prune import prune_after_backup, prune_chains
 from zfsglacier.config import BackupConfig
 from zfsglacier.errors import LockBusyError, RemoteError
 from zfsglacier.lock import DatasetLock
-from zfsglacier.policy import chain_lock, local_snapshots, resume, send_plan
+from zfsglacier.policy import chain_lock, local_snapshots, properties, resume, send_plan
 from zfsglacier.policy.send_plan import Plan
 from zfsglacier.remote import leftovers, object_lock
 from zfsglacier.remote.catalog import Catalog, load_catalog, write_index
@@ -202,6 +202,7 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
         if plan.resumed is None:
             with step(f"making the snapshot {plan.snapshot}"):
                 zfs.create_snapshot(plan.snapshot, zfs.new_pending_mark())
+        own_properties = properties.recorded(zfs.local_properties(cfg.dataset))
         expected = estimate.stream_bytes(plan.snapshot, plan.base_name, plan.send_flags, capabilities.zfs_tools())
         if expected is not None:
             log.info("%s: the stream will be about %s", plan.snapshot, human_bytes(expected))
@@ -237,6 +238,7 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
             storage_class=volumes.storage_class,
             lock_mode=lock.mode if lock else None,
             lock_until=lock.until_text if lock else None,
+            properties=own_properties,
         )
         manifest_tried = True
         with step(f"committing {plan.snapshot}: writing {catalog.path(manifest_object)}"):

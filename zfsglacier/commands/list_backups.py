@@ -26,6 +26,7 @@ def as_records(catalog: Catalog) -> list[dict[str, object]]:
             "storage_class": m.storage_class,
             "lock_mode": m.lock_mode,
             "lock_until": m.lock_until,
+            "properties": m.property_map if m.properties is not None else None,
             "created": m.created,
             "object": catalog.path(m.object),
             "volumes": [{"object": catalog.path(v.object), "stored_bytes": v.stored_bytes, "sha256": v.sha256}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from zfsglacier import names
 from zfsglacier.codec.registry import get_codec
@@ -25,6 +25,7 @@ from zfsglacier.commands.restore_plan import (
     dry_run_lines,
     plan_lines,
 )
+from zfsglacier.commands.restore_properties import TargetProperties
 from zfsglacier.config import BackupConfig
 from zfsglacier.errors import IntegrityError, ObjectFrozen, RefusedError, UsageError, ZfsglacierError
 from zfsglacier.lock import DatasetLock
@@ -61,8 +62,9 @@ def source_of(rclone: Rclone, catalog: Catalog, manifest: Manifest, reads: ReadS
 def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes: bool = False,
             force: bool = False, confirm: Confirm, echo: Callable[[str], None] = print,
             thaw_options: thaw.ThawOptions = thaw.NO_WAIT, dry_run: bool = False,
-            streams: int | None = None, as_of: str | None = None) -> list[Manifest]:
-    """`as_of`: restore from the remote as it was at that time (RFC 3339, UTC; a versioned S3 bucket)."""
+            streams: int | None = None, as_of: str | None = None, keep_mountpoint: bool = False) -> list[Manifest]:
+    """`as_of`: restore from the remote as it was at that time (RFC 3339, UTC; a versioned S3 bucket).
+    `keep_mountpoint`: set the backed-up dataset's mountpoint on the target too."""
     problem = names.dataset_problem(target)
     if problem:
         raise UsageError(f"--target-dataset {target!r}: dataset name {problem}")
@@ -86,11 +88,12 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
         frozen = thaw.frozen_objects(rclone, catalog, chain[received:])
         thaw.check_priority(frozen, thaw_options.priority)
         space = Space.of(target if exists else parent_of(target), chain[received:])
-        for line in [*plan_lines(chain, catalog, target, received), *space.lines(),
-                     *thaw.plan_lines(frozen, thaw_options)]:
+        props = TargetProperties.for_target(target if exists else parent_of(target), keep_mountpoint)
+        for line in [*plan_lines(chain, catalog, target, received), *props.plan_lines(chain, target),
+                     *space.lines(), *thaw.plan_lines(frozen, thaw_options)]:
             echo(line)
         if dry_run:
-            for line in dry_run_lines(rclone, catalog, chain, received, target, frozen, thaw_options,
+            for line in dry_run_lines(rclone, catalog, chain, received, target, frozen, thaw_options, props,
                                       exists=exists, force=force):
                 echo(line)
             return chain
@@ -111,7 +114,8 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
         try:
             while position < len(chain):
                 try:
-                    receive_in_chain(rclone, catalog, chain, position, target, force=force, reads=reads)
+                    receive_in_chain(rclone, catalog, chain, position, target, force=force, reads=reads,
+                                     props=props)
                 except ObjectFrozen as refused:
                     if position == 0 and not exists:
                         _remove_failed_new_target(target)
@@ -123,6 +127,7 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
                 _remove_failed_new_target(target)
             raise
         _set_restore_state(target, None)
+        props.finish(target, chain)
         _mount_or_say_how(target, chain[-1])
         done = chain[received:]
         log.info("restored %s@%s: %d backup(s), %s", target, chain[-1].snapshot, len(done),
@@ -228,12 +233,13 @@ def _remove_failed_new_target(target: str, settle: float = 10.0) -> None:
 
 
 def receive_in_chain(rclone: Rclone, catalog: Catalog, chain: list[Manifest], position: int, target: str, *,
-                     force: bool, reads: ReadSettings) -> None:
+                     force: bool, reads: ReadSettings, props: TargetProperties) -> None:
     """Receive chain[position]; after the full, mark the target unfinished until the end of the chain."""
     manifest = chain[position]
     try:
         with step(f"receiving {manifest.snapshot} ({position + 1} of {len(chain)}) into {target}"):
-            receive_backup(rclone, catalog, manifest, target, force=force or position > 0, reads=reads)
+            receive_backup(rclone, catalog, manifest, target, force=force or position > 0, reads=reads,
+                           properties=props.at_receive(manifest))
     except ObjectFrozen:
         raise  # thawed, and then continued (restore)
     except ZfsglacierError as exc:
@@ -275,8 +281,9 @@ def _set_restore_state(dataset: str, state: str | None) -> None:
 
 
 def receive_backup(rclone: Rclone, catalog: Catalog, manifest: Manifest, target: str, *, force: bool,
-                   reads: ReadSettings) -> None:
-    """Stream one backup into `target` and check the received snapshot's guid against its manifest."""
+                   reads: ReadSettings, properties: Mapping[str, str] | None = None) -> None:
+    """Stream one backup into `target` and check the received snapshot's guid against its manifest.
+    `properties`: set on the target by the receive (-o)."""
     codec = get_codec(manifest.compressor)
     path = catalog.path(manifest.object)
     progress = Progress(f"restore {manifest.snapshot}", manifest.raw_bytes)
@@ -287,7 +294,8 @@ def receive_backup(rclone: Rclone, catalog: Catalog, manifest: Manifest, target:
             # -F on incrementals rolls back whatever touched the target since the previous receive
             # (a mount updating atimes); the chain itself guarantees we only move forward.
             # -u where zfs has it: the target is mounted once, at the end of the chain (never as non-root).
-            zfs.receive_argv(target, force=force, unmounted=capabilities.zfs_tools().receive_unmounted))
+            zfs.receive_argv(target, force=force, unmounted=capabilities.zfs_tools().receive_unmounted,
+                             properties=properties))
     finally:
         progress.close()
     received = {s.short_name: s for s in zfs.list_snapshots(target)}.get(manifest.snapshot)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from zfsglacier import names, proc
 from zfsglacier.codec.registry import NO_COMPRESSION, get_codec
+from zfsglacier.commands.restore_properties import TargetProperties
 from zfsglacier.config import BackupConfig
 from zfsglacier.errors import ChainError, IntegrityError, UsageError
 from zfsglacier.remote import manifest_index, thaw
@@ -149,7 +150,8 @@ class Space:
 
 
 def dry_run_lines(rclone: Rclone, catalog: Catalog, chain: list[Manifest], received: int, target: str,
-                  frozen: list[thaw.Frozen], options: thaw.ThawOptions, *, exists: bool, force: bool) -> list[str]:
+                  frozen: list[thaw.Frozen], options: thaw.ThawOptions, props: TargetProperties, *, exists: bool,
+                  force: bool) -> list[str]:
     """The commands a restore would run, as a person could paste them (each object read by one `rclone cat`,
     where a restore may read ranges of it at once). Left out: the checks of size, sha256 and guid made on
     the way."""
@@ -166,13 +168,17 @@ def dry_run_lines(rclone: Rclone, catalog: Catalog, chain: list[Manifest], recei
         source = downloads[0] if len(downloads) == 1 else "( " + " && ".join(downloads) + " )"
         steps = [proc.render(get_codec(m.compressor).decompress_argv)] if m.compressor != NO_COMPRESSION else []
         receive = proc.render(zfs.receive_argv(target, force=force or position > 0,
-                                               unmounted=capabilities.zfs_tools().receive_unmounted))
+                                               unmounted=capabilities.zfs_tools().receive_unmounted,
+                                               properties=props.at_receive(m)))
         lines.append(" | ".join([source, *steps, receive]))
         if position == 0 and len(chain) > 1:
             lines.append(proc.render(zfs.set_property_argv(target, RESTORE_PROPERTY, INCOMPLETE))
                          + "  # unfinished until the last backup is received")
             lines.append(proc.render(zfs.unmount_argv(target)) + "  # if receiving mounted it")
     lines.append(proc.render(zfs.inherit_property_argv(target, RESTORE_PROPERTY)) + "  # the restore is complete")
+    if not props.at_receive(chain[-1]):
+        lines += [proc.render(zfs.set_property_argv(target, name, value)) + "  # as the backup recorded it"
+                  for name, value in sorted(props.wanted(chain[-1]).items())]
     lines.append(proc.render(zfs.mount_argv(target)) + "  # if not mounted (as root; a raw backup: after zfs "
                                                          "load-key)")
     return lines

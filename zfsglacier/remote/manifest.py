@@ -107,12 +107,17 @@ class Manifest:
     # after the upload: the mode, and the earliest end (RFC 3339, UTC) of the locks of its objects.
     lock_mode: str | None = None
     lock_until: str | None = None
+    # The dataset's own properties when it was backed up (`zfs get -s local,received`), by name; None in
+    # manifests written before they were recorded. A restore sets them again (policy/properties.py).
+    properties: tuple[tuple[str, str], ...] | None = None
 
     def to_json(self) -> bytes:
         fields = asdict(self)
-        for optional in ("storage_class", "lock_mode", "lock_until"):
+        for optional in ("storage_class", "lock_mode", "lock_until", "properties"):
             if fields[optional] is None:
                 del fields[optional]
+        if self.properties is not None:
+            fields["properties"] = dict(self.properties)
         if len(self.volumes) > 1:
             doc: dict[str, Any] = {"format": FORMAT, "version": VOLUMES_VERSION, **fields}
         else:
@@ -144,12 +149,19 @@ class Manifest:
             raise IntegrityError(f"manifest {where}: {'; '.join(problems)}")
         fields["send_flags"] = tuple(fields["send_flags"] or ())
         fields["volumes"] = tuple(Volume(**v) for v in fields["volumes"] or ())
+        if fields["properties"] is not None:
+            fields["properties"] = tuple(sorted(fields["properties"].items()))
         return cls(**fields)  # type: ignore[arg-type]  # each field's type was checked above
 
     @property
     def parts(self) -> tuple[Volume, ...]:
         """The stored objects of this backup, in order (one, unless the stream was cut into volumes)."""
         return self.volumes or (Volume(self.object, self.stored_bytes, self.sha256),)
+
+    @property
+    def property_map(self) -> dict[str, str]:
+        """The recorded properties ({} when none were, or none are set)."""
+        return dict(self.properties or ())
 
     @property
     def raw(self) -> bool:
@@ -203,6 +215,10 @@ def _field_problems(f: dict[str, Any]) -> list[str | None]:
             f["lock_mode"] is not None and (f["lock_mode"] not in ("GOVERNANCE", "COMPLIANCE")
                                             or not isinstance(f["lock_until"], str) or not _is_time(f["lock_until"]))):
         problems.append("lock_mode (GOVERNANCE or COMPLIANCE) and lock_until (a time) go together")
+    props = f["properties"]
+    if props is not None and not (isinstance(props, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                                  for k, v in props.items())):
+        problems.append("properties must map names to values")
     flags = f["send_flags"]
     if not isinstance(flags, list) or not all(isinstance(x, str) and re.fullmatch(r"-[A-Za-z]", x) for x in flags):
         problems.append("send_flags must be a list of one-letter flags such as -L")

@@ -78,6 +78,11 @@ class ZfsTools:
         return self.accepts("receive", "s") and self.accepts("receive", "A")
 
     @property
+    def receive_properties(self) -> bool:
+        """`zfs receive -o property=value`: set properties as the dataset is received (OpenZFS)."""
+        return self.accepts("receive", "o")
+
+    @property
     def receive_unmounted(self) -> bool:
         """`zfs receive -u`: receive without mounting (zfs-fuse mounts every received filesystem)."""
         return self.accepts("receive", "u")
@@ -97,8 +102,8 @@ class ZfsTools:
 
     def describe(self) -> str:
         found = [name for name in ("send_estimate", "large_blocks", "embedded_data", "compressed_send",
-                                   "raw_send", "resumable_receive", "receive_unmounted", "bookmarks", "holds",
-                                   "parsable_list")
+                                   "raw_send", "resumable_receive", "receive_unmounted", "receive_properties",
+                                   "bookmarks", "holds", "parsable_list")
                  if getattr(self, name)]
         return ", ".join(found) or "none of the optional features"
 

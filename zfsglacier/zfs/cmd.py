@@ -11,7 +11,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from zfsglacier import proc
@@ -127,9 +127,26 @@ def send_argv(snapshot: str, base: str | None = None, options: Sequence[str] = (
     return [*argv, snapshot]
 
 
-def receive_argv(target: str, *, force: bool, unmounted: bool = False) -> list[str]:
-    """`unmounted` (-u, OpenZFS): leave the received filesystem unmounted; mounting needs root."""
-    return [ZFS, "receive", *(["-u"] if unmounted else []), *(["-F"] if force else []), target]
+def receive_argv(target: str, *, force: bool, unmounted: bool = False,
+                 properties: Mapping[str, str] | None = None) -> list[str]:
+    """`unmounted` (-u, OpenZFS): leave the received filesystem unmounted; mounting needs root.
+    `properties`: set on the received dataset as it is received (-o, OpenZFS)."""
+    settings = [arg for name, value in sorted((properties or {}).items()) for arg in ("-o", f"{name}={value}")]
+    return [ZFS, "receive", *(["-u"] if unmounted else []), *(["-F"] if force else []), *settings, target]
+
+
+def local_properties_argv(dataset: str) -> list[str]:
+    """The properties set on `dataset` itself (or by a receive), not inherited or defaults."""
+    return [ZFS, "get", "-H", "-p", "-s", "local,received", "-o", "property,value", "all", dataset]
+
+
+def parse_properties(output: str) -> dict[str, str]:
+    found = {}
+    for line in output.splitlines():
+        name, tab, value = line.partition("\t")
+        if tab:
+            found[name] = value
+    return found
 
 
 def snapshot_props_argv(dataset: str) -> list[str]:
@@ -228,6 +245,19 @@ def list_tree(dataset: str) -> list[str]:
 
 def list_snapshots(dataset: str) -> list[Snapshot]:
     return parse_snapshots(dataset, _query("zfs get", snapshot_props_argv(dataset), dataset))
+
+
+def property_names_argv(dataset: str) -> list[str]:
+    return [ZFS, "get", "-H", "-o", "property", "all", dataset]
+
+
+def property_names(dataset: str) -> frozenset[str]:
+    """The native properties this zfs has (those of `dataset`; user properties are not among them)."""
+    return frozenset(_query("zfs get", property_names_argv(dataset), dataset).split())
+
+
+def local_properties(dataset: str) -> dict[str, str]:
+    return parse_properties(_query("zfs get", local_properties_argv(dataset), dataset))
 
 
 def create_snapshot(name: str, pending_run: str) -> None:
