@@ -17,6 +17,7 @@ from pathlib import Path
 from zfsglacier import __version__, config, config_values
 from zfsglacier.commands import datasets, status
 from zfsglacier.commands.backup import backup
+from zfsglacier.commands.backup_tree import backup_tree
 from zfsglacier.commands.list_backups import as_records, as_table
 from zfsglacier.commands.prune import prune
 from zfsglacier.commands.restore import restore
@@ -211,6 +212,10 @@ def _run(args: argparse.Namespace) -> int:
             backup(one, full=args.full, dry_run=args.dry_run)
             return EXIT_OK
 
+        if cfg.recursive and cfg.atomic:
+            codes = [backup_tree(top, tree, full=args.full, dry_run=args.dry_run)
+                     for top, tree in datasets.local_trees(cfg)]
+            return next((code for code in codes if code != EXIT_OK), EXIT_OK)
         return datasets.run_each(datasets.local_targets(cfg), back_up)
     if args.command == "restore":
         restore(datasets.choose(cfg, args.dataset), args.target_dataset, snapshot=args.snapshot, yes=args.yes,

@@ -105,6 +105,7 @@ class BackupConfig:
     max_object_size: int | None = DEFAULT_MAX_OBJECT_SIZE  # a longer stream is cut into volumes; None: never
     datasets: tuple[str, ...] = ()  # when [zfs] dataset lists several: all of them (else empty)
     recursive: bool = False  # also every filesystem and volume below each, each its own chain
+    atomic: bool = True  # with recursive: one snapshot instant for each tree (commands/backup_tree.py)
     chain: ChainPolicy = field(default_factory=ChainPolicy)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     monitoring: MonitoringPolicy = field(default_factory=MonitoringPolicy)
@@ -130,6 +131,7 @@ class _Key:
 _SCHEMA = (
     _Key("zfs", "dataset", parsers.datasets),
     _Key("zfs", "recursive", parsers.boolean, "no"),
+    _Key("zfs", "atomic", parsers.boolean, "yes"),
     _Key("zfs", "snapshot_prefix", parsers.prefix, DEFAULT_SNAPSHOT_PREFIX),
     _Key("zfs", "snapshot_retention", parsers.non_negative_int, DEFAULT_RETENTION),
     _Key("zfs", "send_raw", parsers.boolean, "yes"),
@@ -227,6 +229,7 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
         dataset=values["dataset"][0],
         datasets=values["dataset"] if len(values["dataset"]) > 1 else (),
         recursive=values["recursive"],
+        atomic=values["atomic"],
         snapshot_prefix=values["snapshot_prefix"],
         snapshot_retention=values["snapshot_retention"],
         remote=values["remote"],

@@ -3,13 +3,14 @@ one dataset failing does not stop the others, and the exit code says so."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import rig
 from helpers import cli, error_line, list_json, snapshots, write_config
 
-from zfsglacier.errors import EXIT_USAGE, EXIT_ZFS
+from zfsglacier.errors import EXIT_REMOTE, EXIT_USAGE, EXIT_ZFS
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +94,69 @@ def test_recursive_backs_up_each_child_as_its_own_chain(
                "--yes") == 0
     assert rig.tree_digest(zpool.path("deep-copy")) == rig.tree_digest(zpool.path("data/right/deep"))
     assert len(snapshots(right)) == 2
+
+
+def createtxgs(datasets: list[str]) -> dict[str, set[str]]:
+    """Each dataset's snapshots' creation txgs (zfs get -Hp createtxg)."""
+    found: dict[str, set[str]] = {}
+    for dataset in datasets:
+        for snapshot in snapshots(dataset):
+            txg = rig.out(["zfs", "get", "-Hp", "-o", "value", "createtxg", snapshot]).strip()
+            found.setdefault(snapshot.partition("@")[2], set()).add(txg)
+    return found
+
+
+def test_a_tree_is_snapshotted_at_one_instant_and_a_failing_child_leaves_the_others_committed(
+    zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    top = make(zpool, "vm", "top")
+    disks = [make(zpool, f"vm/disk-{n}", f"disk-{n}") for n in range(3)]
+    tree = [top, *disks]
+    config = config_for(tmp_path, [top], local_remote, "recursive = yes\n")
+    capsys.readouterr()
+    assert cli("backup", "--config", config, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert f"# one atomic snapshot of the tree under {top} (4 dataset(s)), each then sent alone:" in out
+    taken = [line for line in out.splitlines() if "zfs snapshot" in line]
+    assert len(taken) == 1 and taken[0].startswith("zfs snapshot -r ") and f"{top}@" in taken[0]
+    assert all(snapshots(d) == [] for d in tree)
+
+    assert cli("backup", "--config", config) == 0
+    by_name = createtxgs(tree)
+    assert len(by_name) == 1 and len(next(iter(by_name.values()))) == 1, f"one name, one txg: {by_name}"
+
+    # The remote refuses one child's object: a file where its folder would be.
+    blocked = local_remote.root / disks[1]
+    shutil.move(blocked, tmp_path / "set-aside")
+    blocked.write_text("not a folder")
+    for n in range(3):
+        rig.mutate(zpool.path(f"vm/disk-{n}"), seed=f"disk-{n}-2")
+    capsys.readouterr()
+    assert cli("backup", "--config", config) == EXIT_REMOTE
+    err = capsys.readouterr().err
+    assert f"zfsglacier: error: 1 of 4 datasets failed: {disks[1]} (exit 4: " in err.splitlines()[-1]
+    assert len(snapshots(disks[1])) == 1, "the failed child's new snapshot is destroyed"
+    second = createtxgs([top, disks[0], disks[2]])
+    assert len(second) == 2 and all(len(txgs) == 1 for txgs in second.values()), second
+    blocked.unlink()
+    shutil.move(tmp_path / "set-aside", blocked)
+    records = list_json(config, capsys)
+    kinds: dict[str, list[str]] = {}
+    for record in records:
+        kinds.setdefault(str(record["dataset"]), []).append(str(record["kind"]))
+    assert kinds == {top: ["full", "incremental"], disks[0]: ["full", "incremental"], disks[1]: ["full"],
+                     disks[2]: ["full", "incremental"]}
+
+
+def test_atomic_no_snapshots_each_dataset_on_its_own(
+    zpool: rig.Pool, local_remote: rig.Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    top = make(zpool, "db", "top")
+    log_dataset = make(zpool, "db/log", "log")
+    config = config_for(tmp_path, [top], local_remote, "recursive = yes\natomic = no\n")
+    capsys.readouterr()
+    assert cli("backup", "--config", config, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "atomic snapshot" not in out and out.count("zfs snapshot -o") == 2
+    assert cli("backup", "--config", config) == 0
+    assert len(snapshots(top)) == len(snapshots(log_dataset)) == 1

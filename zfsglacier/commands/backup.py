@@ -15,6 +15,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from zfsglacier import __version__, proc
@@ -48,6 +49,7 @@ from zfsglacier.stream.volumes import RegeneratedDiffers
 from zfsglacier.units import human_bytes
 from zfsglacier.zfs import capabilities, delegation, estimate
 from zfsglacier.zfs import cmd as zfs
+from zfsglacier.zfs.cmd import Bookmark, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +61,16 @@ def _now() -> datetime:
 
 def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
            echo: Callable[[str], None] = print) -> Manifest | None:
-    """A run that is not a dry run is recorded in [monitoring] textfile when it is set (commands/metrics.py): a
-    success as soon as its manifest is committed, and a failure when the run fails, before or after that
-    (after it, the success's timestamp stays). Writing the file never fails the run."""
+    """Back up one dataset. A run that is not a dry run is recorded in [monitoring] textfile (recorded())."""
     if dry_run:
         return _backup(cfg, full=full, dry_run=True, echo=echo, on_commit=lambda manifest: None)
+    return recorded(cfg, lambda on_commit: _backup(cfg, full=full, dry_run=False, echo=echo, on_commit=on_commit))
+
+
+def recorded(cfg: BackupConfig, run: Callable[[Callable[[Manifest], None]], Manifest | None]) -> Manifest | None:
+    """`run(on_commit)`, recorded in [monitoring] textfile when it is set (commands/metrics.py): a success as
+    soon as its manifest is committed, and a failure when the run fails, before or after that (after it,
+    the success's timestamp stays). Writing the file never fails the run."""
     started = time.monotonic()
 
     def record_commit(manifest: Manifest) -> None:
@@ -71,7 +78,7 @@ def backup(cfg: BackupConfig, *, full: bool = False, dry_run: bool = False,
                    seconds=time.monotonic() - started, raw_bytes=manifest.raw_bytes, stored_bytes=manifest.stored_bytes)
 
     try:
-        return _backup(cfg, full=full, dry_run=False, echo=echo, on_commit=record_commit)
+        return run(record_commit)
     except LockBusyError:
         raise  # another run holds the dataset and records its own outcome; this one did nothing
     except BaseException:
@@ -86,6 +93,42 @@ def _delegated_needs(cfg: BackupConfig) -> frozenset[str]:
 
 def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str], None],
             on_commit: Callable[[Manifest], None]) -> Manifest | None:
+    with contextlib.ExitStack() as held:
+        prepared = prepare(cfg, held, full=full, dry_run=dry_run, echo=echo)
+        if dry_run:
+            print_dry_run(prepared, echo)
+            return None
+        return execute(prepared, on_commit)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A dataset's backup, decided and with its lock held, up to the snapshot: what execute() runs."""
+
+    cfg: BackupConfig
+    rclone: Rclone
+    tools: capabilities.ZfsTools
+    catalog: Catalog
+    plan: Plan
+    local: list[Snapshot]
+    bookmarks: list[Bookmark]
+    note: str | None  # said in the log: why the configured compressor is not used
+    taken: frozenset[str]  # snapshot names the dataset or its remote folder already have
+    full: bool  # --full
+
+    def named(self, short: str, *, premade: bool) -> Prepared:
+        """The same backup under another snapshot name (a tree's one name: backup_tree.py); `premade`: that
+        snapshot is made by someone else (the tree's one zfs snapshot)."""
+        plan = self.plan
+        first = data_object_name(short, plan.kind, get_codec(plan.compressor).suffix)
+        return dataclasses.replace(self, plan=dataclasses.replace(plan, snapshot=f"{self.cfg.dataset}@{short}",
+                                                                  object_name=first, premade=premade))
+
+
+def prepare(cfg: BackupConfig, held: contextlib.ExitStack, *, full: bool, dry_run: bool,
+            echo: Callable[[str], None]) -> Prepared:
+    """Everything before the snapshot: the checks, the dataset's lock (held in `held`), the remote's catalog,
+    the removal of what failed runs left, and the plan (a full or an incremental, or a resumed backup)."""
     local_snapshots.check_snapshot_names_fit(cfg)
     rclone = rclone_for(cfg)
     delegation.require(cfg.dataset, lambda: _delegated_needs(cfg), "backup")
@@ -93,7 +136,8 @@ def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str
     if cfg.object_lock is not None:  # before anything is made: a lock that cannot be honoured is a config error
         with proc.dry_run(echo) if dry_run else contextlib.nullcontext():
             object_lock.require_lockable(cfg, cfg.object_lock, rclone, _now())
-    with DatasetLock(cfg.dataset, "backup"), step(f"backing up {cfg.dataset}"):
+    held.enter_context(DatasetLock(cfg.dataset, "backup"))
+    with step(f"backing up {cfg.dataset}"):
         local = zfs.list_snapshots(cfg.dataset)
         encrypted = tools.raw_send and capabilities.dataset_is_encrypted(cfg.dataset)
         options = send_plan.stream_options(cfg, tools, encrypted)
@@ -115,6 +159,7 @@ def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str
             local = local_snapshots.remove_leftovers(cfg, rclone, catalog, local, resuming=partial)
             leftovers.abort_unfinished_uploads(rclone, catalog)
 
+        taken = frozenset({s.short_name for s in local} | {m.snapshot for m in catalog.manifests})
         if partial is not None:
             base = resume.base_of(partial, local, bookmarks)
             _, _, lock = send_plan.lock_for(cfg, catalog, base, "", _now())
@@ -126,41 +171,53 @@ def _backup(cfg: BackupConfig, *, full: bool, dry_run: bool, echo: Callable[[str
             base, why = (None, "full: --full given") if full else \
                 send_plan.choose_base(catalog, local, bookmarks, raw, cfg.chain, _now())
             base, why, lock = send_plan.lock_for(cfg, catalog, base, why, _now())
-            taken = {s.short_name for s in local} | {m.snapshot for m in catalog.manifests}
-            short = local_snapshots.new_snapshot_name(cfg.snapshot_prefix, _now(), taken)
+            short = local_snapshots.new_snapshot_name(cfg.snapshot_prefix, _now(), set(taken))
             kind = "full" if base is None else "incremental"
             plan = Plan(f"{cfg.dataset}@{short}", base, data_object_name(short, kind, codec.suffix), why,
                         options.send_flags, options.compressor, options.level, lock=lock)
+    return Prepared(cfg, rclone, tools, catalog, plan, local, bookmarks, options.note, taken, full)
 
-        send_argv = zfs.send_argv(plan.snapshot, plan.base_name, plan.send_flags)
-        sizing = upload_sizing(cfg, None)
-        rcat_argv = rclone.rcat_argv(catalog.path(plan.object_name), data_storage_class(cfg.storage_class, None),
-                                     [*sizing.rclone_flags(), *rclone.unused_check_flags(cfg.remote, sizing.multipart)],
-                                     plan.lock)
-        if dry_run:
-            if options.note:
-                echo(f"# {options.note}")
-            planned = planned_manifest(cfg, plan, codec, _now().isoformat(timespec="seconds"))
-            print_plan(cfg, rclone, catalog, plan, planned, local, bookmarks,
-                       [send_argv, codec.compress_argv(plan.level, cfg.threads), rcat_argv], echo)
-            if cfg.retention.active:  # what the remote's retention deletes once this backup is committed
-                with proc.dry_run(echo):
-                    prune_chains(cfg, rclone, dataclasses.replace(catalog, manifests=[*catalog.manifests, planned]))
-            return None
 
-        if options.note:
-            log.info("%s", options.note)
+def _rcat_argv(p: Prepared) -> list[str]:
+    """The data upload as a dry run shows it (the part size then follows the stream's estimate)."""
+    sizing = upload_sizing(p.cfg, None)
+    return p.rclone.rcat_argv(p.catalog.path(p.plan.object_name), data_storage_class(p.cfg.storage_class, None),
+                              [*sizing.rclone_flags(), *p.rclone.unused_check_flags(p.cfg.remote, sizing.multipart)],
+                              p.plan.lock)
+
+
+def print_dry_run(p: Prepared, echo: Callable[[str], None]) -> None:
+    cfg, plan = p.cfg, p.plan
+    if p.note:
+        echo(f"# {p.note}")
+    codec = get_codec(plan.compressor)
+    planned = planned_manifest(cfg, plan, codec, _now().isoformat(timespec="seconds"))
+    send_argv = zfs.send_argv(plan.snapshot, plan.base_name, plan.send_flags)
+    print_plan(cfg, p.rclone, p.catalog, plan, planned, p.local, p.bookmarks,
+               [send_argv, codec.compress_argv(plan.level, cfg.threads), _rcat_argv(p)], echo)
+    if cfg.retention.active:  # what the remote's retention deletes once this backup is committed
+        with proc.dry_run(echo):
+            prune_chains(cfg, p.rclone, dataclasses.replace(p.catalog, manifests=[*p.catalog.manifests, planned]))
+
+
+def execute(p: Prepared, on_commit: Callable[[Manifest], None]) -> Manifest:
+    """Snapshot (unless made already: a resumed backup, or a tree's atomic snapshot), stream, commit, then
+    the index, holds, local snapshots and the remote's pruning."""
+    cfg, rclone, catalog, plan = p.cfg, p.rclone, p.catalog, p.plan
+    with step(f"backing up {cfg.dataset}"):
+        if p.note:
+            log.info("%s", p.note)
         # A full that was not asked for costs a whole upload (and storage) more: make it stand out.
-        unasked_full = plan.base is None and catalog.manifests and not full and partial is None
-        log.log(logging.WARNING if unasked_full else logging.INFO,
-                "%s: %s", plan.snapshot, plan.why)
+        unasked_full = plan.base is None and catalog.manifests and not p.full and plan.resumed is None
+        log.log(logging.WARNING if unasked_full else logging.INFO, "%s: %s", plan.snapshot, plan.why)
+        send_argv = zfs.send_argv(plan.snapshot, plan.base_name, plan.send_flags)
         manifest = _stream_and_commit(cfg, rclone, catalog, plan, send_argv)
         on_commit(manifest)
         with step(f"after committing {plan.snapshot}: updating the index, holds and local snapshots"):
             # The index (a cache: its failure is a warning) is written while the local snapshots are seen to.
             indexing = Background(lambda: write_index(rclone, catalog, manifest), "write: index")
             try:
-                _after_commit(cfg, tools, manifest, catalog.guids | {manifest.guid})
+                _after_commit(cfg, p.tools, manifest, catalog.guids | {manifest.guid})
             finally:
                 indexing.result()
         if cfg.retention.active:
@@ -199,7 +256,7 @@ def _stream_and_commit(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan
     try:
         # Inside the try: a signal that stops `zfs snapshot`, or comes just after it, still gets the
         # snapshot destroyed (the kernel, or zfs-fuse's daemon, finishes the work of a killed `zfs`).
-        if plan.resumed is None:
+        if plan.resumed is None and not plan.premade:
             with step(f"making the snapshot {plan.snapshot}"):
                 zfs.create_snapshot(plan.snapshot, zfs.new_pending_mark())
         own_properties = properties.recorded(zfs.local_properties(cfg.dataset))

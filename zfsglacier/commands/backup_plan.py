@@ -29,7 +29,7 @@ def print_plan(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, plan: Plan, 
     """What a run would do, as commands a person can paste. `planned`: the backup as it will be committed.
     The steps after the commit are decided by the functions the real run uses (local_snapshots)."""
     echo(f"# {plan.why}")
-    if plan.resumed is None:
+    if plan.resumed is None and not plan.premade:
         echo(proc.render(zfs.snapshot_argv(plan.snapshot, "DRY-RUN")))
     echo(proc.render_pipeline(pipeline) + "  # compression runs in-process (the command shown writes the same "
                                           "format); the part size follows the stream's estimate")

@@ -69,6 +69,18 @@ def choose(cfg: BackupConfig, dataset: str | None) -> BackupConfig:
     raise UsageError(f"--dataset {dataset!r}: not a dataset this config backs up {what}: {', '.join(tops)}")
 
 
+def local_trees(cfg: BackupConfig) -> list[tuple[str, list[BackupConfig]]]:
+    """With `recursive`: each configured dataset and the datasets of its tree (one not in an earlier tree)."""
+    seen: set[str] = set()
+    trees = []
+    for top in configured(cfg):
+        tree = [name for name in zfs.list_tree(top) if name not in seen]
+        seen |= set(tree)
+        if tree:
+            trees.append((top, [for_dataset(cfg, name) for name in tree]))
+    return trees
+
+
 def run_each(targets: list[BackupConfig], action: Callable[[BackupConfig], int]) -> int:
     """Run `action` for each dataset; returns the first non-zero exit code, else 0. With one dataset, its
     error is raised as it is (one error line, as ever)."""
@@ -85,8 +97,13 @@ def run_each(targets: list[BackupConfig], action: Callable[[BackupConfig], int])
             code = exc.exit_code
         if code != EXIT_OK:
             failed.append((target.dataset, code))
+    return summarize(failed, len(targets))
+
+
+def summarize(failed: list[tuple[str, int]], total: int) -> int:
+    """The last line of a run over several datasets, when some failed; the first failure's exit code."""
     if not failed:
         return EXIT_OK
     listed = ", ".join(f"{name} (exit {code}: {EXIT_CODES.get(code, 'failed')})" for name, code in failed)
-    log.error("error: %d of %d datasets failed: %s", len(failed), len(targets), listed)
+    log.error("error: %d of %d datasets failed: %s", len(failed), total, listed)
     return failed[0][1]

@@ -149,6 +149,7 @@ class Plan:
     level: Level = 3
     resumed: PartialBackup | None = None  # the interrupted backup of `snapshot` this run completes
     lock: Lock | None = None  # the S3 Object Lock of its objects ([rclone] object_lock)
+    premade: bool = False  # the snapshot was made already, with those of its tree (one atomic zfs snapshot)
 
     @property
     def short_name(self) -> str:

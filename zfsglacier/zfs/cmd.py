@@ -62,8 +62,9 @@ def is_pending_mark(value: str) -> bool:
     return _PENDING_MARK.fullmatch(value) is not None
 
 
-def snapshot_argv(name: str, pending_run: str) -> list[str]:
-    return [ZFS, "snapshot", "-o", f"{PENDING_PROPERTY}={pending_run}", name]
+def snapshot_argv(name: str, pending_run: str, *, recursive: bool = False) -> list[str]:
+    """`recursive` (-r): `name`'s dataset and every one below it, in one transaction group."""
+    return [ZFS, "snapshot", *(["-r"] if recursive else []), "-o", f"{PENDING_PROPERTY}={pending_run}", name]
 
 
 def hold_argv(tag: str, snapshot: str) -> list[str]:
@@ -260,8 +261,8 @@ def local_properties(dataset: str) -> dict[str, str]:
     return parse_properties(_query("zfs get", local_properties_argv(dataset), dataset))
 
 
-def create_snapshot(name: str, pending_run: str) -> None:
-    proc.run("zfs snapshot", snapshot_argv(name, pending_run), error=ZfsError, change=True)
+def create_snapshot(name: str, pending_run: str, *, recursive: bool = False) -> None:
+    proc.run("zfs snapshot", snapshot_argv(name, pending_run, recursive=recursive), error=ZfsError, change=True)
 
 
 def clear_pending(snapshot: str, why: str = "") -> None:
