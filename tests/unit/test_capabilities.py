@@ -91,3 +91,16 @@ def test_the_size_line_of_a_dry_run_is_read() -> None:
     assert parse_estimate("incremental\ta\tp/d@b\t99\nsize\t99\n") == 99
     assert parse_estimate("nothing useful\n") is None
     assert parse_estimate("size\tunknown\n") is None
+
+
+def test_the_settable_properties_are_read_from_zfs_gets_table() -> None:
+    from zfsglacier.zfs.capabilities import parse_property_table
+    table = ("missing property argument\nusage:\n\tget [-rHp] ...\n\nThe following properties are supported:\n\n"
+             "\tPROPERTY       EDIT  INHERIT   VALUES\n\n"
+             "\tavailable        NO       NO   <size>\n"
+             "\tacltype         YES      YES   off | nfsv4 | posix\n"
+             "\tvolmode         YES      YES   default | full | geom | dev | none\n"
+             "\tcasesensitivity  NO      YES   sensitive | insensitive | mixed\n"
+             "\tvolsize         YES       NO   <size>\n"
+             "\nUser-defined properties can be specified by using a name containing a colon (:).\n")
+    assert parse_property_table(table) == {"acltype", "volmode", "volsize"}

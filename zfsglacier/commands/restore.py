@@ -88,7 +88,7 @@ def restore(cfg: BackupConfig, target: str, *, snapshot: str | None = None, yes:
         frozen = thaw.frozen_objects(rclone, catalog, chain[received:])
         thaw.check_priority(frozen, thaw_options.priority)
         space = Space.of(target if exists else parent_of(target), chain[received:])
-        props = TargetProperties.for_target(target if exists else parent_of(target), keep_mountpoint)
+        props = TargetProperties.here(keep_mountpoint)
         for line in [*plan_lines(chain, catalog, target, received), *props.plan_lines(chain, target),
                      *space.lines(), *thaw.plan_lines(frozen, thaw_options)]:
             echo(line)

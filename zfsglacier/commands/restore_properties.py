@@ -23,13 +23,13 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TargetProperties:
     keep_mountpoint: bool
-    known: frozenset[str]  # the native properties of the zfs that receives
+    known: frozenset[str]  # the native properties the zfs that receives can set
     with_receive: bool  # zfs receive takes -o
 
     @classmethod
-    def for_target(cls, existing: str, keep_mountpoint: bool) -> TargetProperties:
-        """`existing`: the target, or its parent when the restore creates it."""
-        return cls(keep_mountpoint, zfs.property_names(existing), capabilities.zfs_tools().receive_properties)
+    def here(cls, keep_mountpoint: bool) -> TargetProperties:
+        """For the zfs of this host."""
+        return cls(keep_mountpoint, capabilities.settable_properties(), capabilities.zfs_tools().receive_properties)
 
     def wanted(self, manifest: Manifest) -> dict[str, str]:
         """What of `manifest`'s recorded properties this zfs can set on the target."""

@@ -125,6 +125,22 @@ def zfs_tools() -> ZfsTools:
     return ZfsTools(commands)
 
 
+_PROPERTY_ROW = re.compile(r"^\t(?P<name>[a-z][a-z0-9_]*)\s+(?P<edit>YES|NO)\s+(?P<inherit>YES|NO|-)\s")
+
+
+def parse_property_table(text: str) -> frozenset[str]:
+    """The properties `zfs get`'s usage lists as editable (EDIT YES): those a restore may set."""
+    return frozenset(m["name"] for line in text.splitlines() if (m := _PROPERTY_ROW.match(line)) and m["edit"] == "YES")
+
+
+@functools.cache
+def settable_properties() -> frozenset[str]:
+    """The native properties this zfs can set, filesystems' and volumes' alike (`zfs get` without
+    arguments prints the table); asked once per process."""
+    result = proc.run("zfs get", [ZFS, "get"], error=ZfsError, check=False)
+    return parse_property_table(result.stderr + "\n" + result.stdout.decode("utf-8", "replace"))
+
+
 def pool_has_feature(pool: str, feature: str) -> bool:
     """A pool feature (`bookmarks`, `encryption`...) that is enabled or active. Pools without feature
     flags (zfs-fuse, pool version 23) have none."""

@@ -248,15 +248,6 @@ def list_snapshots(dataset: str) -> list[Snapshot]:
     return parse_snapshots(dataset, _query("zfs get", snapshot_props_argv(dataset), dataset))
 
 
-def property_names_argv(dataset: str) -> list[str]:
-    return [ZFS, "get", "-H", "-o", "property", "all", dataset]
-
-
-def property_names(dataset: str) -> frozenset[str]:
-    """The native properties this zfs has (those of `dataset`; user properties are not among them)."""
-    return frozenset(_query("zfs get", property_names_argv(dataset), dataset).split())
-
-
 def local_properties(dataset: str) -> dict[str, str]:
     return parse_properties(_query("zfs get", local_properties_argv(dataset), dataset))
 
