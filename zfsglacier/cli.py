@@ -18,6 +18,7 @@ from zfsglacier import __version__, config, config_values
 from zfsglacier.commands import datasets, status
 from zfsglacier.commands.backup import backup
 from zfsglacier.commands.backup_tree import backup_tree
+from zfsglacier.commands.drill import drill
 from zfsglacier.commands.list_backups import as_records, as_table
 from zfsglacier.commands.prune import prune
 from zfsglacier.commands.restore import restore
@@ -98,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--snapshot", metavar="NAME",
                        help="the chain a restore of this snapshot needs (default: of the newest backup)")
     which.add_argument("--all", action="store_true", help="every committed backup")
+    which.add_argument("--drill", action="store_true",
+                       help="the scheduled restore drill (systemd/zfsglacier-verify.timer): the newest chain, --deep "
+                            "when [verify] deep = yes, never a thaw (cold objects are skipped), the outcome recorded "
+                            "for status and [monitoring] textfile")
     sub.add_argument("--deep", action="store_true",
                      help="also receive the chain into a throwaway dataset in the same pool, then destroy it")
     sub.add_argument("--yes", action="store_true",
@@ -245,6 +250,8 @@ def _run(args: argparse.Namespace) -> int:
             return EXIT_OK
 
         return datasets.run_each(_targets(cfg, args), prune_one)
+    if args.command == "verify" and args.drill:
+        return datasets.run_each(_targets(cfg, args), lambda one: drill(one, deep=args.deep, streams=args.streams))
     if args.command == "verify":
         return datasets.run_each(_targets(cfg, args), lambda one: verify(
             one, snapshot=args.snapshot, every=args.all, deep=args.deep, yes=args.yes, confirm=_ask,

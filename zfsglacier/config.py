@@ -33,6 +33,8 @@ DEFAULT_RANGE_BYTES = 16 << 20
 # and 50h allow for that, and for one missed night before it turns critical.
 DEFAULT_WARN_AFTER = "26h"
 DEFAULT_CRIT_AFTER = "50h"
+# A weekly drill (systemd/zfsglacier-verify.timer) with its randomized delay, and a day to spare.
+DEFAULT_VERIFY_WARN_AFTER = "8d"
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,16 @@ class MonitoringPolicy:
     # seconds; CRITICAL when older than this (always > warn_after)
     crit_after: int = age_threshold("[monitoring] crit_after", DEFAULT_CRIT_AFTER)
     textfile: Path | None = None  # node_exporter textfile collector file (*.prom); None: none written
+    # seconds; WARNING when the last successful restore drill is older than this (once one has run)
+    verify_warn_after: int = age_threshold("[monitoring] verify_warn_after", DEFAULT_VERIFY_WARN_AFTER)
+
+
+@dataclass(frozen=True)
+class VerifyPolicy:
+    """[verify]: what a restore drill (`verify --drill`, systemd/zfsglacier-verify.timer) proves."""
+
+    deep: bool = False  # also receive the chain into a scratch dataset, destroyed after
+    scratch_pool: str | None = None  # where --deep receives; None: the dataset's own pool
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,7 @@ class BackupConfig:
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     monitoring: MonitoringPolicy = field(default_factory=MonitoringPolicy)
     restore: RestorePolicy = field(default_factory=RestorePolicy)
+    verify: VerifyPolicy = field(default_factory=VerifyPolicy)
 
     @property
     def remote_dir(self) -> str:
@@ -160,6 +173,9 @@ _SCHEMA = (
     _Key("monitoring", "warn_after", parsers.age_threshold, DEFAULT_WARN_AFTER),
     _Key("monitoring", "crit_after", parsers.age_threshold, DEFAULT_CRIT_AFTER),
     _Key("monitoring", "textfile", parsers.textfile, None),
+    _Key("monitoring", "verify_warn_after", parsers.age_threshold, DEFAULT_VERIFY_WARN_AFTER),
+    _Key("verify", "deep", parsers.boolean, "no"),
+    _Key("verify", "scratch_pool", parsers.pool, None),
 )
 
 SECTIONS = tuple(dict.fromkeys(k.section for k in _SCHEMA))
@@ -251,8 +267,10 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
         max_object_size=values["max_object_size"],
         chain=ChainPolicy(values["full_every"][0], values["full_every"][1], values["differential"]),
         retention=RetentionPolicy(values["keep_chains"], values["max_age"]),
-        monitoring=MonitoringPolicy(values["warn_after"], values["crit_after"], values["textfile"]),
+        monitoring=MonitoringPolicy(values["warn_after"], values["crit_after"], values["textfile"],
+                                    values["verify_warn_after"]),
         restore=RestorePolicy(values["streams"], values["range_size"]),
+        verify=VerifyPolicy(values["deep"], values["scratch_pool"]),
     )
 
 

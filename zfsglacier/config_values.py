@@ -43,6 +43,15 @@ def datasets(where: str, value: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+def pool(where: str, value: str) -> str | None:
+    if value == "":
+        return None
+    problem = names.dataset_problem(value)
+    if problem or "/" in value:
+        raise bad(where, value, f"a pool name {problem}" if problem else "expected a pool's name, not a dataset's")
+    return value
+
+
 def prefix(where: str, value: str) -> str:
     problem = names.snapshot_component_problem(value)
     if problem:

@@ -4,7 +4,7 @@ import pytest
 from config_text import render, with_value
 
 from zfsglacier.codec.registry import CODECS, default_threads
-from zfsglacier.config import BackupConfig, load_config, parse_config
+from zfsglacier.config import BackupConfig, VerifyPolicy, load_config, parse_config
 from zfsglacier.errors import EXIT_USAGE, ConfigError
 
 LEGACY = """\
@@ -160,3 +160,22 @@ def test_file_errors(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_config(binary)
+
+
+def test_verify_takes_deep_and_a_scratch_pool() -> None:
+    from config_text import MINIMAL as SECTIONS
+    from config_text import render
+    policy = parse_config(render({**SECTIONS, "verify": {"deep": "yes", "scratch_pool": "scratch"}})).verify
+    assert (policy.deep, policy.scratch_pool) == (True, "scratch")
+    assert parse_config(render(SECTIONS)).verify == VerifyPolicy(False, None)
+    with pytest.raises(ConfigError, match=r"\[verify\] scratch_pool = 'tank/x': expected a pool's name"):
+        parse_config(render({**SECTIONS, "verify": {"scratch_pool": "tank/x"}}))
+
+
+def test_a_drill_record_reads_back_and_refuses_what_a_drill_never_writes() -> None:
+    from zfsglacier.remote.drill_record import DrillRecord
+    record = DrillRecord("2026-12-06T03:00:00+00:00", True, "2026-12-06T03:00:00+00:00", "s", True, 2, 0, 10, 1.5)
+    assert DrillRecord.from_json(record.to_json()) == record
+    for bad in (b"{", b'{"format": "zfsglacier-drill", "version": 1}', record.to_json().replace(b"true", b'"yes"', 1)):
+        with pytest.raises(ValueError):
+            DrillRecord.from_json(bad)

@@ -112,16 +112,17 @@ def test_the_directory_need_not_exist_yet(tmp_path: Path) -> None:
 def test_unknown_key_in_monitoring_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(with_value("monitoring", "critical_after", "2d"), source="cfg.ini")
-    assert "unknown key [monitoring] critical_after (known in [monitoring]: warn_after, crit_after, textfile)" \
-        in str(info.value)
+    assert ("unknown key [monitoring] critical_after (known in [monitoring]: warn_after, crit_after, textfile, "
+            "verify_warn_after)") in str(info.value)
 
 
 def test_the_example_config_documents_every_monitoring_key_and_its_values_parse() -> None:
     """The commented [monitoring] block of config.ini.example, uncommented, is a valid section."""
     text = EXAMPLE.read_text(encoding="utf-8")
-    block = text[text.index("# [monitoring]"):]
+    block = text[text.index("# [monitoring]"):text.index("# [verify]")]
     keys = dict(re.findall(r"^# (\w+) = (.*)$", block, flags=re.MULTILINE))
-    assert set(keys) == {"warn_after", "crit_after", "textfile"}
+    assert set(keys) == {"warn_after", "crit_after", "textfile", "verify_warn_after"}
     policy = monitoring(**keys)
     assert policy.textfile is not None and policy.textfile.name.endswith(".prom")
     assert (policy.warn_after, policy.crit_after) == (MonitoringPolicy().warn_after, MonitoringPolicy().crit_after)
+    assert policy.verify_warn_after == MonitoringPolicy().verify_warn_after == 8 * 86400

@@ -1,6 +1,7 @@
 """The systemd units in systemd/: systemd loads them without a complaint, the service's sandbox rates 4.0 or
 better in `systemd-analyze security`, keeps what zfs and rclone need, and the glacier-backup.*.example
-copies (the names older install steps copy) say the same as zfsglacier.service and zfsglacier.timer."""
+copies (the names older install steps copy) say the same as zfsglacier.service and zfsglacier.timer. The
+restore drill's units (zfsglacier-verify.*) run `verify --drill` weekly in the backup's sandbox."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ MAX_EXPOSURE = 4.0
 UNITS = {
     "zfsglacier": (SYSTEMD_DIR / "zfsglacier.service", SYSTEMD_DIR / "zfsglacier.timer"),
     "glacier-backup": (SYSTEMD_DIR / "glacier-backup.service.example", SYSTEMD_DIR / "glacier-backup.timer.example"),
+    "zfsglacier-verify": (SYSTEMD_DIR / "zfsglacier-verify.service", SYSTEMD_DIR / "zfsglacier-verify.timer"),
 }
 
 # Each of these gives the service a mount namespace of its own (or, for the last ones, takes away what zfs
@@ -177,3 +179,15 @@ def test_example_copies_say_the_same() -> None:
         f"{example_service.name} differs from {service.name}: copy it over")
     assert _comparable(example_timer, "glacier-backup") == _comparable(timer, "zfsglacier"), (
         f"{example_timer.name} differs from {timer.name} (beyond its Unit= line): copy it over")
+
+
+def test_the_drill_runs_weekly_in_the_backups_sandbox() -> None:
+    (backup, _), (drill, timer) = UNITS["zfsglacier"], UNITS["zfsglacier-verify"]
+    assert _values(drill, "Service", "ExecStart") == [f"{BINARY} verify --drill --config /etc/zfsglacier/config.ini"]
+    differing = {"Description", "ExecStart"}
+    assert [x for x in _settings(drill) if x[1] not in differing] == \
+        [x for x in _settings(backup) if x[1] not in differing], "the drill's sandbox is the backup's"
+    assert _values(timer, "Timer", "OnCalendar") == ["weekly"]
+    assert _values(timer, "Timer", "Persistent") == ["true"]
+    assert _values(timer, "Timer", "RandomizedDelaySec") not in ([], ["0"])
+    assert _values(timer, "Install", "WantedBy") == ["timers.target"]

@@ -23,6 +23,13 @@ Metrics (gauges, one series per dataset):
 A failed run sets only last_run_timestamp_seconds and last_run_success (0): the last_success and
 last_backup values stay those of the last success (absent, or 0 for the timestamp, if none).
 
+A restore drill (`verify --drill`) writes its own, the same way:
+    zfsglacier_verify_last_success_timestamp_seconds  when the last successful drill finished (0: none)
+    zfsglacier_verify_last_run_timestamp_seconds      when the last drill finished
+    zfsglacier_verify_last_run_success                1 if the last drill succeeded, else 0
+    zfsglacier_verify_last_duration_seconds           wall time of the last successful drill
+    zfsglacier_verify_last_bytes_read                 what it read from the remote
+
 Errors: `write_textfile` raises MetricsError (and nothing else for a problem of the file system);
 `record_run` is what a backup calls: it writes when [monitoring] textfile is set and turns a failure to
 write into a warning, so that the metrics never fail a backup nor hide the error of a failed one.
@@ -64,6 +71,12 @@ DURATION = "zfsglacier_last_backup_duration_seconds"
 RAW_BYTES = "zfsglacier_last_backup_raw_bytes"
 STORED_BYTES = "zfsglacier_last_backup_stored_bytes"
 
+VERIFY_LAST_SUCCESS = "zfsglacier_verify_last_success_timestamp_seconds"
+VERIFY_LAST_RUN = "zfsglacier_verify_last_run_timestamp_seconds"
+VERIFY_LAST_RUN_SUCCESS = "zfsglacier_verify_last_run_success"
+VERIFY_DURATION = "zfsglacier_verify_last_duration_seconds"
+VERIFY_BYTES = "zfsglacier_verify_last_bytes_read"
+
 METRICS = (
     Metric(LAST_SUCCESS, "Unix time the last successful backup of the dataset finished (0: none known).", True),
     Metric(LAST_RUN, "Unix time the last backup run of the dataset finished, successful or not.", False),
@@ -71,6 +84,12 @@ METRICS = (
     Metric(DURATION, "Wall time of the last successful backup of the dataset, in seconds.", True),
     Metric(RAW_BYTES, "Bytes of the zfs send stream of the last successful backup of the dataset.", True),
     Metric(STORED_BYTES, "Bytes the last successful backup of the dataset stored on the remote.", True),
+    Metric(VERIFY_LAST_SUCCESS, "Unix time the last successful restore drill of the dataset finished (0: none).",
+           True),
+    Metric(VERIFY_LAST_RUN, "Unix time the last restore drill of the dataset finished, successful or not.", False),
+    Metric(VERIFY_LAST_RUN_SUCCESS, "1 if the last restore drill of the dataset succeeded, 0 if it failed.", False),
+    Metric(VERIFY_DURATION, "Wall time of the last successful restore drill of the dataset, in seconds.", True),
+    Metric(VERIFY_BYTES, "Bytes the last successful restore drill of the dataset read from the remote.", True),
 )
 _NAMES = {m.name for m in METRICS}
 # A sample as write_textfile writes it: name{dataset="..."} value
@@ -85,20 +104,34 @@ class MetricsError(ZfsglacierError):
 
 def write_textfile(path: Path, dataset: str, *, success: bool, finished: datetime, seconds: float,
                    raw_bytes: int, stored_bytes: int) -> None:
-    """Record one run of `dataset` in `path`. `seconds`, `raw_bytes` and `stored_bytes` describe the
-    backup, and are ignored when `success` is False. `finished` without a zone is UTC."""
+    """Record one backup run of `dataset` in `path`. `seconds`, `raw_bytes` and `stored_bytes` describe
+    the backup, and are ignored when `success` is False. `finished` without a zone is UTC."""
+    _record(path, dataset, success, finished, (LAST_RUN, LAST_RUN_SUCCESS, LAST_SUCCESS),
+            {DURATION: seconds, RAW_BYTES: raw_bytes, STORED_BYTES: stored_bytes})
+
+
+def write_drill(path: Path, dataset: str, *, success: bool, finished: datetime, seconds: float,
+                bytes_read: int) -> None:
+    """Record one restore drill of `dataset` in `path`, as write_textfile does a backup."""
+    _record(path, dataset, success, finished, (VERIFY_LAST_RUN, VERIFY_LAST_RUN_SUCCESS, VERIFY_LAST_SUCCESS),
+            {VERIFY_DURATION: seconds, VERIFY_BYTES: bytes_read})
+
+
+def _record(path: Path, dataset: str, success: bool, finished: datetime, names: tuple[str, str, str],
+            on_success: dict[str, float]) -> None:
+    """`names`: the last run's time, its success, the last success's time."""
+    last_run, last_run_success, last_success = names
     stamp = (finished if finished.tzinfo is not None else finished.replace(tzinfo=UTC)).timestamp()
     try:
         with _locked(path.parent / f".{path.name}.lock"):
             samples = _read(path)
             mine = samples.setdefault(dataset, {})
-            mine[LAST_RUN] = stamp
-            mine[LAST_RUN_SUCCESS] = 1 if success else 0
+            mine[last_run] = stamp
+            mine[last_run_success] = 1 if success else 0
             if success:
-                mine.update({LAST_SUCCESS: stamp, DURATION: seconds, RAW_BYTES: raw_bytes,
-                             STORED_BYTES: stored_bytes})
+                mine.update({last_success: stamp, **on_success})
             else:
-                mine.setdefault(LAST_SUCCESS, 0)
+                mine.setdefault(last_success, 0)
             _replace(path, render(samples))
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
@@ -118,6 +151,17 @@ def record_run(path: Path | None, dataset: str, *, success: bool, finished: date
         log.warning("%s (the backup's outcome is not affected)", exc)
         return False
     return True
+
+
+def record_drill(path: Path | None, dataset: str, *, success: bool, finished: datetime, seconds: float = 0.0,
+                 bytes_read: int = 0) -> None:
+    """write_drill when [monitoring] textfile is set; a failure to write is a warning."""
+    if path is None:
+        return
+    try:
+        write_drill(path, dataset, success=success, finished=finished, seconds=seconds, bytes_read=bytes_read)
+    except MetricsError as exc:
+        log.warning("%s (the drill's outcome is not affected)", exc)
 
 
 def render(samples: dict[str, dict[str, float]]) -> str:

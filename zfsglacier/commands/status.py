@@ -4,7 +4,9 @@ It prints `ZFSGLACIER <STATE> - <text> | <perfdata>` on stdout and exits with th
 
     0 OK        the newest restorable backup is at most [monitoring] warn_after old
     1 WARNING   older than warn_after; or a backup is unusable (damaged or missing manifest); or the
-                newest backup cannot be restored (its chain has a gap); or it is dated in the future
+                newest backup cannot be restored (its chain has a gap); or it is dated in the future; or
+                the last successful restore drill is older than verify_warn_after (once one has run);
+                or, with [rclone] object_lock, the newest chain is unlocked or its lock ends soon
     2 CRITICAL  older than crit_after; or no committed backup at all; or none that restores
     3 UNKNOWN   nothing could be judged: the config is bad, the remote or rclone failed, or a bug
 
@@ -45,6 +47,7 @@ from zfsglacier.config import BackupConfig, MonitoringPolicy, load_config
 from zfsglacier.errors import ConfigError, SignalReceived, ZfsglacierError
 from zfsglacier.policy import chain_lock
 from zfsglacier.remote.catalog import Catalog, load_catalog
+from zfsglacier.remote.drill_record import DRILL_NAME, DrillRecord
 from zfsglacier.remote.manifest import Manifest, build_chain
 from zfsglacier.remote.object_lock import stamp
 from zfsglacier.remote.rclone import Rclone, rclone_for
@@ -84,32 +87,34 @@ class Assessment:
 
 
 def judge(catalog: Catalog, now: datetime, policy: MonitoringPolicy, dataset: str,
-          lock_mode: str | None = None) -> Verdict:
+          lock_mode: str | None = None, drill: DrillRecord | None = None) -> Verdict:
     """The state of one dataset's backups (`catalog`) at `now`, against `policy`'s thresholds."""
-    return combine([assess(catalog, now, policy, dataset, lock_mode)], policy)
+    return combine([assess(catalog, now, policy, dataset, lock_mode, drill)], policy)
 
 
 def assess(catalog: Catalog, now: datetime, policy: MonitoringPolicy, dataset: str,
-           lock_mode: str | None = None) -> Assessment:
+           lock_mode: str | None = None, drill: DrillRecord | None = None) -> Assessment:
     """`lock_mode`: [rclone] object_lock, under which the newest restorable chain must stay locked for
-    warn_after at least."""
+    warn_after at least. `drill`: the record of the dataset's restore drills, once one has run."""
     now = _aware(now)
     counts = {"backups": len(catalog.manifests), "damaged": len(catalog.damaged),
               "stored": sum(m.stored_bytes for m in catalog.manifests)}
-    unusable = [(WARNING, text)] if (text := _unusable_text(catalog)) else []
+    # Said whatever the age: unusable backups, a restore drill gone stale.
+    standing = [(WARNING, text)] if (text := _unusable_text(catalog)) else []
+    standing += _drill_findings(drill, now, policy)
 
     def result(findings: list[tuple[int, str]], age: int | None = None) -> Assessment:
         code = _worst(state for state, _ in findings)
         return Assessment(dataset, code, "; ".join(text for _, text in findings), age, **counts)
 
     if not catalog.manifests:
-        return result([(CRITICAL, f"{dataset}: no committed backup in {catalog.directory}"), *unusable])
+        return result([(CRITICAL, f"{dataset}: no committed backup in {catalog.directory}"), *standing])
     newest_first = sorted(catalog.manifests, key=lambda m: (m.createtxg, m.created), reverse=True)
     newest = newest_first[0]  # what a restore without --snapshot restores
     subject = next((m for m in newest_first if _restores(catalog.manifests, m)), None)
     if subject is None:
         return result([(CRITICAL, f"{dataset}: no backup restores: the newest, {newest.snapshot}, and every "
-                                  "older one miss a backup of their chain"), *unusable])
+                                  "older one miss a backup of their chain"), *standing])
     findings: list[tuple[int, str]] = []
     if subject is not newest:
         findings.append((WARNING, f"the newest backup {newest.snapshot} cannot be restored (its chain has a gap)"))
@@ -117,7 +122,7 @@ def assess(catalog: Catalog, now: datetime, policy: MonitoringPolicy, dataset: s
     created = _created(subject)
     if created is None:
         return result([(UNKNOWN, f"{dataset}: cannot judge the age: {what} {subject.snapshot} has an unreadable "
-                                 f"creation time {subject.created!r}"), *findings, *unusable])
+                                 f"creation time {subject.created!r}"), *findings, *standing])
 
     age = math.floor((now - created).total_seconds())
     if age < -CLOCK_SKEW_TOLERANCE:
@@ -133,7 +138,30 @@ def assess(catalog: Catalog, now: datetime, policy: MonitoringPolicy, dataset: s
                 f"{human_bytes(subject.stored_bytes)} stored){beyond}")
     if lock_mode is not None:
         findings += _lock_findings(build_chain(catalog.manifests, subject.snapshot), now, policy, lock_mode)
-    return result([(state, headline), *findings, *unusable], age)
+    return result([(state, headline), *findings, *standing], age)
+
+
+def _drill_findings(drill: DrillRecord | None, now: datetime, policy: MonitoringPolicy) -> list[tuple[int, str]]:
+    """A WARNING when the last successful restore drill is older than verify_warn_after, or there was none."""
+    if drill is None:
+        return []
+    last = _parse_time(drill.last_success)
+    if last is None:
+        return [(WARNING, f"no restore drill has succeeded yet (the last one, {drill.last_run}, did not)")]
+    age = max(math.floor((now - last).total_seconds()), 0)
+    if age > policy.verify_warn_after:
+        return [(WARNING, f"the last successful restore drill was {age_text(age)} ago ({drill.last_success}): "
+                          f"older than verify_warn_after {threshold_text(policy.verify_warn_after)}")]
+    return []
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return _aware(datetime.fromisoformat(text))
+    except ValueError:
+        return None
 
 
 def _lock_findings(chain: list[Manifest], now: datetime, policy: MonitoringPolicy, mode: str) -> list[tuple[int, str]]:
@@ -230,7 +258,19 @@ def _assess_remote(cfg: BackupConfig, rclone: Rclone, now: datetime) -> Assessme
         return Assessment(cfg.dataset, UNKNOWN, f"{cfg.dataset}: cannot read the backups on the remote: {exc}")
     except Exception as exc:  # as above
         return Assessment(cfg.dataset, UNKNOWN, f"{cfg.dataset}: {_internal(exc)}")
-    return assess(catalog, now, cfg.monitoring, cfg.dataset, cfg.object_lock)
+    return assess(catalog, now, cfg.monitoring, cfg.dataset, cfg.object_lock, _drill_record(rclone, catalog))
+
+
+def _drill_record(rclone: Rclone, catalog: Catalog) -> DrillRecord | None:
+    """The dataset's drill record, when a drill has written one; an unreadable one counts as none (said in
+    the log, which --debug shows)."""
+    if DRILL_NAME not in catalog.objects:
+        return None
+    try:
+        return DrillRecord.from_json(rclone.read(catalog.path(DRILL_NAME)))
+    except (ZfsglacierError, ValueError) as exc:
+        log.warning("the drill record %s is unreadable: %s", catalog.path(DRILL_NAME), exc)
+        return None
 
 
 def _internal(exc: Exception) -> str:

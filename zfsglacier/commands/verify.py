@@ -78,7 +78,7 @@ def _verify(cfg: BackupConfig, rclone: Rclone, snapshot: str | None, every: bool
     frozen = thaw.frozen_objects(rclone, catalog, manifests)
     if frozen:
         _thaw(rclone, catalog, frozen, thaw_options, yes, confirm, echo)
-    outcomes = [_check(rclone, catalog, m, reads) for m in manifests]
+    outcomes = [check_backup(rclone, catalog, m, reads) for m in manifests]
     refused = [n for n, outcome in enumerate(outcomes) if isinstance(outcome.error, ObjectFrozen)]
     if refused:  # frozen, though neither the listing nor the manifest said so
         frozen = thaw.frozen_objects(rclone, catalog, [outcomes[n].manifest for n in refused], probe_all=True)
@@ -89,13 +89,13 @@ def _verify(cfg: BackupConfig, rclone: Rclone, snapshot: str | None, every: bool
                 echo(outcome.line())
             raise
         for n in refused:
-            outcomes[n] = _check(rclone, catalog, outcomes[n].manifest, reads)
+            outcomes[n] = check_backup(rclone, catalog, outcomes[n].manifest, reads)
     for outcome in outcomes:
         echo(outcome.line())
     errors = [o.error for o in outcomes if o.error is not None]
     if deep and not errors:
         chain = resolve_chain(catalog, snapshot)
-        scratch = _receive_into_scratch(cfg, rclone, catalog, chain, reads)
+        scratch = receive_into_scratch(cfg, rclone, catalog, chain, reads)
         echo(f"OK      chain of {len(chain)} backup(s) up to {chain[-1].snapshot} received into {scratch} "
              "(destroyed again), every snapshot's guid matches")
     for problem in catalog.damaged:
@@ -127,7 +127,8 @@ def _thaw(rclone: Rclone, catalog: Catalog, frozen: list[thaw.Frozen], options: 
     thaw.thaw(rclone, catalog, frozen, options, command="verify")
 
 
-def _check(rclone: Rclone, catalog: Catalog, manifest: Manifest, reads: ReadSettings) -> Outcome:
+def check_backup(rclone: Rclone, catalog: Catalog, manifest: Manifest, reads: ReadSettings) -> Outcome:
+    """Download one backup's objects and check them against its manifest; the outcome, never an error."""
     path = catalog.path(manifest.object)
     progress = Progress(f"verify {manifest.snapshot}", manifest.raw_bytes)
     try:
@@ -146,9 +147,11 @@ def _check(rclone: Rclone, catalog: Catalog, manifest: Manifest, reads: ReadSett
     return Outcome(manifest, None)
 
 
-def _receive_into_scratch(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, chain: list[Manifest],
-                          reads: ReadSettings) -> str:
-    pool = cfg.dataset.split("/", 1)[0]
+def receive_into_scratch(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, chain: list[Manifest],
+                         reads: ReadSettings) -> str:
+    """Receive `chain` into a throwaway dataset on [verify] scratch_pool (else the dataset's own pool),
+    destroyed after; returns its name."""
+    pool = cfg.verify.scratch_pool or cfg.dataset.split("/", 1)[0]
     delegation.require(pool, lambda: delegation.RESTORE_NEEDS, "verify --deep")
     scratch = f"{pool}/{SCRATCH_PREFIX}{secrets.token_hex(4)}"
     with DatasetLock(scratch, "verify"), step(f"receiving the chain of {chain[-1].snapshot} into {scratch}"):
