@@ -7,6 +7,7 @@ make test-openzfs (the VMs with OpenZFS 2.1 and 2.3), or natively on a host with
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -23,10 +24,15 @@ def _lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZFSGLACIER_LOCK_DIR", str(tmp_path / "locks"))
 
 
-def device(zvol: str) -> Path:
-    rig.run(["udevadm", "settle"])
+def device(zvol: str, timeout: float = 60) -> Path:
+    """The zvol's block device. The zfs module makes its minor asynchronously, and udev then the link:
+    settle, and wait for it."""
     path = Path("/dev/zvol") / zvol
-    assert path.exists(), f"no block device for {zvol}"
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"no block device for {zvol} after {timeout:g} s"
+        rig.run(["udevadm", "settle"])
+        time.sleep(0.5)
     return path
 
 
