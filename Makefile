@@ -39,7 +39,8 @@ demo: venv
 
 # One run, side by side: the codec stage (in-process vs zstd/pigz/gzip programs), the end-to-end
 # backup and restore (zfsglacier vs the shell pipelines, and each stage alone), level = auto, and the
-# peak memory of zfsglacier for a 1 GiB and a 4 GiB stream, list / restore planning with 1,000 backups, and
+# peak memory of zfsglacier for a 1 GiB and a 4 GiB stream, list / restore planning with 1,000 backups, list,
+# status and an unchanged incremental of a tree of 100 datasets, and
 # (OpenZFS only) compression on top of zfs send -c.
 # Sizes and repeats: see bench/settings.py, bench/e2e/setup.py and bench/adaptive.py (BENCH_QUICK=1).
 bench: venv
@@ -48,6 +49,7 @@ bench: venv
 	$(PY) -m bench.adaptive
 	$(PY) -m bench.rss
 	$(PY) -m bench.catalog
+	$(PY) -m bench.tree
 	$(PY) -m bench.send_compressed
 
 clean:

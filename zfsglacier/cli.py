@@ -26,7 +26,8 @@ from zfsglacier.commands.verify import verify
 from zfsglacier.config import DEFAULT_CONFIG_PATH, BackupConfig, load_config
 from zfsglacier.errors import EXIT_CODES, EXIT_INTEGRITY, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, ZfsglacierError
 from zfsglacier.remote import object_lock, thaw
-from zfsglacier.remote.catalog import load_catalog
+from zfsglacier.remote.catalog import Catalog, load_catalog
+from zfsglacier.remote.catalogs import load_catalogs
 from zfsglacier.remote.object_lock import stamp
 from zfsglacier.remote.rclone import rclone_for
 from zfsglacier.signals import signals_as_exceptions
@@ -196,11 +197,10 @@ def _targets(cfg: BackupConfig, args: argparse.Namespace) -> list[BackupConfig]:
 
 
 def _list(cfg: BackupConfig, json_output: bool, several: bool,
-          as_of: str | None) -> tuple[int, list[dict[str, object]], str]:
-    rclone = rclone_for(cfg, as_of)
-    if as_of is not None:
-        object_lock.check_as_of(rclone, cfg.remote, as_of)
-    catalog = load_catalog(cfg, rclone)
+          loaded: Catalog | ZfsglacierError) -> tuple[int, list[dict[str, object]], str]:
+    if isinstance(loaded, ZfsglacierError):
+        raise loaded
+    catalog = loaded
     # The same code verify gives: 5 for a damaged manifest, 8 for a committed one gone missing.
     codes = [error.exit_code for error in catalog.unusable.values()]
     code = min(codes) if codes else EXIT_INTEGRITY if catalog.damaged else EXIT_OK
@@ -230,11 +230,16 @@ def _run(args: argparse.Namespace) -> int:
                 dry_run=args.dry_run, streams=args.streams, as_of=args.as_of, keep_mountpoint=args.keep_mountpoint)
         return EXIT_OK
     if args.command == "list":
+        rclone = rclone_for(cfg, args.as_of)
+        if args.as_of is not None:
+            object_lock.check_as_of(rclone, cfg.remote, args.as_of)
         targets = _targets(cfg, args)
+        catalogs = load_catalogs(targets, datasets.configured(cfg), rclone) if len(targets) > 1 else {}
         records: list[dict[str, object]] = []
 
         def list_one(one: BackupConfig) -> int:
-            code, found, table = _list(one, args.json, len(targets) > 1, args.as_of)
+            loaded = catalogs[one.dataset] if one.dataset in catalogs else load_catalog(one, rclone)
+            code, found, table = _list(one, args.json, len(targets) > 1, loaded)
             records.extend(found)
             if not args.json:
                 print(table)

@@ -4,12 +4,17 @@ one dataset failing does not stop the others, and the exit code says so."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import rig
 from helpers import cli, error_line, list_json, snapshots, write_config
 
+from zfsglacier import cli as cli_module
+from zfsglacier import proc
+from zfsglacier.commands import status
 from zfsglacier.errors import EXIT_REMOTE, EXIT_USAGE, EXIT_ZFS
 
 pytestmark = pytest.mark.integration
@@ -160,3 +165,47 @@ def test_atomic_no_snapshots_each_dataset_on_its_own(
     assert "atomic snapshot" not in out and out.count("zfs snapshot -o") == 2
     assert cli("backup", "--config", config) == 0
     assert len(snapshots(top)) == len(snapshots(log_dataset)) == 1
+
+
+def test_list_and_status_of_a_tree_read_the_remote_once_not_once_per_dataset(
+    zpool: rig.Pool, rclone_remote: rig.Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    top = make(zpool, "tree", "top")
+    config = config_for(tmp_path, [top], rclone_remote, "recursive = yes\n")
+
+    def rclone_calls(*argv: str) -> int:
+        calls: list[str] = []
+        real = proc.run
+
+        def counting(stage: str, command: Sequence[str], **kwargs: Any) -> proc.Result:
+            if Path(command[0]).name == "rclone":
+                calls.append(" ".join(command[1:4]))
+            return real(stage, command, **kwargs)
+
+        monkeypatch.setattr(proc, "run", counting)
+        capsys.readouterr()
+        try:
+            code = status.run(config, out=lambda line: None) if argv[0] == "status" else cli(*argv, "--config", config)
+        finally:
+            monkeypatch.setattr(proc, "run", real)
+        assert code == 0, capsys.readouterr()
+        return len(calls)
+
+    counts = {}
+    for size in (3, 6):
+        while len(zfs_tree(top)) < size:
+            make(zpool, f"tree/child-{len(zfs_tree(top))}", f"child-{len(zfs_tree(top))}")
+        assert cli("backup", "--config", config) == 0
+        counts[size] = (rclone_calls("list", "--json"), rclone_calls("status"))
+    assert counts[3] == counts[6], f"rclone calls for 3 and 6 datasets: {counts}"
+    assert max(counts[6]) <= 4, counts
+
+    # What the tree's one listing gives is what each dataset's own listing gives.
+    records = list_json(config, capsys)
+    monkeypatch.setattr(cli_module, "load_catalogs", lambda targets, tops, rclone: {})  # each loaded alone
+    assert list_json(config, capsys) == records
+
+
+def zfs_tree(top: str) -> list[str]:
+    return rig.out(["zfs", "list", "-H", "-o", "name", "-r", top]).split()

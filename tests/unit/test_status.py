@@ -15,7 +15,7 @@ from config_text import MINIMAL, render, with_value
 from zfsglacier.commands import status
 from zfsglacier.commands.status import CRITICAL, OK, UNKNOWN, WARNING, judge
 from zfsglacier.config import BackupConfig, MonitoringPolicy
-from zfsglacier.errors import ChainError, IntegrityError, RemoteError, SignalReceived
+from zfsglacier.errors import ChainError, IntegrityError, RemoteError, SignalReceived, ZfsglacierError
 from zfsglacier.remote.catalog import Catalog
 from zfsglacier.remote.manifest import Manifest
 from zfsglacier.remote.rclone import Rclone
@@ -322,7 +322,21 @@ def remote(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[object]]:
         assert isinstance(answer, Catalog)
         return answer
 
+    def load_catalogs(targets: list[BackupConfig], tops: tuple[str, ...],
+                      rclone: Rclone) -> dict[str, Catalog | ZfsglacierError]:
+        """As remote/catalogs.py: an error is kept for its dataset, never raised."""
+        loaded: dict[str, Catalog | ZfsglacierError] = {}
+        for target in targets:
+            try:
+                loaded[target.dataset] = load_catalog(target, rclone)
+            except SignalReceived:
+                raise
+            except ZfsglacierError as exc:
+                loaded[target.dataset] = exc
+        return loaded
+
     monkeypatch.setattr(status, "load_catalog", load_catalog)
+    monkeypatch.setattr(status, "load_catalogs", load_catalogs)
     monkeypatch.setattr(status, "rclone_for", lambda cfg: FakeRclone("rclone-for-test", None))
     return answers
 

@@ -47,6 +47,7 @@ from zfsglacier.config import BackupConfig, MonitoringPolicy, load_config
 from zfsglacier.errors import ConfigError, SignalReceived, ZfsglacierError
 from zfsglacier.policy import chain_lock
 from zfsglacier.remote.catalog import Catalog, load_catalog
+from zfsglacier.remote.catalogs import load_catalogs, top_folder
 from zfsglacier.remote.drill_record import DRILL_NAME, DrillRecord
 from zfsglacier.remote.manifest import Manifest, build_chain
 from zfsglacier.remote.object_lock import stamp
@@ -246,28 +247,60 @@ def _check(config_path: Path, dataset: str | None, now: datetime | None) -> Verd
     except Exception as exc:  # a bug; still a line the monitoring system can show, and UNKNOWN, not WARNING
         return unknown(_internal(exc))
     moment = now if now is not None else _now()
-    return combine([_assess_remote(target, rclone, moment) for target in targets], cfg.monitoring)
+    try:  # several datasets: their catalogs and drill records read together (remote/catalogs.py)
+        catalogs = load_catalogs(targets, datasets.configured(cfg), rclone) if len(targets) > 1 else {}
+        drills = _drill_records(cfg, targets, catalogs, rclone)
+    except SignalReceived:
+        raise
+    except Exception as exc:  # as above
+        return unknown(_internal(exc))
+    return combine([_assess_remote(target, rclone, moment, catalogs.get(target.dataset), drills)
+                    for target in targets], cfg.monitoring)
 
 
-def _assess_remote(cfg: BackupConfig, rclone: Rclone, now: datetime) -> Assessment:
+def _assess_remote(cfg: BackupConfig, rclone: Rclone, now: datetime, loaded: Catalog | ZfsglacierError | None,
+                   drills: dict[str, bytes]) -> Assessment:
+    """`loaded`: the catalog read already (or why it could not be); None: read it here."""
     try:
-        catalog = load_catalog(cfg, rclone)
+        if isinstance(loaded, ZfsglacierError):
+            raise loaded
+        catalog = loaded if loaded is not None else load_catalog(cfg, rclone)
+        drill = _drill_record(rclone, catalog, drills.get(cfg.dataset))
     except SignalReceived:
         raise
     except ZfsglacierError as exc:
         return Assessment(cfg.dataset, UNKNOWN, f"{cfg.dataset}: cannot read the backups on the remote: {exc}")
     except Exception as exc:  # as above
         return Assessment(cfg.dataset, UNKNOWN, f"{cfg.dataset}: {_internal(exc)}")
-    return assess(catalog, now, cfg.monitoring, cfg.dataset, cfg.object_lock, _drill_record(rclone, catalog))
+    return assess(catalog, now, cfg.monitoring, cfg.dataset, cfg.object_lock, drill)
 
 
-def _drill_record(rclone: Rclone, catalog: Catalog) -> DrillRecord | None:
-    """The dataset's drill record, when a drill has written one; an unreadable one counts as none (said in
-    the log, which --debug shows)."""
+def _drill_records(cfg: BackupConfig, targets: list[BackupConfig], catalogs: dict[str, Catalog | ZfsglacierError],
+                   rclone: Rclone) -> dict[str, bytes]:
+    """The drill records of the datasets loaded together, fetched together (by dataset)."""
+    drilled = [t for t in targets if isinstance(loaded := catalogs.get(t.dataset), Catalog)
+               and DRILL_NAME in loaded.objects]
+    found: dict[str, bytes] = {}
+    for top in datasets.configured(cfg):
+        if any(t.dataset == top or t.dataset.startswith(f"{top}/") for t in drilled):
+            try:
+                fetched = rclone.read_named_in_tree(top_folder(drilled[0], top), DRILL_NAME)
+            except SignalReceived:
+                raise
+            except ZfsglacierError as exc:  # each is then read on its own
+                log.debug("the drill records below %s were not fetched together: %s", top, exc)
+                continue
+            found |= {f"{top}/{folder}".rstrip("/"): data for folder, data in fetched.items()}
+    return found
+
+
+def _drill_record(rclone: Rclone, catalog: Catalog, fetched: bytes | None) -> DrillRecord | None:
+    """The dataset's drill record, when a drill has written one (`fetched` already, or read here); an
+    unreadable one counts as none (said in the log, which --debug shows)."""
     if DRILL_NAME not in catalog.objects:
         return None
     try:
-        return DrillRecord.from_json(rclone.read(catalog.path(DRILL_NAME)))
+        return DrillRecord.from_json(fetched if fetched is not None else rclone.read(catalog.path(DRILL_NAME)))
     except (ZfsglacierError, ValueError) as exc:
         log.warning("the drill record %s is unreadable: %s", catalog.path(DRILL_NAME), exc)
         return None

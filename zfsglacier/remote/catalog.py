@@ -71,6 +71,14 @@ def load_catalog(cfg: BackupConfig, rclone: Rclone, *, read_manifests: bool = Fa
         objects = {o.name: o for o in rclone.list_dir(directory)}
     finally:
         index_read = _outcome(reading)
+    return assemble(cfg, rclone, objects, index_read, read_manifests=read_manifests)
+
+
+def assemble(cfg: BackupConfig, rclone: Rclone, objects: dict[str, RemoteObject], index_read: bytes | RemoteError,
+             *, read_manifests: bool = False) -> Catalog:
+    """The catalog of a dataset from its folder's listing (`objects`) and what reading its index gave."""
+    directory = cfg.remote_dir
+    index_path = join(directory, manifest_index.INDEX_NAME)
     if not objects:
         _warn_if_undecryptable(rclone, cfg.remote)
     manifest_names = sorted(name for name in objects if snapshot_of_manifest(name) is not None)

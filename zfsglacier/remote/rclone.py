@@ -31,6 +31,7 @@ from zfsglacier.remote.rclone_output import (
     RemoteObject,
     parse_locks,
     parse_lsjson,
+    parse_lsjson_tree,
     parse_thaw_statuses,
     parse_upload_listing,
 )
@@ -146,6 +147,13 @@ class Rclone:
 
     def versioning_argv(self, bucket: str) -> list[str]:
         return [*self._base(), "backend", "versioning", bucket]
+
+    def tree_argv(self, path: str) -> list[str]:
+        return [*self._base(), "lsjson", "--recursive", "--files-only", "--no-mimetype", "--no-modtime", path]
+
+    def copy_named_in_tree_argv(self, directory: str, name: str, destination: Path) -> list[str]:
+        """Every object called `name`, at any depth below `directory`, into a local folder, in parallel."""
+        return [*self._base(), "copy", "--include", _glob_escape(name), *self._parallel(), directory, str(destination)]
 
     def dirs_argv(self, path: str) -> list[str]:
         return [*self._base(), "lsjson", "--dirs-only", "--recursive", "--no-mimetype", "--no-modtime", path]
@@ -293,6 +301,28 @@ class Rclone:
                                                   f"(exit {result.returncode})", result.stderr)
             return fetched
 
+    def list_tree(self, path: str) -> dict[str, list[RemoteObject]]:
+        """Every object below `path`, by folder (relative to `path`, "" for itself): one listing."""
+        result = self._run("rclone lsjson", self.tree_argv(path), check=False)
+        if result.returncode == _EXIT_DIR_NOT_FOUND:
+            return {}
+        if result.returncode != 0:
+            raise self.failure("rclone lsjson", f"listing {path} failed (exit {result.returncode})", result.stderr)
+        return parse_lsjson_tree(result.stdout)
+
+    def read_named_in_tree(self, directory: str, name: str) -> dict[str, bytes]:
+        """Every object called `name` below `directory`, by folder (as list_tree): one rclone process. One
+        that could not be fetched is absent."""
+        with tempfile.TemporaryDirectory(prefix="zfsglacier-fetch-") as tmp:
+            destination = Path(tmp) / "objects"
+            result = self._run("rclone copy", self.copy_named_in_tree_argv(directory, name, destination), check=False)
+            found = {_folder(p.parent.relative_to(destination)): p.read_bytes()
+                     for p in destination.rglob(name) if p.is_file()} if destination.is_dir() else {}
+            if result.returncode not in (0, _EXIT_DIR_NOT_FOUND) and not found:
+                raise self.failure("rclone copy", f"reading the {name} objects below {directory} failed "
+                                                  f"(exit {result.returncode})", result.stderr)
+            return found
+
     @functools.cached_property
     def _remotes(self) -> dict[str, dict[str, str]]:
         """Every remote of the rclone config with its options (secrets included: this never leaves the
@@ -427,6 +457,10 @@ def rclone_for(cfg: BackupConfig, as_of: str | None = None) -> Rclone:
     """`as_of`: read the remote as it was then (RFC 3339, UTC; S3 with versioning only)."""
     return Rclone(find_rclone(), cfg.rclone_config, cfg.stall_timeout, cfg.storage_class, cfg.bwlimit,
                   cfg.extra_flags, as_of)
+
+
+def _folder(relative: Path) -> str:
+    return "" if relative == Path(".") else relative.as_posix()
 
 
 def _glob_escape(name: str) -> str:

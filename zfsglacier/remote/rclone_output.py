@@ -45,6 +45,20 @@ def parse_locks(output: bytes) -> dict[str, ObjectLockState]:
         raise RemoteError("rclone lsjson", f"unexpected output: {exc}") from None
 
 
+def parse_lsjson_tree(output: bytes) -> dict[str, list[RemoteObject]]:
+    """`rclone lsjson --recursive --files-only` output -> its objects by folder ("" for the top)."""
+    try:
+        found: dict[str, list[RemoteObject]] = {}
+        for e in json.loads(output):
+            if e.get("IsDir"):
+                continue
+            folder = str(e["Path"]).rpartition("/")[0]
+            found.setdefault(folder, []).append(RemoteObject(str(e["Name"]), int(e["Size"]), e.get("Tier") or None))
+        return found
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RemoteError("rclone lsjson", f"unexpected output: {exc}") from None
+
+
 def parse_thaw_statuses(output: bytes) -> dict[str, str]:
     try:
         entries = json.loads(output)
