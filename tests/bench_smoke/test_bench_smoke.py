@@ -472,6 +472,24 @@ def test_catalog_stage(tmp_path: Path) -> None:
                          ran.stdout, re.MULTILINE), ran.stdout
 
 
+# --- python -m bench.tree: status, list and an unchanged incremental of a tree of datasets ------------
+
+
+def test_tree_stage(tmp_path: Path) -> None:
+    for tool in ("zfs", "rclone"):
+        rig.need_tool(tool)
+    ran = run_bench("bench.tree", tmp_path, BENCH_TREE_DATASETS="4")
+
+    data = ran.json("tree-*.json")
+    assert data["datasets"] == 4 and data["repeat"] == 1
+    assert set(data["seconds"]) == {"first backup (fulls), per dataset", "unchanged incremental, per dataset",
+                                    "status", "list", "catalogs: one listing of the tree",
+                                    "catalogs: one listing per dataset"}
+    for label, value in data["seconds"].items():
+        assert value > 0 and re.search(rf"^  {re.escape(label)}\s+{value:.2f} s$", ran.stdout, re.MULTILINE), \
+            (label, ran.stdout)
+
+
 # --- python -m bench.send_compressed: compression on top of zfs send -c (OpenZFS only) ---------------
 
 
