@@ -126,9 +126,10 @@ class Prepared:
 
 
 def prepare(cfg: BackupConfig, held: contextlib.ExitStack, *, full: bool, dry_run: bool,
-            echo: Callable[[str], None]) -> Prepared:
+            echo: Callable[[str], None], loaded: Catalog | None = None) -> Prepared:
     """Everything before the snapshot: the checks, the dataset's lock (held in `held`), the remote's catalog,
-    the removal of what failed runs left, and the plan (a full or an incremental, or a resumed backup)."""
+    the removal of what failed runs left, and the plan (a full or an incremental, or a resumed backup).
+    `loaded`: the catalog, read already under the dataset's lock, which `held` then holds (backup_tree.py)."""
     local_snapshots.check_snapshot_names_fit(cfg)
     rclone = rclone_for(cfg)
     delegation.require(cfg.dataset, lambda: _delegated_needs(cfg), "backup")
@@ -136,14 +137,15 @@ def prepare(cfg: BackupConfig, held: contextlib.ExitStack, *, full: bool, dry_ru
     if cfg.object_lock is not None:  # before anything is made: a lock that cannot be honoured is a config error
         with proc.dry_run(echo) if dry_run else contextlib.nullcontext():
             object_lock.require_lockable(cfg, cfg.object_lock, rclone, _now())
-    held.enter_context(DatasetLock(cfg.dataset, "backup"))
+    if loaded is None:
+        held.enter_context(DatasetLock(cfg.dataset, "backup"))
     with step(f"backing up {cfg.dataset}"):
         local = zfs.list_snapshots(cfg.dataset)
         encrypted = tools.raw_send and capabilities.dataset_is_encrypted(cfg.dataset)
         options = send_plan.stream_options(cfg, tools, encrypted)
         codec = get_codec(options.compressor)
         bookmarks = zfs.list_bookmarks(cfg.dataset) if local_snapshots.uses_bookmarks(cfg, tools) else []
-        catalog = load_catalog(cfg, rclone)
+        catalog = loaded if loaded is not None else load_catalog(cfg, rclone)
         raw = "-w" in options.send_flags
         partial = resume.find(cfg, rclone, catalog, local)
         if partial is not None:

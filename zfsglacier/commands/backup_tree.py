@@ -1,14 +1,14 @@
 """One snapshot instant for a whole tree ([zfs] recursive = yes with atomic = yes, the default): a VM's
 disks, or a database's data and log datasets, are captured consistent with each other.
 
-Every dataset of the tree is prepared first (its lock, its catalog, the removal of what failed runs left,
-its plan), then one `zfs snapshot -r` makes the snapshots of all of them at once, in one transaction
-group, under one name; then each dataset is streamed and committed on its own, with its own chain,
-manifest and lock, exactly as a backup of that dataset alone. A dataset that fails (before the snapshot,
-or its stream) is reported on its own line and has its snapshot destroyed (or kept for resume), and the
-others still commit; the last line names the failures. A dataset that resumes an interrupted backup
-keeps that backup's snapshot: what `-r` made on it (and on a dataset that could not be prepared) is
-destroyed at once.
+Every dataset of the tree is prepared first (its lock; its catalog, all of them read in one listing of
+the tree; the removal of what failed runs left; its plan), then one `zfs snapshot -r` makes the
+snapshots of all of them at once, in one transaction group, under one name; then each dataset is
+streamed and committed on its own, with its own chain, manifest and lock, exactly as a backup of that
+dataset alone. A dataset that fails (before the snapshot, or its stream) is reported on its own line
+and has its snapshot destroyed (or kept for resume), and the others still commit; the last line names
+the failures. A dataset that resumes an interrupted backup keeps that backup's snapshot: what `-r`
+made on it (and on a dataset that could not be prepared) is destroyed at once.
 """
 
 from __future__ import annotations
@@ -24,8 +24,12 @@ from zfsglacier.commands.backup import Prepared, execute, prepare, print_dry_run
 from zfsglacier.commands.metrics import record_run
 from zfsglacier.config import BackupConfig
 from zfsglacier.errors import EXIT_OK, LockBusyError, SignalReceived, ZfsglacierError
+from zfsglacier.lock import DatasetLock
 from zfsglacier.policy import local_snapshots
+from zfsglacier.remote.catalog import Catalog
+from zfsglacier.remote.catalogs import load_catalogs
 from zfsglacier.remote.manifest import Manifest
+from zfsglacier.remote.rclone import rclone_for
 from zfsglacier.signals import step
 from zfsglacier.zfs import cmd as zfs
 
@@ -38,8 +42,11 @@ def backup_tree(top: str, targets: list[BackupConfig], *, full: bool = False, dr
     failed dataset's exit code, else 0."""
     failed: list[tuple[str, int]] = []
     with contextlib.ExitStack() as held:
-        prepared = [p for cfg in targets if (p := _prepare(cfg, held, failed, full=full, dry_run=dry_run,
-                                                           echo=echo)) is not None]
+        # Every dataset's lock first, then their catalogs in one read of the tree (remote/catalogs.py).
+        locked = [cfg for cfg in targets if _lock(cfg, held, failed, dry_run)]
+        catalogs = load_catalogs(locked, (top,), rclone_for(targets[0])) if locked else {}
+        prepared = [p for cfg in locked if (p := _prepare(cfg, held, failed, catalogs[cfg.dataset], full=full,
+                                                          dry_run=dry_run, echo=echo)) is not None]
         fresh = {p.cfg.dataset for p in prepared if p.plan.resumed is None}
         if fresh:
             short = local_snapshots.new_snapshot_name(targets[0].snapshot_prefix, single._now(),
@@ -62,16 +69,29 @@ def backup_tree(top: str, targets: list[BackupConfig], *, full: bool = False, dr
     return datasets.summarize(failed, len(targets))
 
 
-def _prepare(cfg: BackupConfig, held: contextlib.ExitStack, failed: list[tuple[str, int]], *, full: bool,
-             dry_run: bool, echo: Callable[[str], None]) -> Prepared | None:
+def _lock(cfg: BackupConfig, held: contextlib.ExitStack, failed: list[tuple[str, int]], dry_run: bool) -> bool:
     try:
-        return prepare(cfg, held, full=full, dry_run=dry_run, echo=echo)
+        held.enter_context(DatasetLock(cfg.dataset, "backup"))
+    except LockBusyError as exc:  # another run has it, and records its own outcome
+        log.error("error: %s: %s (not in the tree's snapshot)", cfg.dataset, exc)
+        failed.append((cfg.dataset, exc.exit_code))
+        return False
+    return True
+
+
+def _prepare(cfg: BackupConfig, held: contextlib.ExitStack, failed: list[tuple[str, int]],
+             loaded: Catalog | ZfsglacierError, *, full: bool, dry_run: bool,
+             echo: Callable[[str], None]) -> Prepared | None:
+    try:
+        if isinstance(loaded, ZfsglacierError):
+            raise loaded
+        return prepare(cfg, held, full=full, dry_run=dry_run, echo=echo, loaded=loaded)
     except SignalReceived:
         raise
     except ZfsglacierError as exc:
         log.error("error: %s: %s (not in the tree's snapshot)", cfg.dataset, exc)
         failed.append((cfg.dataset, exc.exit_code))
-        if not dry_run and not isinstance(exc, LockBusyError):
+        if not dry_run:
             record_run(cfg.monitoring.textfile, cfg.dataset, success=False, finished=single._now())
         return None
 
