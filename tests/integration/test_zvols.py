@@ -25,15 +25,26 @@ def _lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def device(zvol: str, timeout: float = 60) -> Path:
-    """The zvol's block device. The zfs module makes its minor asynchronously, and udev then the link:
-    settle, and wait for it."""
-    path = Path("/dev/zvol") / zvol
+    """The zvol's block device: udev's /dev/zvol link, else the /dev/zdN that zvol_id (the helper udev's rule
+    runs) names. The zfs module makes a zvol's minor asynchronously: wait for it."""
+    link = Path("/dev/zvol") / zvol
+    helper = next((p for p in (Path("/lib/udev/zvol_id"), Path("/usr/lib/udev/zvol_id")) if p.exists()), None)
     deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"no block device for {zvol} after {timeout:g} s"
-        rig.run(["udevadm", "settle"])
+    while True:
+        rig.run(["udevadm", "settle"], check=False)
+        if link.exists():
+            return link
+        for node in sorted(Path("/dev").glob("zd*")):
+            if helper is not None and node.name[2:].isdigit():
+                named = rig.run([str(helper), str(node)], check=False).stdout.decode(errors="replace").strip()
+                if named == zvol:
+                    return node
+        if time.monotonic() > deadline:
+            nodes = sorted(p.name for p in Path("/dev").glob("zd*"))
+            raise AssertionError(f"no block device for {zvol} after {timeout:g} s: /dev/zvol "
+                                 f"{'exists' if Path('/dev/zvol').exists() else 'is missing'}, /dev/zd*: {nodes}, "
+                                 f"zvol_id: {helper}")
         time.sleep(0.5)
-    return path
 
 
 def write_at(zvol: str, offset: int, size: int) -> None:
