@@ -43,7 +43,7 @@ def backup_tree(top: str, targets: list[BackupConfig], *, full: bool = False, dr
     failed: list[tuple[str, int]] = []
     with contextlib.ExitStack() as held:
         # Every dataset's lock first, then their catalogs in one read of the tree (remote/catalogs.py).
-        locked = [cfg for cfg in targets if _lock(cfg, held, failed, dry_run)]
+        locked = [cfg for cfg in targets if _lock(cfg, held, failed)]
         catalogs = load_catalogs(locked, (top,), rclone_for(targets[0])) if locked else {}
         prepared = [p for cfg in locked if (p := _prepare(cfg, held, failed, catalogs[cfg.dataset], full=full,
                                                           dry_run=dry_run, echo=echo)) is not None]
@@ -69,7 +69,7 @@ def backup_tree(top: str, targets: list[BackupConfig], *, full: bool = False, dr
     return datasets.summarize(failed, len(targets))
 
 
-def _lock(cfg: BackupConfig, held: contextlib.ExitStack, failed: list[tuple[str, int]], dry_run: bool) -> bool:
+def _lock(cfg: BackupConfig, held: contextlib.ExitStack, failed: list[tuple[str, int]]) -> bool:
     try:
         held.enter_context(DatasetLock(cfg.dataset, "backup"))
     except LockBusyError as exc:  # another run has it, and records its own outcome
