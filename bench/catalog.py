@@ -71,7 +71,7 @@ def generate(directory: Path, count: int) -> None:
     (directory / manifest_index.INDEX_NAME).write_bytes(manifest_index.encode(manifests))
 
 
-def _median_seconds(action: Callable[[], object], repeat: int) -> float:
+def median_seconds(action: Callable[[], object], repeat: int) -> float:
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
@@ -80,7 +80,8 @@ def _median_seconds(action: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
-def _cli(argv: list[str], env: dict[str, str], expect: int) -> Callable[[], None]:
+def zfsglacier_process(argv: list[str], env: dict[str, str], expect: int = 0) -> Callable[[], None]:
+    """A run of `python -m zfsglacier ARGV` that must exit `expect` (a whole process: start-up counts)."""
     def run() -> None:
         done = subprocess.run([sys.executable, "-m", "zfsglacier", *argv], env=env, capture_output=True,
                               stdin=subprocess.DEVNULL, check=False)
@@ -96,12 +97,12 @@ def measure(config: Path, env: dict[str, str], repeat: int) -> dict[str, float]:
     newest = load_catalog(cfg, rclone).manifests[-1].snapshot
     catalog = load_catalog(cfg, rclone)
     return {
-        "list": _median_seconds(_cli(["-q", "list", "--config", str(config)], env, 0), repeat),
+        "list": median_seconds(zfsglacier_process(["-q", "list", "--config", str(config)], env, 0), repeat),
         # The catalog is loaded and the chain resolved and checked before the target's parent is found missing.
-        "plan": _median_seconds(_cli(["-q", "restore", "--config", str(config), "--target-dataset", TARGET,
+        "plan": median_seconds(zfsglacier_process(["-q", "restore", "--config", str(config), "--target-dataset", TARGET,
                                       "--snapshot", newest], env, EXIT_USAGE), repeat),
-        "load": _median_seconds(lambda: load_catalog(cfg, rclone), repeat),
-        "chain": _median_seconds(lambda: build_chain(catalog.manifests, newest), repeat),
+        "load": median_seconds(lambda: load_catalog(cfg, rclone), repeat),
+        "chain": median_seconds(lambda: build_chain(catalog.manifests, newest), repeat),
     }
 
 

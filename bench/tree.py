@@ -21,12 +21,8 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,29 +33,9 @@ from zfsglacier.remote.catalog import load_catalog
 from zfsglacier.remote.catalogs import load_catalogs
 from zfsglacier.remote.rclone import rclone_for
 
+from .catalog import median_seconds, zfsglacier_process
 from .machine import describe, one_line
 from .settings import RESULTS_DIR, positive_int
-
-STATUS_OK = 0
-
-
-def _seconds(action: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
-def _cli(argv: list[str], env: dict[str, str]) -> Callable[[], None]:
-    def run() -> None:
-        done = subprocess.run([sys.executable, "-m", "zfsglacier", *argv], env=env, capture_output=True,
-                              stdin=subprocess.DEVNULL, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"zfsglacier {' '.join(argv)} exited {done.returncode}: "
-                               f"{(done.stdout + done.stderr).decode(errors='replace')[-800:]}")
-    return run
 
 
 def build_tree(pool: rig.Pool, count: int) -> str:
@@ -93,20 +69,20 @@ def main() -> int:
                           "[monitoring]\nwarn_after = 30d\ncrit_after = 60d\n")
         env = {**os.environ, "ZFSGLACIER_LOCK_DIR": str(work / "locks")}
         started = time.perf_counter()
-        _cli(["-q", "backup", "--config", str(config)], env)()
+        zfsglacier_process(["-q", "backup", "--config", str(config)], env)()
         seconds["first backup (fulls), per dataset"] = (time.perf_counter() - started) / count
         seconds["unchanged incremental, per dataset"] = \
-            _seconds(_cli(["-q", "backup", "--config", str(config)], env), repeat) / count
-        seconds["status"] = _seconds(_cli(["status", "--config", str(config)], env), repeat)
-        seconds["list"] = _seconds(_cli(["-q", "list", "--config", str(config)], env), repeat)
+            median_seconds(zfsglacier_process(["-q", "backup", "--config", str(config)], env), repeat) / count
+        seconds["status"] = median_seconds(zfsglacier_process(["status", "--config", str(config)], env), repeat)
+        seconds["list"] = median_seconds(zfsglacier_process(["-q", "list", "--config", str(config)], env), repeat)
         cfg = load_config(config)
         client = rclone_for(cfg)
         targets = datasets.remote_targets(cfg, client)
         assert len(targets) == count, f"{len(targets)} datasets on the remote, {count} made"
         seconds["catalogs: one listing of the tree"] = \
-            _seconds(lambda: load_catalogs(targets, datasets.configured(cfg), client), repeat)
+            median_seconds(lambda: load_catalogs(targets, datasets.configured(cfg), client), repeat)
         seconds["catalogs: one listing per dataset"] = \
-            _seconds(lambda: [load_catalog(target, client) for target in targets], repeat)
+            median_seconds(lambda: [load_catalog(target, client) for target in targets], repeat)
     width = max(len(label) for label in seconds)
     for label, value in seconds.items():
         print(f"  {label:<{width}}  {value:7.2f} s")
