@@ -1,10 +1,10 @@
-"""rclone: argv builders (pure) and the short calls the tool makes (through proc).
+"""rclone: the short calls the tool makes (through proc), and finding the program.
 
 Every remote path starts with the remote name and a colon, so no value from the config can be
 taken by rclone as a flag. What rclone prints on stdout, parsed: rclone_output.py; what its stderr
 means, with its secrets redacted: rclone_errors.py; what the rclone config says of a remote:
-rclone_config.py. Over 300 lines: one class holds every rclone argv and call, so that a flag is set in
-one place.
+rclone_config.py; the argv of every call, built in one place so that a flag is set once:
+rclone_argv.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import functools
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING
 from zfsglacier import proc
 from zfsglacier.errors import ConfigError, RemoteError, ZfsglacierError
 from zfsglacier.remote import rclone_config
+from zfsglacier.remote.rclone_argv import RcloneArgv
 from zfsglacier.remote.rclone_errors import config_problem, read_error, redact, says_frozen, stderr_tail
 from zfsglacier.remote.rclone_output import (
     ObjectLockState,
@@ -66,9 +66,6 @@ def short_call_env() -> dict[str, str]:
     return variables
 
 
-# Parallel requests when fetching many small objects (manifests) in one rclone process.
-FETCH_PARALLEL = 32
-
 # rclone's exit code for "directory not found": an empty listing for us.
 _EXIT_DIR_NOT_FOUND = 3
 
@@ -85,113 +82,8 @@ def find_rclone() -> str:
 
 
 @dataclass(frozen=True)
-class Rclone:
-    """How to call rclone for one config file: builds argv for each subcommand."""
-
-    binary: str
-    config_path: Path | None
-    # [rclone] stall_timeout: how long a stream may move no data, and a short call may take at most.
-    stall_timeout: float | None = None
-    storage_class: str | None = None  # [rclone] storage_class, for data objects
-    bwlimit: str | None = None
-    extra_flags: tuple[str, ...] = ()
-    # --as-of: read S3 buckets as they were at this time (RFC 3339, UTC); rclone then refuses every write.
-    version_at: str | None = None
-
-    def _base(self) -> list[str]:
-        argv = [self.binary]
-        if self.config_path is not None:
-            argv += ["--config", str(self.config_path)]
-        if self.bwlimit is not None:
-            argv += ["--bwlimit", self.bwlimit]
-        if self.version_at is not None:
-            argv += ["--s3-version-at", self.version_at]
-        return [*argv, *self.extra_flags]
-
-    def rcat_argv(self, path: str, storage_class: str | None = None, sizing: Sequence[str] = (),
-                  lock: Lock | None = None) -> list[str]:
-        """`sizing`: the upload's part size flags (upload_sizing.UploadSizing.rclone_flags). `lock`: the S3
-        Object Lock of the object, set by a call of its own once it is uploaded (S3 takes a lock with a
-        single PUT, but some providers ignore it on a multipart upload)."""
-        locking = ["--s3-object-lock-mode", lock.mode, "--s3-object-lock-retain-until-date", lock.until_text,
-                   "--s3-object-lock-set-after-upload"] if lock else []
-        return [*self._base(), "rcat", *(["--s3-storage-class", storage_class] if storage_class else []), *sizing,
-                *locking, path]
-
-    def head_argv(self, path: str) -> list[str]:
-        """Read one byte: succeeds only when the object can be read now (not frozen in an archive tier)."""
-        return [*self._base(), "cat", "--count", "1", path]
-
-    def thaw_argv(self, directory: str, names: Iterable[str], priority: str, days: int) -> list[str]:
-        includes = [arg for name in sorted(names) for arg in ("--include", "/" + _glob_escape(name))]
-        return [*self._base(), "backend", "restore", *includes, "-o", f"priority={priority}",
-                "-o", f"lifetime={days}", directory]
-
-    def cat_argv(self, path: str, offset: int = 0, count: int | None = None) -> list[str]:
-        """The whole object, or `count` bytes of it from `offset` (one ranged request)."""
-        ranged = ["--offset", str(offset), "--count", str(count)] if count is not None else []
-        if count is None and offset:
-            ranged = ["--offset", str(offset)]
-        return [*self._base(), "cat", *ranged, path]
-
-    def lsjson_argv(self, path: str) -> list[str]:
-        # --no-modtime: on S3 each object's modification time costs a HEAD request (27 s for 2,000
-        # objects on a loopback server, 0.2 s without); names and sizes come with the listing itself.
-        return [*self._base(), "lsjson", "--files-only", "--no-mimetype", "--no-modtime", path]
-
-    def locks_argv(self, directory: str, names: Iterable[str]) -> list[str]:
-        """The metadata (S3: object-lock-mode, object-lock-retain-until-date) of some objects of a directory:
-        one listing, and one HEAD request per object named."""
-        includes = [arg for name in sorted(names) for arg in ("--include", "/" + _glob_escape(name))]
-        return [*self._base(), "lsjson", "--files-only", "--metadata", "--no-mimetype", *includes, directory]
-
-    def versioning_argv(self, bucket: str) -> list[str]:
-        return [*self._base(), "backend", "versioning", bucket]
-
-    def tree_argv(self, path: str) -> list[str]:
-        return [*self._base(), "lsjson", "--recursive", "--files-only", "--no-mimetype", "--no-modtime", path]
-
-    def copy_named_in_tree_argv(self, directory: str, name: str, destination: Path) -> list[str]:
-        """Every object called `name`, at any depth below `directory`, into a local folder, in parallel."""
-        return [*self._base(), "copy", "--include", _glob_escape(name), *self._parallel(), directory, str(destination)]
-
-    def dirs_argv(self, path: str) -> list[str]:
-        return [*self._base(), "lsjson", "--dirs-only", "--recursive", "--no-mimetype", "--no-modtime", path]
-
-    def copy_listed_argv(self, directory: str, names_file: Path, destination: Path) -> list[str]:
-        """Copy the objects named in `names_file` (one per line) into a local folder, in parallel."""
-        return [*self._base(), "copy", "--files-from-raw", str(names_file), *self._parallel(), directory,
-                str(destination)]
-
-    def copy_matching_argv(self, directory: str, pattern: str, destination: Path) -> list[str]:
-        """Copy the objects whose names match a glob into a local folder, in parallel."""
-        return [*self._base(), "copy", "--max-depth", "1", "--include", pattern, *self._parallel(), directory,
-                str(destination)]
-
-    @staticmethod
-    def _parallel() -> list[str]:
-        # --use-server-modtime: the local copies' times do not matter, and on S3 the stored ones cost a
-        # request per object.
-        return ["--use-server-modtime", "--transfers", str(FETCH_PARALLEL), "--checkers", str(FETCH_PARALLEL)]
-
-    def deletefile_argv(self, path: str) -> list[str]:
-        return [*self._base(), "deletefile", path]
-
-    def config_dump_argv(self) -> list[str]:
-        return [*self._base(), "config", "dump"]
-
-    def encode_argv(self, remote: str, paths: Sequence[str]) -> list[str]:
-        """A crypt remote's encrypted names of `paths` (relative to its root), one per line."""
-        return [*self._base(), "backend", "encode", f"{remote}:", *paths]
-
-    def list_uploads_argv(self, directory: str) -> list[str]:
-        return [*self._base(), "backend", "list-multipart-uploads", directory]
-
-    def abort_uploads_argv(self, directory: str) -> list[str]:
-        return [*self._base(), "backend", "cleanup", "-o", "max-age=0", directory]
-
-    def listremotes_argv(self) -> list[str]:
-        return [*self._base(), "listremotes"]
+class Rclone(RcloneArgv):
+    """The calls the tool makes through rclone, for one config file (their argv: rclone_argv.py)."""
 
     def _run(self, stage: str, argv: list[str], *, check: bool = True, input: bytes | None = None,
              what: str = "", change: bool = False, why: str = "") -> proc.Result:
@@ -229,9 +121,6 @@ class Rclone:
     @functools.cached_property
     def _config_file_once(self) -> Path | None:
         return self.config_file()
-
-    def config_file_argv(self) -> list[str]:
-        return [*self._base(), "config", "file"]
 
     def _config_name(self, config_file: Path | None) -> str:
         if self.config_path is not None:
@@ -378,8 +267,7 @@ class Rclone:
         notice, as if they were not there); 0 for any other remote."""
         if self._remotes.get(remote, {}).get("type") != "crypt":
             return 0
-        result = self._run("rclone lsjson", [*self._base(), "lsjson", "--max-depth", "1", "--no-mimetype",
-                                             "--no-modtime", f"{remote}:"], check=False)
+        result = self._run("rclone lsjson", self.top_argv(remote), check=False)
         return result.stderr.count("Skipping undecryptable")
 
     def unfinished_uploads(self, directory: str) -> list[str] | None:
@@ -461,11 +349,6 @@ def rclone_for(cfg: BackupConfig, as_of: str | None = None) -> Rclone:
 
 def _folder(relative: Path) -> str:
     return "" if relative == Path(".") else relative.as_posix()
-
-
-def _glob_escape(name: str) -> str:
-    """rclone filter patterns treat * ? [ ] { } and \\ specially."""
-    return re.sub(r"([*?\[\]{}\\])", r"\\\1", name)
 
 
 def join(directory: str, name: str) -> str:
