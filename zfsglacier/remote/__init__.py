@@ -1,6 +1,5 @@
-"""What is on the remote and how to speak to it: rclone's calls (rclone) and their argv
-(rclone_argv), what it prints
-(rclone_output), what its complaints mean, redacted (rclone_errors), what its config says of a remote
+"""What is on the remote and how to speak to it: rclone's calls (rclone) and their argv (rclone_argv),
+what it prints (rclone_output), what its complaints mean, redacted (rclone_errors), what its config says of a remote
 (rclone_config); object names and the manifest format (manifest), the index of manifests
 (manifest_index), the catalog a run loads (catalog), what failed runs left (leftovers), and thawing
 objects in Glacier or Deep Archive (thaw), S3 Object Lock: the bucket probe and the locks read back
