@@ -14,7 +14,6 @@ write no record and start over. A record is not a backup: list and restore never
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ from typing import Any
 from zfsglacier.codec.registry import AUTO, Level
 from zfsglacier.config import BackupConfig
 from zfsglacier.errors import RemoteError
+from zfsglacier.remote import json_record
 from zfsglacier.remote.catalog import Catalog
 from zfsglacier.remote.manifest import Volume, snapshot_of_partial
 from zfsglacier.remote.rclone import Rclone
@@ -65,17 +65,12 @@ class PartialBackup:
         return sum(v.stored_bytes for v in self.volumes)
 
     def to_json(self) -> bytes:
-        return (json.dumps({"format": FORMAT, "version": FORMAT_VERSION, **asdict(self)}, indent=1) + "\n").encode()
+        return json_record.encode(FORMAT, FORMAT_VERSION, asdict(self))
 
     @classmethod
     def from_json(cls, data: bytes) -> PartialBackup:
         """ValueError when `data` is not a record this version reads."""
-        try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValueError(f"not valid JSON ({exc})") from None
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != FORMAT_VERSION:
-            raise ValueError(f"not a version {FORMAT_VERSION} zfsglacier partial-backup record")
+        doc = json_record.decode(data, FORMAT, FORMAT_VERSION, "partial-backup record")
         try:
             fields: dict[str, Any] = {name: doc[name] for name in cls.__dataclass_fields__}
             fields["send_flags"] = tuple(fields["send_flags"])

@@ -3,5 +3,5 @@ what it prints (rclone_output), what its complaints mean, redacted (rclone_error
 (rclone_config); object names and the manifest format (manifest), the index of manifests
 (manifest_index), the catalog a run loads (catalog), what failed runs left (leftovers), and thawing
 objects in Glacier or Deep Archive (thaw), S3 Object Lock: the bucket probe and the locks read back
-(object_lock). May import the core and the ground; never zfs/ or a layer
+(object_lock); the small JSON records kept beside the backups (json_record). May import the core and the ground; never zfs/ or a layer
 above."""

@@ -6,8 +6,9 @@ verify_warn_after. It is not a backup and no restore reads it; like the index, i
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
+
+from zfsglacier.remote import json_record
 
 DRILL_NAME = "zfsglacier.drill.json"
 FORMAT = "zfsglacier-drill"
@@ -27,17 +28,12 @@ class DrillRecord:
     seconds: float
 
     def to_json(self) -> bytes:
-        return (json.dumps({"format": FORMAT, "version": FORMAT_VERSION, **asdict(self)}, indent=1) + "\n").encode()
+        return json_record.encode(FORMAT, FORMAT_VERSION, asdict(self))
 
     @classmethod
     def from_json(cls, data: bytes) -> DrillRecord:
         """ValueError when `data` is not a record this version reads."""
-        try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValueError(f"not valid JSON ({exc})") from None
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != FORMAT_VERSION:
-            raise ValueError(f"not a version {FORMAT_VERSION} zfsglacier drill record")
+        doc = json_record.decode(data, FORMAT, FORMAT_VERSION, "drill record")
         try:
             record = cls(**{name: doc[name] for name in cls.__dataclass_fields__})
         except (KeyError, TypeError) as exc:

@@ -12,7 +12,7 @@ while the index holds that manifest, since it was committed; the rewrite keeps s
 
 from __future__ import annotations
 
-import json
+from zfsglacier.remote import json_record
 
 INDEX_NAME = "zfsglacier.index.json"
 FORMAT = "zfsglacier-index"
@@ -28,19 +28,12 @@ def encode(manifests: dict[str, bytes]) -> bytes:
             texts[name] = data.decode("utf-8")
         except UnicodeDecodeError:
             continue
-    doc = {"format": FORMAT, "version": FORMAT_VERSION, "manifests": texts}
-    return (json.dumps(doc, indent=1) + "\n").encode()
+    return json_record.encode(FORMAT, FORMAT_VERSION, {"manifests": texts})
 
 
 def decode(data: bytes) -> dict[str, bytes]:
     """The entries of an index; ValueError when it is not one this version reads."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not valid JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != FORMAT_VERSION:
-        raise ValueError(f"not a version {FORMAT_VERSION} zfsglacier index")
-    entries = doc.get("manifests")
+    entries = json_record.decode(data, FORMAT, FORMAT_VERSION, "index").get("manifests")
     if not isinstance(entries, dict) or not all(isinstance(v, str) for v in entries.values()):
         raise ValueError("its manifests are not a map of names to texts")
     return {str(name): text.encode() for name, text in entries.items()}
