@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from zfsglacier.commands.metrics import record_drill
@@ -39,6 +40,18 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass
+class DrillResult:
+    """What a drill did: its exit code, the chain it checked, what it verified and skipped."""
+
+    code: int = EXIT_OK
+    chain: list[Manifest] = field(default_factory=list)
+    verified: int = 0  # backups whose objects were read and checked
+    skipped: int = 0  # backups in cold storage
+    read: int = 0  # bytes read from the remote
+    deep: bool = False  # the chain was received into a scratch dataset
+
+
 def drill(cfg: BackupConfig, *, echo: Callable[[str], None] = print, deep: bool = False,
           streams: int | None = None) -> int:
     """`deep`: --deep, which a drill also does when [verify] deep = yes. Returns the exit code: 0, or the
@@ -49,81 +62,78 @@ def drill(cfg: BackupConfig, *, echo: Callable[[str], None] = print, deep: bool 
     with step(f"drilling the restore of {cfg.dataset}"):
         try:
             catalog = load_catalog(cfg, rclone, read_manifests=True)
-            code, chain, verified, skipped, read, deep_done = _drill(cfg, rclone, catalog, echo,
-                                                                      deep or cfg.verify.deep, streams)
+            result = _drill(cfg, rclone, catalog, echo, deep or cfg.verify.deep, streams)
         except SignalReceived:
             raise
-        except ZfsglacierError:
-            _record(cfg, rclone, catalog, started, ok=False, chain=[], verified=0, skipped=0, read=0, deep=False)
+        except ZfsglacierError as exc:
+            _record(cfg, rclone, catalog, started, DrillResult(code=exc.exit_code))
             raise
-        _record(cfg, rclone, catalog, started, ok=code == EXIT_OK, chain=chain, verified=verified, skipped=skipped,
-                read=read, deep=deep_done)
-    return code
+        _record(cfg, rclone, catalog, started, result)
+    return result.code
 
 
 def _drill(cfg: BackupConfig, rclone: Rclone, catalog: Catalog, echo: Callable[[str], None], deep: bool,
-           streams: int | None) -> tuple[int, list[Manifest], int, int, int, bool]:
-    """(exit code, the chain, backups verified, backups skipped, bytes read, whether it was received)."""
+           streams: int | None) -> DrillResult:
     reads = read_settings(cfg, rclone, streams)
-    chain = to_verify(catalog, None, every=False)
+    result = DrillResult(chain=to_verify(catalog, None, every=False))
+    chain = result.chain
     frozen = thaw.frozen_objects(rclone, catalog, chain)
     cold = {name for f in frozen for name in _owners(chain, f)}
+    result.skipped = len(cold)
     errors: list[ZfsglacierError] = []
-    verified = read = 0
     for manifest in chain:
         if manifest.snapshot in cold:
             echo(f"SKIPPED {manifest.snapshot}  in cold storage and not thawed: a drill never thaws")
             continue
         outcome = check_backup(rclone, catalog, manifest, reads)
         echo(outcome.line())
-        verified += 1
-        read += manifest.stored_bytes
+        result.verified += 1
+        result.read += manifest.stored_bytes
         if outcome.error is not None:
             errors.append(outcome.error)
     for line in thaw.plan_lines(frozen, thaw.NO_WAIT):
         echo(f"# for a drill of the whole chain: {line}")
-    deep_done = False
     if deep and not errors:
         if frozen:
             echo(f"SKIPPED deep: the chain of {chain[-1].snapshot} is not all readable without a thaw")
         else:
             scratch = receive_into_scratch(cfg, rclone, catalog, chain, reads)
-            read += sum(m.stored_bytes for m in chain)
-            deep_done = True
+            result.read += sum(m.stored_bytes for m in chain)
+            result.deep = True
             echo(f"OK      chain of {len(chain)} backup(s) up to {chain[-1].snapshot} received into {scratch} "
                  "(destroyed again), every snapshot's guid matches")
     for problem in catalog.damaged:
         echo(f"FAILED  {problem}")
     if errors:
-        return errors[0].exit_code, chain, verified, len(cold), read, deep_done
-    if catalog.damaged:
+        result.code = errors[0].exit_code
+    elif catalog.damaged:
         codes = [error.exit_code for error in catalog.unusable.values()]
-        return (min(codes) if codes else EXIT_INTEGRITY), chain, verified, len(cold), read, deep_done
-    return EXIT_OK, chain, verified, len(cold), read, deep_done
+        result.code = min(codes) if codes else EXIT_INTEGRITY
+    return result
 
 
 def _owners(chain: list[Manifest], frozen: thaw.Frozen) -> list[str]:
     return [m.snapshot for m in chain if frozen.volume in m.parts]
 
 
-def _record(cfg: BackupConfig, rclone: Rclone, catalog: Catalog | None, started: float, *, ok: bool,
-            chain: list[Manifest], verified: int, skipped: int, read: int, deep: bool) -> None:
+def _record(cfg: BackupConfig, rclone: Rclone, catalog: Catalog | None, started: float, result: DrillResult) -> None:
     """The drill's outcome: in the record beside the backups and in the textfile. Failing to write either is
     a warning: the drill's own outcome is what counts."""
     finished, seconds = _now(), time.monotonic() - started
-    success = ok and verified > 0
-    if ok and not verified:
+    success = result.code == EXIT_OK and result.verified > 0
+    if result.code == EXIT_OK and not result.verified:
         log.warning("%s: the drill verified no backup (all are in cold storage): it does not count as a success",
                     cfg.dataset)
     record_drill(cfg.monitoring.textfile, cfg.dataset, success=success, finished=finished, seconds=seconds,
-                 bytes_read=read)
+                 bytes_read=result.read)
     if catalog is None:
         return
     previous = _previous(rclone, catalog)
     record = DrillRecord(finished.isoformat(timespec="seconds"), success,
                          finished.isoformat(timespec="seconds") if success else (previous.last_success
                                                                                  if previous else None),
-                         chain[-1].snapshot if chain else None, deep, verified, skipped, read, round(seconds, 1))
+                         result.chain[-1].snapshot if result.chain else None, result.deep, result.verified,
+                         result.skipped, result.read, round(seconds, 1))
     try:
         rclone.write(catalog.path(DRILL_NAME), record.to_json())
     except ZfsglacierError as exc:
