@@ -64,12 +64,14 @@ def resolve_chain(catalog: Catalog, snapshot: str | None) -> list[Manifest]:
 def chain_from_manifests(cfg: BackupConfig, rclone: Rclone, catalog: Catalog,
                          snapshot: str | None) -> tuple[Catalog, list[Manifest]]:
     """The chain to restore, as its manifest objects describe it. The catalog may have taken the manifests
-    from the index's copies, which anyone who may write to the remote can forge with the right sizes: the
-    chain's manifest objects are read, and where one that is a valid manifest differs from what the plan
+    from the index's copies, which anyone who may write to the remote can forge with the right sizes: those
+    of the chain are read from their objects, and where one that is a valid manifest differs from what the plan
     used, the whole catalog is read again from the manifest objects. A manifest object that is damaged
     (its self-check fails) leaves its committed copy in the index in use, as loading the catalog did."""
     chain = resolve_chain(catalog, snapshot)
-    names = [manifest_name(m.snapshot) for m in chain]
+    names = [name for m in chain if (name := manifest_name(m.snapshot)) in catalog.from_index]
+    if not names:  # every manifest of the chain was read from its object already
+        return catalog, chain
     read = rclone.read_many(catalog.directory, names)
     differ = [name for name in names if read.get(name) != catalog.manifest_bytes.get(name)]
     valid = [name for name in differ if _valid(cfg, catalog, name, read.get(name))]

@@ -52,6 +52,8 @@ class Catalog:
     # snapshot -> why its backup cannot be used (a damaged or missing manifest)
     unusable: dict[str, ZfsglacierError] = field(default_factory=dict)
     lost: list[LostManifest] = field(default_factory=list)
+    # manifests taken from the index's copies, not read from their objects (restore_plan rereads those)
+    from_index: frozenset[str] = frozenset()
 
     def path(self, name: str) -> str:
         return join(self.directory, name)
@@ -85,8 +87,9 @@ def assemble(cfg: BackupConfig, rclone: Rclone, objects: dict[str, RemoteObject]
     copies = _read_index(index_path, index_read) if manifest_index.INDEX_NAME in objects else {}
     if read_manifests:
         texts = _read_manifests(rclone, directory, manifest_names)
+        from_index: frozenset[str] = frozenset()
     else:
-        texts = _manifest_texts(rclone, directory, objects, manifest_names, copies)
+        texts, from_index = _manifest_texts(rclone, directory, objects, manifest_names, copies)
 
     manifests: list[Manifest] = []
     manifest_bytes: dict[str, bytes] = {}
@@ -119,7 +122,7 @@ def assemble(cfg: BackupConfig, rclone: Rclone, objects: dict[str, RemoteObject]
         if (of := snapshot_of_data_object(name)) is not None and of not in manifest_snapshots
     ]
     manifests.sort(key=lambda m: (m.createtxg, m.created))
-    return Catalog(directory, manifests, objects, orphans, damaged, manifest_bytes, unusable, lost)
+    return Catalog(directory, manifests, objects, orphans, damaged, manifest_bytes, unusable, lost, from_index)
 
 
 def _warn_if_undecryptable(rclone: Rclone, remote: str) -> None:
@@ -180,10 +183,12 @@ def _differences_from_index(directory: str, texts: dict[str, bytes], copies: dic
 
 
 def _manifest_texts(rclone: Rclone, directory: str, objects: dict[str, RemoteObject],
-                    names: list[str], copies: dict[str, bytes]) -> dict[str, bytes]:
-    """The bytes of every listed manifest: from the index where it is current, the rest read."""
+                    names: list[str], copies: dict[str, bytes]) -> tuple[dict[str, bytes], frozenset[str]]:
+    """The bytes of every listed manifest: from the index where it is current, the rest read; and the names
+    taken from the index."""
     sizes = {name: objects[name].size for name in names}
     texts = manifest_index.usable_entries(copies, sizes)
+    from_index = frozenset(texts)
     missing = [name for name in names if name not in texts]
     if missing:
         log.debug("reading %d manifest(s) the index does not hold", len(missing))
@@ -191,7 +196,7 @@ def _manifest_texts(rclone: Rclone, directory: str, objects: dict[str, RemoteObj
         pattern = f"*{MANIFEST_SUFFIX}" if len(missing) > len(names) // 4 else None
         texts |= rclone.read_many(directory, missing, pattern=pattern)
         _require_all(directory, missing, texts)
-    return texts
+    return texts, from_index
 
 
 def _require_all(directory: str, names: list[str], texts: dict[str, bytes]) -> None:
