@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from zfsglacier.signals import checkpoint
+
 T = TypeVar("T")
 POLL = 0.1  # the caller waits in slices: a signal delivered to another thread still reaches it (signals.py)
 
@@ -31,6 +33,7 @@ class Background(Generic[T]):
     def result(self) -> T:
         while self._thread.is_alive():
             self._thread.join(POLL)
+            checkpoint()
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]  # set when the call returned

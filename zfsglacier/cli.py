@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from zfsglacier import __version__, config, config_values
-from zfsglacier.commands import datasets, status
+from zfsglacier.commands import datasets, side_by_side, status
 from zfsglacier.commands.backup import backup
 from zfsglacier.commands.backup_tree import backup_tree
 from zfsglacier.commands.drill import drill
@@ -221,7 +221,10 @@ def _run(args: argparse.Namespace) -> int:
             codes = [backup_tree(top, tree, full=args.full, dry_run=args.dry_run)
                      for top, tree in datasets.local_trees(cfg)]
             return next((code for code in codes if code != EXIT_OK), EXIT_OK)
-        return datasets.run_each(datasets.local_targets(cfg), back_up)
+        targets = datasets.local_targets(cfg)
+        if args.dry_run and cfg.parallel > 1 and len(targets) > 1:
+            print(f"# a real run backs up {side_by_side.describe(cfg, len(targets))}")
+        return datasets.run_each(targets, back_up, 1 if args.dry_run else cfg.parallel)
     if args.command == "restore":
         restore(datasets.choose(cfg, args.dataset), args.target_dataset, snapshot=args.snapshot, yes=args.yes,
                 force=args.force,
@@ -264,9 +267,16 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
+def _dataset_prefix(record: logging.LogRecord) -> bool:
+    """Lines of datasets backed up side by side start with the dataset's name (side_by_side.prefix)."""
+    record.dataset = side_by_side.prefix()
+    return True
+
+
 def _setup_logging(debug: bool, quiet: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("zfsglacier: %(message)s"))
+    handler.setFormatter(logging.Formatter("zfsglacier: %(dataset)s%(message)s"))
+    handler.addFilter(_dataset_prefix)
     root = logging.getLogger("zfsglacier")
     root.handlers[:] = [handler]
     root.propagate = False

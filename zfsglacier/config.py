@@ -113,8 +113,9 @@ class BackupConfig:
     extra_flags: tuple[str, ...] = ()  # more rclone flags, checked against FORBIDDEN_RCLONE_FLAGS
     max_upload_parts: int = DEFAULT_MAX_UPLOAD_PARTS  # the remote's limit on parts of one upload
     upload_concurrency: int = DEFAULT_UPLOAD_CONCURRENCY  # parts uploaded at once
-    upload_memory: int = DEFAULT_UPLOAD_MEMORY  # bytes rclone may buffer for one upload
+    upload_memory: int = DEFAULT_UPLOAD_MEMORY  # bytes rclone may buffer for uploads, shared by those at once
     max_object_size: int | None = DEFAULT_MAX_OBJECT_SIZE  # a longer stream is cut into volumes; None: never
+    parallel: int = 1  # datasets backed up at once (commands/side_by_side.py)
     datasets: tuple[str, ...] = ()  # when [zfs] dataset lists several: all of them (else empty)
     recursive: bool = False  # also every filesystem and volume below each, each its own chain
     atomic: bool = True  # with recursive: one snapshot instant for each tree (commands/backup_tree.py)
@@ -176,6 +177,7 @@ _SCHEMA = (
     _Key("monitoring", "verify_warn_after", parsers.age_threshold, DEFAULT_VERIFY_WARN_AFTER),
     _Key("verify", "deep", parsers.boolean, "no"),
     _Key("verify", "scratch_pool", parsers.pool, None),
+    _Key("run", "parallel", parsers.parallel, "1"),
 )
 
 SECTIONS = tuple(dict.fromkeys(k.section for k in _SCHEMA))
@@ -265,6 +267,7 @@ def parse_config(text: str, source: str = "<config>") -> BackupConfig:
         upload_concurrency=values["upload_concurrency"],
         upload_memory=values["upload_memory"],
         max_object_size=values["max_object_size"],
+        parallel=values["parallel"],
         chain=ChainPolicy(values["full_every"][0], values["full_every"][1], values["differential"]),
         retention=RetentionPolicy(values["keep_chains"], values["max_age"]),
         monitoring=MonitoringPolicy(values["warn_after"], values["crit_after"], values["textfile"],

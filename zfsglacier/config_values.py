@@ -259,16 +259,65 @@ def keep_chains(where: str, value: str) -> int | None:
     return number or None
 
 
-_BWLIMIT = re.compile(r"[0-9A-Za-z.:,| -]+")
+# rclone's --bwlimit grammar: entries separated by spaces, each `RATE` or a timetable's `[Day-]HH:MM,RATE`;
+# RATE is `UP[:DOWN]`, each `off` or a number with an optional unit (KiB/s without one).
+_RATE = re.compile(r"(?P<number>\d+(?:\.\d+)?)(?P<unit>[bBkKmMgGtTpP]?)(?:iB|i)?")
+_WHEN = re.compile(r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)-)?\d{1,2}:\d{2}")
+_RATE_UNIT_BYTES = {"": 1 << 10, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def _bwlimit_entries(value: str) -> list[tuple[str | None, list[str]]] | None:
+    """Each entry's time (None for a plain rate) and its rates, or None when `value` is not rclone's grammar."""
+    entries: list[tuple[str | None, list[str]]] = []
+    for entry in value.split():
+        when, comma, rate = entry.rpartition(",")
+        if comma and not _WHEN.fullmatch(when):
+            return None
+        rates = rate.split(":")
+        if len(rates) > 2 or not all(r == "off" or _RATE.fullmatch(r) for r in rates):
+            return None
+        entries.append((when if comma else None, rates))
+    return entries or None
 
 
 def bwlimit(where: str, value: str) -> str | None:
     """rclone's --bwlimit: `10M`, `10M:1M` (upload:download), or a timetable `08:00,512k 19:00,off`."""
     if value in ("", "off"):
         return None
-    if not _BWLIMIT.fullmatch(value) or value.startswith("-"):
+    if _bwlimit_entries(value) is None:
         raise bad(where, value, "expected an rclone --bwlimit value such as 10M, 10M:1M or '08:00,512k 19:00,off'")
     return value
+
+
+def split_bwlimit(value: str | None, ways: int) -> str | None:
+    """The `--bwlimit` of one of `ways` uploads that share `value`: every rate in it divided by `ways` (in
+    bytes per second), `off` left as it is. `value` is a valid setting (bwlimit() accepted it)."""
+    if value is None or ways == 1:
+        return value
+    entries = _bwlimit_entries(value)
+    if entries is None:
+        raise ValueError(f"not an rclone --bwlimit value: {value!r}")
+
+    def share(rate: str) -> str:
+        match = _RATE.fullmatch(rate)
+        if match is None:  # off
+            return rate
+        whole = float(match["number"]) * _RATE_UNIT_BYTES[match["unit"].lower()]
+        return f"{max(1, int(whole // ways))}B" if whole else rate
+
+    return " ".join(f"{when + ',' if when is not None else ''}{':'.join(share(r) for r in rates)}"
+                    for when, rates in entries)
+
+
+MAX_PARALLEL = 32
+
+
+def parallel(where: str, value: str) -> int:
+    expected = f"expected a whole number of datasets at once, 1 to {MAX_PARALLEL}"
+    number = whole_number(where, value, 1, expected)
+    if number > MAX_PARALLEL:
+        raise bad(where, value, expected)
+    return number
 
 
 # rclone flags zfsglacier relies on, or that would change what it reads back: an extra flag may not

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import IO, Protocol
 
 from zfsglacier.errors import StageError, StageErrorFactory
+from zfsglacier.signals import checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ class Child:
             try:
                 return self.popen.wait(_WAIT_SLICE)
             except subprocess.TimeoutExpired:
-                continue
+                checkpoint()
 
     def exit_status_within(self, seconds: float) -> int | None:
         """The exit status if the child ends within `seconds`, else None (it keeps running)."""

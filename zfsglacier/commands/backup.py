@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from zfsglacier import __version__, proc
 from zfsglacier.background import Background
 from zfsglacier.codec.registry import Codec, get_codec
-from zfsglacier.commands import backup_cleanup
+from zfsglacier.commands import backup_cleanup, side_by_side
 from zfsglacier.commands.backup_plan import planned_manifest, print_plan
 from zfsglacier.commands.backup_volumes import BackupVolumes, data_storage_class, upload_sizing
 from zfsglacier.commands.metrics import record_run
@@ -115,6 +115,13 @@ class Prepared:
     note: str | None  # said in the log: why the configured compressor is not used
     taken: frozenset[str]  # snapshot names the dataset or its remote folder already have
     full: bool  # --full
+
+    def sharing(self, ways: int) -> Prepared:
+        """The same backup as one of `ways` that run at once (side_by_side.shared)."""
+        if ways == 1:
+            return self
+        cfg = side_by_side.shared(self.cfg, ways)
+        return dataclasses.replace(self, cfg=cfg, rclone=rclone_for(cfg))
 
     def named(self, short: str, *, premade: bool) -> Prepared:
         """The same backup under another snapshot name (a tree's one name: backup_tree.py); `premade`: that

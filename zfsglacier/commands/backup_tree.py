@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from zfsglacier import proc
 from zfsglacier.commands import backup as single
-from zfsglacier.commands import datasets
+from zfsglacier.commands import datasets, side_by_side
 from zfsglacier.commands.backup import Prepared, execute, prepare, print_dry_run, recorded
 from zfsglacier.commands.metrics import record_run
 from zfsglacier.config import BackupConfig
@@ -54,17 +54,31 @@ def backup_tree(top: str, targets: list[BackupConfig], *, full: bool = False, dr
             prepared = [p.named(short, premade=True) if p.cfg.dataset in fresh else p for p in prepared]
             _snapshot_tree(top, short, fresh, dry_run, echo)
         if dry_run:
+            if targets[0].parallel > 1 and len(prepared) > 1:
+                echo(f"# then a real run backs up {side_by_side.describe(targets[0], len(prepared))}")
             for p in prepared:
                 print_dry_run(p, echo)
             return EXIT_OK
+        if targets[0].parallel > 1 and len(prepared) > 1:
+            log.info("%s", side_by_side.describe(targets[0], len(prepared)))
+            outcomes = side_by_side.run(prepared, lambda p, ways: _execute(p.sharing(ways)), targets[0].parallel,
+                                        lambda p: p.cfg.dataset, never_started=_never_streamed)
+            failed += datasets.failures(outcomes, lambda p: p.cfg.dataset)
+            return datasets.summarize(failed, len(targets))
         waiting = list(prepared)
         try:
             while waiting:
-                _execute(waiting.pop(0), failed)
+                p = waiting.pop(0)
+                try:
+                    _execute(p)
+                except SignalReceived:
+                    raise
+                except ZfsglacierError as exc:
+                    log.error("error: %s: %s", p.cfg.dataset, exc)
+                    failed.append((p.cfg.dataset, exc.exit_code))
         except BaseException:
-            for p in waiting:  # snapshotted with the tree, never streamed
-                if p.plan.premade:
-                    _destroy_quietly(p.plan.snapshot)
+            for p in waiting:
+                _never_streamed(p)
             raise
     return datasets.summarize(failed, len(targets))
 
@@ -96,17 +110,17 @@ def _prepare(cfg: BackupConfig, held: contextlib.ExitStack, failed: list[tuple[s
         return None
 
 
-def _execute(p: Prepared, failed: list[tuple[str, int]]) -> None:
+def _execute(p: Prepared) -> None:
     def run(on_commit: Callable[[Manifest], None]) -> Manifest:
         return execute(p, on_commit)
 
-    try:
-        recorded(p.cfg, run)
-    except SignalReceived:
-        raise
-    except ZfsglacierError as exc:
-        log.error("error: %s: %s", p.cfg.dataset, exc)
-        failed.append((p.cfg.dataset, exc.exit_code))
+    recorded(p.cfg, run)
+
+
+def _never_streamed(p: Prepared) -> None:
+    """A dataset snapshotted with the tree and never streamed (a signal came first): its snapshot goes."""
+    if p.plan.premade:
+        _destroy_quietly(p.plan.snapshot)
 
 
 def _snapshot_tree(top: str, short: str, fresh: set[str], dry_run: bool, echo: Callable[[str], None]) -> None:

@@ -2,8 +2,9 @@
 `[zfs] recursive = yes` every filesystem and volume below each is backed up too, each with its own
 chain, snapshots, lock and remote folder (`<bucket>/<dataset>/`), so that any one restores alone.
 
-A command over several datasets runs them one after another. A failure in one is reported on its own
-line and the others still run; the exit code is the first failure's. A signal stops them all.
+A command over several datasets runs them one after another (a backup with `[run] parallel = N`: up to
+N at once, side_by_side.py). A failure in one is reported on its own line and the others still run; the
+exit code is the first failure's, in the datasets' order. A signal stops them all.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 from zfsglacier import names
+from zfsglacier.commands import side_by_side
 from zfsglacier.config import BackupConfig
 from zfsglacier.errors import EXIT_CODES, EXIT_OK, SignalReceived, UsageError, ZfsglacierError
 from zfsglacier.remote.rclone import Rclone
 from zfsglacier.zfs import cmd as zfs
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def configured(cfg: BackupConfig) -> tuple[str, ...]:
@@ -81,11 +85,14 @@ def local_trees(cfg: BackupConfig) -> list[tuple[str, list[BackupConfig]]]:
     return trees
 
 
-def run_each(targets: list[BackupConfig], action: Callable[[BackupConfig], int]) -> int:
-    """Run `action` for each dataset; returns the first non-zero exit code, else 0. With one dataset, its
-    error is raised as it is (one error line, as ever)."""
+def run_each(targets: list[BackupConfig], action: Callable[[BackupConfig], int], parallel: int = 1) -> int:
+    """Run `action` for each dataset, up to `parallel` at once (side_by_side.py); returns the first non-zero
+    exit code in the datasets' order, else 0. With one dataset, its error is raised as it is (one error
+    line, as ever)."""
     if len(targets) == 1:
         return action(targets[0])
+    if parallel > 1:
+        return _side_by_side(targets, action, parallel)
     failed: list[tuple[str, int]] = []
     for target in targets:
         try:
@@ -98,6 +105,35 @@ def run_each(targets: list[BackupConfig], action: Callable[[BackupConfig], int])
         if code != EXIT_OK:
             failed.append((target.dataset, code))
     return summarize(failed, len(targets))
+
+
+def _side_by_side(targets: list[BackupConfig], action: Callable[[BackupConfig], int], parallel: int) -> int:
+    log.info("%s", side_by_side.describe(targets[0], len(targets)))
+    codes: dict[str, int] = {}
+
+    def one(target: BackupConfig, ways: int) -> None:
+        codes[target.dataset] = action(side_by_side.shared(target, ways))
+
+    outcomes = side_by_side.run(targets, one, parallel, lambda target: target.dataset)
+    return summarize(failures(outcomes, lambda target: target.dataset, codes), len(targets))
+
+
+def failures(outcomes: side_by_side.Outcomes[T], name: Callable[[T], str],
+             codes: dict[str, int] | None = None) -> list[tuple[str, int]]:
+    """The failed items of a run side by side, in their order, each error logged as a run one by one logs it.
+    An error that is not zfsglacier's own (a bug) is raised as it is."""
+    failed = []
+    for item, error in zip(outcomes.items, outcomes.errors, strict=True):
+        if error is None:
+            code = (codes or {}).get(name(item), EXIT_OK)
+        elif isinstance(error, ZfsglacierError):
+            log.error("error: %s: %s", name(item), error)
+            code = error.exit_code
+        else:
+            raise error
+        if code != EXIT_OK:
+            failed.append((name(item), code))
+    return failed
 
 
 def summarize(failed: list[tuple[str, int]], total: int) -> int:

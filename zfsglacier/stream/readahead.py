@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
+from zfsglacier.signals import checkpoint
+
 DEPTH = 4
 POLL = 0.1  # how often a thread blocked on a full or empty queue checks whether it should stop
 
@@ -114,7 +116,7 @@ class Prefetch:
             try:
                 return self._queue.get(timeout=POLL)
             except queue.Empty:
-                continue
+                checkpoint()
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
         data = self.read(len(buffer))
@@ -173,6 +175,7 @@ class WriteBehind:
             except queue.Full:
                 self._raise_error()
                 self._check_alive()
+                checkpoint()
 
     def _check_alive(self) -> None:
         if not self._thread.is_alive():
@@ -183,6 +186,7 @@ class WriteBehind:
         with self._queue.all_tasks_done:
             while self._queue.unfinished_tasks > 0 and self._thread.is_alive():
                 self._queue.all_tasks_done.wait(POLL)
+                checkpoint()
         self._raise_error()
         self._check_alive()
 
