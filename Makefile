@@ -18,7 +18,7 @@ help:
 	@echo "             (../shared/openzfs-vm; on a host with kernel OpenZFS make test already runs them)"
 	@echo "make lint    ruff and mypy"
 	@echo "make demo    back up and restore a throwaway file-backed pool (scripts/demo)"
-	@echo "make bench   throughput: codecs, end to end, level = auto, memory, catalog (bench/results/)"
+	@echo "make bench   throughput: codecs, end to end, level = auto, memory, catalog, trees, parallel (bench/results/)"
 	@echo "make clean   remove .venv and caches"
 
 venv:
@@ -50,6 +50,7 @@ bench: venv
 	$(PY) -m bench.rss
 	$(PY) -m bench.catalog
 	$(PY) -m bench.tree
+	$(PY) -m bench.parallel
 	$(PY) -m bench.send_compressed
 
 clean:

@@ -289,6 +289,12 @@ def bwlimit(where: str, value: str) -> str | None:
     return value
 
 
+def rate_bytes(rate: str) -> float | None:
+    """One rate of a --bwlimit (`512k`, `1.5Mi`, `off`) in bytes per second; None for `off`."""
+    match = _RATE.fullmatch(rate)
+    return None if match is None else float(match["number"]) * _RATE_UNIT_BYTES[match["unit"].lower()]
+
+
 def split_bwlimit(value: str | None, ways: int) -> str | None:
     """The `--bwlimit` of one of `ways` uploads that share `value`: every rate in it divided by `ways` (in
     bytes per second), `off` left as it is. `value` is a valid setting (bwlimit() accepted it)."""
@@ -299,10 +305,7 @@ def split_bwlimit(value: str | None, ways: int) -> str | None:
         raise ValueError(f"not an rclone --bwlimit value: {value!r}")
 
     def share(rate: str) -> str:
-        match = _RATE.fullmatch(rate)
-        if match is None:  # off
-            return rate
-        whole = float(match["number"]) * _RATE_UNIT_BYTES[match["unit"].lower()]
+        whole = rate_bytes(rate)
         return f"{max(1, int(whole // ways))}B" if whole else rate
 
     return " ".join(f"{when + ',' if when is not None else ''}{':'.join(share(r) for r in rates)}"

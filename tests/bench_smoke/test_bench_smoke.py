@@ -490,6 +490,30 @@ def test_tree_stage(tmp_path: Path) -> None:
             (label, ran.stdout)
 
 
+# --- python -m bench.parallel: a tree backed up with [run] parallel = 1, 2, 3, 6 through the WAN model ---
+
+
+def test_parallel_stage(tmp_path: Path) -> None:
+    for tool in ("zfs", "rclone"):
+        rig.need_tool(tool)
+    # A fast link and a generous shared limit: the smoke test checks the stage's shape, not figures.
+    ran = run_bench("bench.parallel", tmp_path, BENCH_PARALLEL_MIB="1", BENCH_WAN_MBPS="200", BENCH_WAN_RTT_MS="2",
+                    BENCH_PARALLEL_BWLIMIT="64M")
+
+    data = ran.json("parallel-*.json")
+    assert data["datasets"] == 6 and data["mib_each"] == 1 and data["repeat"] == 1
+    assert set(data["median_seconds"]) == {"1", "2", "3", "6"}
+    assert data["ratio_to_1"]["1"] == 1.0
+    for parallel, seconds in data["median_seconds"].items():
+        ratio = data["ratio_to_1"][parallel]
+        assert seconds > 0 and data["peak_mib"][parallel] > 0
+        assert re.search(rf"^\s+{parallel}\s+{seconds:.2f}\s+{ratio:.2f}\s+{data['peak_mib'][parallel]}$",
+                         ran.stdout, re.MULTILINE), ran.stdout
+    assert set(data["with_bwlimit"]) == {"1", "6"}
+    for row in data["with_bwlimit"].values():
+        assert row["limit_bytes_s"] == 64 << 20 and row["stored_bytes"] > 6 * (1 << 20) // 4, row
+
+
 # --- python -m bench.send_compressed: compression on top of zfs send -c (OpenZFS only) ---------------
 
 

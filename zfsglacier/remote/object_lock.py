@@ -10,6 +10,7 @@ provider that does not implement Object Lock may store the object and drop its l
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ PROBE_NAME = ".zfsglacier-lock-probe"
 PROBE_LOCK = timedelta(days=1)
 _PROBE_TEXT = b"zfsglacier: does this bucket lock objects? (written by each backup run with [rclone] object_lock)\n"
 _probed: set[tuple[str, str, str]] = set()  # (rclone config, bucket folder, mode) shown to lock, this run
+_probing = threading.Lock()  # datasets backed up side by side probe their shared bucket once
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,13 @@ def require_lockable(cfg: BackupConfig, mode: str, rclone: Rclone, now: datetime
                           "an S3 remote, or leave object_lock out")
     folder = f"{cfg.remote}:{cfg.bucket_name.strip('/')}"
     seen = (str(rclone.config_path), folder, mode)
-    if seen in _probed:
-        return
+    with _probing:
+        if seen not in _probed:
+            _probe(cfg, mode, rclone, now, folder, seen)
+
+
+def _probe(cfg: BackupConfig, mode: str, rclone: Rclone, now: datetime, folder: str,
+           seen: tuple[str, str, str]) -> None:
     lock = Lock(mode, (now + PROBE_LOCK).astimezone(UTC).replace(microsecond=0))
     path = f"{folder}/{PROBE_NAME}"
     try:
