@@ -14,8 +14,9 @@ The code map. Each layer imports only the layers below it (tests/unit/test_layer
                   the catalog, leftovers, Glacier thaws, S3 Object  |           capabilities, delegation,
                   Lock (the bucket probe, locks read back)          |           stream size estimates
     config.py config_values.py proc.py signals.py         the config's schema and its value parsers; the
-    lock.py background.py                                 only module that starts processes; signals as
-                                                          exceptions; locks; a call beside another
+    lock.py background.py threads.py                      only module that starts processes; signals as
+                                                          exceptions; locks; a call beside another; the
+                                                          dataset a thread works for
     codec/  errors.py  names.py  units.py                 the ground: codecs, typed errors with exit
                                                           codes, name rules, sizes and durations
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from zfsglacier import __version__, config, config_values
+from zfsglacier import __version__, config, config_values, threads
 from zfsglacier.commands import datasets, side_by_side, status
 from zfsglacier.commands.backup import backup
 from zfsglacier.commands.backup_tree import backup_tree
@@ -268,8 +268,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _dataset_prefix(record: logging.LogRecord) -> bool:
-    """Lines of datasets backed up side by side start with the dataset's name (side_by_side.prefix)."""
-    record.dataset = side_by_side.prefix()
+    """Lines of datasets backed up side by side start with the dataset's name (threads.py)."""
+    record.dataset = threads.prefix()
     return True
 
 

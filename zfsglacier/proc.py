@@ -24,6 +24,7 @@ from typing import IO, Protocol
 
 from zfsglacier.errors import StageError, StageErrorFactory
 from zfsglacier.signals import checkpoint
+from zfsglacier.threads import carried
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class Child:
             raise error(stage, f"permission denied running {self.argv[0]}") from None
         _grow_pipe(self.popen.stdout)
         _grow_pipe(self.popen.stdin)
-        self._drain = threading.Thread(target=self._drain_stderr, name=f"stderr:{stage}", daemon=True)
+        self._drain = threading.Thread(target=carried(self._drain_stderr), name=f"stderr:{stage}", daemon=True)
         self._drain.start()
 
     @property

@@ -17,11 +17,11 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("commands",),
     ("stream", "policy"),
     ("remote", "zfs"),
-    ("config", "config_values", "proc", "signals", "lock", "background"),
+    ("config", "config_values", "proc", "signals", "lock", "background", "threads"),
     ("codec", "errors", "names", "units", "__init__"),
 )
 FLOOR = {unit: level for level, units in enumerate(FLOORS) for unit in units}
-CORE = {"config", "config_values", "proc", "signals", "lock", "background"}
+CORE = {"config", "config_values", "proc", "signals", "lock", "background", "threads"}
 GROUND = {"codec", "errors", "names", "units", "__init__"}
 
 

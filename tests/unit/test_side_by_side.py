@@ -4,6 +4,7 @@ its own (the real backups side by side: tests/integration/test_parallel.py), and
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import signal
 import threading
@@ -11,11 +12,13 @@ import time
 
 import pytest
 
+from zfsglacier import cli, threads
 from zfsglacier.commands import datasets, side_by_side
 from zfsglacier.config import BackupConfig, parse_config
 from zfsglacier.config_values import split_bwlimit
 from zfsglacier.errors import ConfigError, RemoteError, SignalReceived, ZfsError
 from zfsglacier.signals import checkpoint, signals_as_exceptions, step
+from zfsglacier.stream.progress import Progress
 
 BASE = "[zfs]\ndataset = tank/data\n[rclone]\nremote = r\nbucket_name = b\n"
 
@@ -93,7 +96,7 @@ class Recorder:
             self.running += 1
             self.most = max(self.most, self.running)
             self.ways[item] = ways
-            self.prefixes[item] = side_by_side.prefix()
+            self.prefixes[item] = threads.prefix()
         try:
             time.sleep(self.hold)
             if item in self.failing:
@@ -110,7 +113,7 @@ def test_items_run_up_to_the_limit_at_once_each_with_its_prefix_and_a_share_that
     assert outcomes.errors == [None] * 7
     assert action.most == 3
     assert action.prefixes == {item: f"[{item}] " for item in items}
-    assert side_by_side.prefix() == "", "the main thread's lines carry no dataset"
+    assert threads.prefix() == "", "the main thread's lines carry no dataset"
     # 3 ways while 3 or more are unfinished; the last to start share with fewer.
     assert [action.ways[item] for item in items[:3]] == [3, 3, 3]
     assert action.ways[items[-1]] in (1, 2, 3)
@@ -195,3 +198,35 @@ def test_outside_a_worker_a_checkpoint_never_raises() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(1)
     checkpoint()  # the signal is the main thread's, raised there; the run that had it is over
+
+
+def test_the_lines_of_a_datasets_thread_and_of_its_progress_ticker_carry_the_dataset() -> None:
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Keep()
+    handler.setFormatter(logging.Formatter("%(dataset)s%(message)s"))
+    handler.addFilter(cli._dataset_prefix)
+    logger = logging.getLogger("zfsglacier")
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        with threads.working_for("tank/vm-100-disk-0"):
+            logging.getLogger("zfsglacier.test").warning("a line of the dataset's own")
+            ticks = threading.Event()
+            bar = Progress("backup tank/vm-100-disk-0@s", 100, tty=False, interval=0.01,
+                           wait=lambda interval: ticks.wait(interval))
+            time.sleep(0.2)
+            ticks.set()
+            bar.close()
+        logging.getLogger("zfsglacier.test").warning("a line of the run's")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert lines[0] == "[tank/vm-100-disk-0] a line of the dataset's own"
+    progress = [line for line in lines if "backup tank/vm-100-disk-0@s: " in line]
+    assert progress and all(line.startswith("[tank/vm-100-disk-0] backup tank/vm") for line in progress), lines
+    assert lines[-1] == "a line of the run's"

@@ -1,8 +1,8 @@
 """Datasets backed up side by side: `[run] parallel = N` runs up to N of a command's datasets at once.
 
 Each dataset runs in a worker thread of its own, exactly as it runs alone (its lock, stream, commit and
-cleanup); the main thread only waits. Its log lines carry the dataset's name (`[pool/data/vm-100-disk-0]`,
-see `prefix()`), its progress line names its snapshot.
+cleanup); the main thread only waits. Its log lines carry the dataset's name (`[pool/data/vm-100-disk-0] `,
+threads.py), its progress lines too.
 
 What the datasets share, they share out: one that starts while k datasets are unfinished (itself
 included) gets 1/min(N, k) of `[rclone] bwlimit` and of `[rclone] upload_memory`. No more than
@@ -27,6 +27,7 @@ from zfsglacier.config import BackupConfig
 from zfsglacier.config_values import split_bwlimit
 from zfsglacier.errors import SignalReceived
 from zfsglacier.signals import step, worker
+from zfsglacier.threads import working_for
 from zfsglacier.units import human_bytes
 
 log = logging.getLogger(__name__)
@@ -35,18 +36,6 @@ POLL = 0.1  # the main thread waits in slices (signals.py)
 # What one stream holds in zfsglacier besides its compressor: readahead.DEPTH chunks of CHUNK bytes read
 # ahead and as many written behind, and two pipes grown to proc.PIPE_SIZE.
 STREAM_BUFFERS = (4 + 4 + 2) << 20
-
-
-class _Prefix(threading.local):
-    text = ""
-
-
-_prefix = _Prefix()
-
-
-def prefix() -> str:
-    """What this thread's log lines start with: `[dataset] ` in a worker, else nothing."""
-    return _prefix.text
 
 
 def shared(cfg: BackupConfig, ways: int) -> BackupConfig:
@@ -101,13 +90,12 @@ def run(items: Sequence[T], action: Callable[[T, int], object], limit: int, name
         with ended, worker():
             while (taken := take()) is not None:
                 index, ways = taken
-                _prefix.text = f"[{name(items[index])}] "
                 try:
-                    action(items[index], ways)
+                    with working_for(name(items[index])):
+                        action(items[index], ways)
                 except BaseException as exc:  # the main thread reports it (worker threads raise nothing)
                     errors[index] = exc
                 finally:
-                    _prefix.text = ""
                     with lock:
                         unfinished -= 1
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from zfsglacier.threads import carried
 from zfsglacier.units import duration_text, human_bytes, ratio_text
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class Progress:
         self._wait = wait or self._closed.wait
         self._ticker: threading.Thread | None = None
         if self._bar is None:
-            self._ticker = threading.Thread(target=self._tick, name=f"progress:{label}", daemon=True)
+            self._ticker = threading.Thread(target=carried(self._tick), name=f"progress:{label}", daemon=True)
             self._ticker.start()
 
     def _tick(self) -> None:
