@@ -71,6 +71,14 @@ def whole_number(where: str, value: str, minimum: int, expected: str) -> int:
     return number
 
 
+def whole_number_to(where: str, value: str, minimum: int, maximum: int, of_what: str) -> int:
+    expected = f"expected a whole number of {of_what}, {minimum} to {maximum}"
+    number = whole_number(where, value, minimum, expected)
+    if number > maximum:
+        raise bad(where, value, expected)
+    return number
+
+
 def non_negative_int(where: str, value: str) -> int:
     return whole_number(where, value, 0, "expected a whole number >= 0 (0 keeps every snapshot)")
 
@@ -212,11 +220,7 @@ def range_size(where: str, value: str) -> int:
 
 
 def streams(where: str, value: str) -> int:
-    expected = f"expected a whole number of streams, 1 to {MAX_RESTORE_STREAMS}"
-    number = whole_number(where, value, 1, expected)
-    if number > MAX_RESTORE_STREAMS:
-        raise bad(where, value, expected)
-    return number
+    return whole_number_to(where, value, 1, MAX_RESTORE_STREAMS, "streams")
 
 
 def parts(where: str, value: str) -> int:
@@ -316,11 +320,7 @@ MAX_PARALLEL = 32
 
 
 def parallel(where: str, value: str) -> int:
-    expected = f"expected a whole number of datasets at once, 1 to {MAX_PARALLEL}"
-    number = whole_number(where, value, 1, expected)
-    if number > MAX_PARALLEL:
-        raise bad(where, value, expected)
-    return number
+    return whole_number_to(where, value, 1, MAX_PARALLEL, "datasets at once")
 
 
 # rclone flags zfsglacier relies on, or that would change what it reads back: an extra flag may not
