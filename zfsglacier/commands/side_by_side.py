@@ -26,16 +26,19 @@ from typing import Generic, TypeVar
 from zfsglacier.config import BackupConfig
 from zfsglacier.config_values import split_bwlimit
 from zfsglacier.errors import SignalReceived
+from zfsglacier.proc import PIPE_SIZE
 from zfsglacier.signals import step, worker
+from zfsglacier.stream.pipeline import CHUNK
+from zfsglacier.stream.readahead import DEPTH
 from zfsglacier.threads import working_for
 from zfsglacier.units import human_bytes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 POLL = 0.1  # the main thread waits in slices (signals.py)
-# What one stream holds in zfsglacier besides its compressor: readahead.DEPTH chunks of CHUNK bytes read
-# ahead and as many written behind, and two pipes grown to proc.PIPE_SIZE.
-STREAM_BUFFERS = (4 + 4 + 2) << 20
+# What one stream holds in zfsglacier besides its compressor: DEPTH chunks read ahead and as many written
+# behind, and the two pipes between zfsglacier and its children.
+STREAM_BUFFERS = 2 * DEPTH * CHUNK + 2 * PIPE_SIZE
 
 
 def shared(cfg: BackupConfig, ways: int) -> BackupConfig:
