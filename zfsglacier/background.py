@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from zfsglacier.signals import checkpoint
+from zfsglacier.threads import carried
 
 T = TypeVar("T")
 POLL = 0.1  # the caller waits in slices: a signal delivered to another thread still reaches it (signals.py)
@@ -21,7 +22,7 @@ class Background(Generic[T]):
         self._call = call
         self._value: T | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread = threading.Thread(target=carried(self._run), name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:

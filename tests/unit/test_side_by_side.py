@@ -13,6 +13,7 @@ import time
 import pytest
 
 from zfsglacier import cli, threads
+from zfsglacier.background import Background
 from zfsglacier.commands import datasets, side_by_side
 from zfsglacier.config import BackupConfig, parse_config
 from zfsglacier.config_values import split_bwlimit
@@ -200,7 +201,7 @@ def test_outside_a_worker_a_checkpoint_never_raises() -> None:
     checkpoint()  # the signal is the main thread's, raised there; the run that had it is over
 
 
-def test_the_lines_of_a_datasets_thread_and_of_its_progress_ticker_carry_the_dataset() -> None:
+def test_the_lines_of_a_datasets_thread_and_of_the_threads_it_starts_carry_the_dataset() -> None:
     lines: list[str] = []
 
     class Keep(logging.Handler):
@@ -216,6 +217,8 @@ def test_the_lines_of_a_datasets_thread_and_of_its_progress_ticker_carry_the_dat
     try:
         with threads.working_for("tank/vm-100-disk-0"):
             logging.getLogger("zfsglacier.test").warning("a line of the dataset's own")
+            Background(lambda: logging.getLogger("zfsglacier.test").warning("a line of a call beside it"),
+                       "write: index").result()
             ticks = threading.Event()
             bar = Progress("backup tank/vm-100-disk-0@s", 100, tty=False, interval=0.01,
                            wait=lambda interval: ticks.wait(interval))
@@ -226,7 +229,8 @@ def test_the_lines_of_a_datasets_thread_and_of_its_progress_ticker_carry_the_dat
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-    assert lines[0] == "[tank/vm-100-disk-0] a line of the dataset's own"
+    assert lines[:2] == ["[tank/vm-100-disk-0] a line of the dataset's own",
+                         "[tank/vm-100-disk-0] a line of a call beside it"]
     progress = [line for line in lines if "backup tank/vm-100-disk-0@s: " in line]
     assert progress and all(line.startswith("[tank/vm-100-disk-0] backup tank/vm") for line in progress), lines
     assert lines[-1] == "a line of the run's"

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from zfsglacier.signals import checkpoint
+from zfsglacier.threads import carried
 
 DEPTH = 4
 POLL = 0.1  # how often a thread blocked on a full or empty queue checks whether it should stop
@@ -71,7 +72,7 @@ class Prefetch:
         self._stop = threading.Event()
         self._left = memoryview(b"")
         self._eof = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread = threading.Thread(target=carried(self._run), name=name, daemon=True)
         self._thread.start()
 
     def _put(self, item: bytes | BaseException) -> bool:
@@ -140,7 +141,7 @@ class WriteBehind:
         self._queue: queue.Queue[bytes | None] = queue.Queue(DEPTH)
         self._error: BaseException | None = None
         self._failed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread = threading.Thread(target=carried(self._run), name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
