@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from zfsglacier import __version__, config, config_values, threads
-from zfsglacier.commands import datasets, side_by_side, status
+from zfsglacier.commands import datasets, side_by_side, status, status_verdict
 from zfsglacier.commands.backup import backup
 from zfsglacier.commands.backup_tree import backup_tree
 from zfsglacier.commands.drill import drill
@@ -311,9 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = exc.code if isinstance(exc.code, int) else EXIT_INTERNAL
         if code == EXIT_USAGE and _command_of(parser, sys.argv[1:] if argv is None else argv) == "status":
             # A monitoring system reads 2 as CRITICAL and shows stdout: a mistyped check is UNKNOWN, said there.
-            print(f"{status.PLUGIN_NAME} UNKNOWN - the command line was refused "
+            print(f"{status_verdict.PLUGIN_NAME} UNKNOWN - the command line was refused "
                   "(see above, or zfsglacier status --help)")
-            return status.UNKNOWN
+            return status_verdict.UNKNOWN
         return code
     _setup_logging(args.debug, args.quiet)
     _stacks_on_sigusr1()

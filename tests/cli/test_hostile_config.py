@@ -19,7 +19,7 @@ from config_text import MINIMAL, render, with_value
 
 from zfsglacier import names
 from zfsglacier.cli import main
-from zfsglacier.commands.status import UNKNOWN as EXIT_UNKNOWN
+from zfsglacier.commands.status_verdict import UNKNOWN as EXIT_UNKNOWN
 from zfsglacier.errors import EXIT_LOCK_BUSY, EXIT_USAGE, LockBusyError
 from zfsglacier.lock import DatasetLock
 

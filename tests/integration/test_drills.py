@@ -14,7 +14,7 @@ import pytest
 import rig
 from helpers import cli, write_config
 
-from zfsglacier.commands import status
+from zfsglacier.commands import status, status_verdict
 from zfsglacier.errors import EXIT_INTEGRITY
 from zfsglacier.remote.drill_record import DRILL_NAME
 
@@ -54,7 +54,7 @@ def test_a_deep_drill_on_a_scratch_pool_is_recorded_and_status_watches_its_age(
     with rig.file_pool() as scratch_pool:
         drills = f"textfile = {textfile}\n[verify]\ndeep = yes\nscratch_pool = {scratch_pool.name}\n"
         dataset, config = backed_up(zpool, local_remote, tmp_path, drills)
-        assert check(config, datetime.now(UTC))[0] == status.OK  # no drill yet: nothing to judge
+        assert check(config, datetime.now(UTC))[0] == status_verdict.OK  # no drill yet: nothing to judge
         capsys.readouterr()
         assert cli("verify", "--config", config, "--drill") == 0
         out = capsys.readouterr().out
@@ -70,9 +70,9 @@ def test_a_deep_drill_on_a_scratch_pool_is_recorded_and_status_watches_its_age(
     assert f'zfsglacier_verify_last_bytes_read{{dataset="{dataset}"}} {record["bytes_read"]}' in samples
 
     drilled = datetime.fromisoformat(record["last_success"])
-    assert check(config, drilled + timedelta(days=7))[0] == status.OK
+    assert check(config, drilled + timedelta(days=7))[0] == status_verdict.OK
     code, line = check(config, drilled + timedelta(days=9))
-    assert code == status.WARNING, line
+    assert code == status_verdict.WARNING, line
     assert f"the last successful restore drill was 9d ago ({record['last_success']}): older than " \
            "verify_warn_after 8d" in line
 
@@ -93,7 +93,7 @@ def test_a_failed_drill_keeps_the_last_success_and_fails_loudly(
     record = json.loads((local_remote.root / dataset / DRILL_NAME).read_text())
     assert record["success"] is False and record["last_success"] == first["last_success"]
     code, line = check(config, datetime.fromisoformat(first["last_success"]) + timedelta(days=10))
-    assert code == status.WARNING and "the last successful restore drill was 10d" in line
+    assert code == status_verdict.WARNING and "the last successful restore drill was 10d" in line
 
 
 def test_a_drill_never_thaws_and_says_what_a_full_drill_would_cost(
@@ -114,4 +114,4 @@ def test_a_drill_never_thaws_and_says_what_a_full_drill_would_cost(
     record = json.loads(rig.run(moto_remote.argv("cat", moto_remote.path(f"{dataset}/{DRILL_NAME}"))).stdout)
     assert record["success"] is False and record["skipped"] == 2 and record["verified"] == 0
     code, line = check(config, datetime.now(UTC))
-    assert code == status.WARNING and "no restore drill has succeeded yet" in line
+    assert code == status_verdict.WARNING and "no restore drill has succeeded yet" in line

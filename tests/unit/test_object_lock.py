@@ -13,7 +13,7 @@ import pytest
 from config_text import MINIMAL as MINIMAL_SECTIONS
 from config_text import render
 
-from zfsglacier.commands import status
+from zfsglacier.commands.status_verdict import OK, WARNING, judge
 from zfsglacier.config import MonitoringPolicy, parse_config
 from zfsglacier.errors import AccessDenied, ConfigError, IntegrityError, RemoteError
 from zfsglacier.policy import chain_lock
@@ -147,17 +147,17 @@ def test_status_warns_when_the_newest_chain_is_unlocked_or_its_lock_ends_within_
     policy = MonitoringPolicy(warn_after=10 * 86400, crit_after=20 * 86400)
     full = backup("full", 1, NOW + timedelta(days=9), created=NOW - timedelta(days=1))
     catalog = Catalog("r:b/pool/data", [full], {}, [], [])
-    code, line = status.judge(catalog, NOW, policy, "pool/data", "COMPLIANCE")
-    assert code == status.WARNING, line
+    code, line = judge(catalog, NOW, policy, "pool/data", "COMPLIANCE")
+    assert code == WARNING, line
     assert re.search(r"the lock of the chain of full ends in 9d.*\(2026-12-10T03:00:00Z\), within warn_after 10d",
                      line), line
     later = stamp(NOW + timedelta(days=10, seconds=1))
     longer = Catalog("r:b/pool/data", [dataclasses.replace(full, lock_until=later)], {}, [], [])
-    assert status.judge(longer, NOW, policy, "pool/data", "COMPLIANCE").code == status.OK
-    assert status.judge(catalog, NOW, policy, "pool/data").code == status.OK  # no lock configured: not judged
+    assert judge(longer, NOW, policy, "pool/data", "COMPLIANCE").code == OK
+    assert judge(catalog, NOW, policy, "pool/data").code == OK  # no lock configured: not judged
     bare = Catalog("r:b/pool/data", [backup("full", 1, None, created=NOW)], {}, [], [])
-    code, line = status.judge(bare, NOW, policy, "pool/data", "GOVERNANCE")
-    assert code == status.WARNING and "the chain of full is not locked ([rclone] object_lock = governance)" in line
+    code, line = judge(bare, NOW, policy, "pool/data", "GOVERNANCE")
+    assert code == WARNING and "the chain of full is not locked ([rclone] object_lock = governance)" in line
 
 
 # --- rclone -----------------------------------------------------------------------------------------

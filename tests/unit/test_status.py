@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from config_text import MINIMAL, render, with_value
 
-from zfsglacier.commands import status
-from zfsglacier.commands.status import CRITICAL, OK, UNKNOWN, WARNING, judge
+from zfsglacier.commands import status, status_verdict
+from zfsglacier.commands.status_verdict import CLOCK_SKEW_TOLERANCE, CRITICAL, OK, UNKNOWN, WARNING, judge
 from zfsglacier.config import BackupConfig, MonitoringPolicy
 from zfsglacier.errors import ChainError, IntegrityError, RemoteError, SignalReceived, ZfsglacierError
 from zfsglacier.remote.catalog import Catalog
@@ -155,7 +155,7 @@ def test_damage_and_staleness_together_take_the_worse_state_and_say_both() -> No
 
 def test_a_backup_dated_slightly_in_the_future_counts_as_just_made() -> None:
     """Two hosts' clocks differ by a little; that is no problem."""
-    code, line = judge(catalog(backup("s", 1, -timedelta(seconds=status.CLOCK_SKEW_TOLERANCE))), NOW, POLICY, "p/d")
+    code, line = judge(catalog(backup("s", 1, -timedelta(seconds=CLOCK_SKEW_TOLERANCE))), NOW, POLICY, "p/d")
     assert code == OK
     _, text, perf = parsed(line)
     assert text == "p/d: newest backup s 0s ago (full, 1.0 GiB stored)"
@@ -171,7 +171,7 @@ def test_a_backup_dated_far_in_the_future_is_a_warning_about_the_clock() -> None
     assert text == (f"p/d: newest backup s 0s ago (full, 1.0 GiB stored); s is dated 3h in the future "
                     f"({future.created}): the clock of this host or of the one that made it is wrong")
     assert perf["age"].startswith("0s;")
-    code, _ = judge(catalog(backup("s", 1, -timedelta(seconds=status.CLOCK_SKEW_TOLERANCE + 1))), NOW, POLICY, "p/d")
+    code, _ = judge(catalog(backup("s", 1, -timedelta(seconds=CLOCK_SKEW_TOLERANCE + 1))), NOW, POLICY, "p/d")
     assert code == WARNING
 
 
@@ -228,24 +228,24 @@ def test_names_that_would_break_the_format_are_made_one_line() -> None:
     (48 * HOUR - 1, "47h 59m"), (48 * HOUR, "2d"), (50 * HOUR, "2d 2h"), (400 * 86400, "400d"),
 ])
 def test_age_text(seconds: int, text: str) -> None:
-    assert status.age_text(seconds) == text
+    assert status_verdict.age_text(seconds) == text
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(26 * HOUR, "26h"), (2 * 86400, "2d"), (90 * 60, "90m"),
                                                (45, "45s"), (HOUR + 1, "3601s")])
 def test_threshold_text(seconds: int, text: str) -> None:
-    assert status.threshold_text(seconds) == text
+    assert status_verdict.threshold_text(seconds) == text
 
 
 # combine: several datasets.
 
-def assessed(dataset: str, age_hours: float | None, **unusable: str) -> status.Assessment:
+def assessed(dataset: str, age_hours: float | None, **unusable: str) -> status_verdict.Assessment:
     made = [backup("s", 1, timedelta(hours=age_hours))] if age_hours is not None else []
-    return status.assess(catalog(*made, unusable=unusable or None), NOW, POLICY, dataset)
+    return status_verdict.assess(catalog(*made, unusable=unusable or None), NOW, POLICY, dataset)
 
 
 def test_several_datasets_all_ok_name_the_stalest_and_list_each() -> None:
-    code, output = status.combine([assessed("pool/a", 5), assessed("pool/b", 7), assessed("tank/c", 1)], POLICY)
+    code, output = status_verdict.combine([assessed("pool/a", 5), assessed("pool/b", 7), assessed("tank/c", 1)], POLICY)
     assert code == OK
     first, *details = output.split("\n")
     state, text, perf = parsed(first)
@@ -259,8 +259,8 @@ def test_several_datasets_all_ok_name_the_stalest_and_list_each() -> None:
 
 
 def test_several_datasets_take_the_worst_state_and_name_the_ones_not_ok_worst_first() -> None:
-    unreadable = status.Assessment("tank/c", UNKNOWN, "tank/c: cannot read the backups on the remote: boom")
-    code, output = status.combine([assessed("pool/a", 30), assessed("pool/b", None), unreadable,
+    unreadable = status_verdict.Assessment("tank/c", UNKNOWN, "tank/c: cannot read the backups on the remote: boom")
+    code, output = status_verdict.combine([assessed("pool/a", 30), assessed("pool/b", None), unreadable,
                                    assessed("pool/d", 1)], POLICY)
     assert code == CRITICAL
     first, *details = output.split("\n")
@@ -280,12 +280,12 @@ def test_several_datasets_take_the_worst_state_and_name_the_ones_not_ok_worst_fi
 ])
 def test_the_worst_of_several_states_ranks_unknown_between_warning_and_critical(codes: tuple[int, ...],
                                                                                  worst: int) -> None:
-    assessments = [status.Assessment(f"p/{i}", code, f"p/{i}: x", 1, 1, 0, 1) for i, code in enumerate(codes)]
-    assert status.combine(assessments, POLICY).code == worst
+    assessments = [status_verdict.Assessment(f"p/{i}", code, f"p/{i}: x", 1, 1, 0, 1) for i, code in enumerate(codes)]
+    assert status_verdict.combine(assessments, POLICY).code == worst
 
 
 def test_many_datasets_not_ok_are_counted_in_the_first_line_and_all_listed_below() -> None:
-    code, output = status.combine([assessed(f"pool/{i}", None) for i in range(8)], POLICY)
+    code, output = status_verdict.combine([assessed(f"pool/{i}", None) for i in range(8)], POLICY)
     first, *details = output.split("\n")
     assert code == CRITICAL
     assert parsed(first)[1].endswith("pool/4: no committed backup in r:b/pool/data; and 3 more")
