@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 from helpers import cli, list_json, write_config
 from refusing_proxy import refusing_proxy
 
-from zfsglacier.commands import backup as backup_command
+from zfsglacier.commands import backup_commit
 from zfsglacier.commands import prune as prune_command
 from zfsglacier.errors import EXIT_REMOTE, EXIT_USAGE, RemoteError
 from zfsglacier.policy.chain_lock import MARGIN_DAYS
@@ -273,7 +273,7 @@ def test_a_backup_only_credential_backs_up_and_says_what_it_could_not_delete(
         def fail(*_: object) -> None:
             raise RemoteError("rclone rcat", "the upload check failed (injected)")
 
-        monkeypatch.setattr(backup_command, "_check_stored", fail)
+        monkeypatch.setattr(backup_commit, "_check_stored", fail)
         rig.populate(zpool.path("data") / "more", seed="denied", n_files=4)
         capsys.readouterr()
         assert cli("backup", "--config", config) == EXIT_REMOTE

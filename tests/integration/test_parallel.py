@@ -84,8 +84,8 @@ def test_two_at_once_one_failing_the_others_commit_with_the_usual_exit_code_and_
     assert cli("backup", "--config", config, "--dry-run") == 0
     assert "backs up 4 datasets, up to 2 at once: no [rclone] bwlimit" in capsys.readouterr().out
     assert all(snapshots(d) == [] for d in datasets)
-    watch = TwoAtOnce(backup._stream_and_commit)
-    monkeypatch.setattr(backup, "_stream_and_commit", watch)
+    watch = TwoAtOnce(backup.stream_and_commit)
+    monkeypatch.setattr(backup, "stream_and_commit", watch)
     assert cli("backup", "--config", config) == 0
     err = capsys.readouterr().err
     assert watch.most == 2 and watch.entered == 4
