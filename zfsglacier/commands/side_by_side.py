@@ -27,7 +27,7 @@ from zfsglacier.config import BackupConfig
 from zfsglacier.config_values import split_bwlimit
 from zfsglacier.errors import SignalReceived
 from zfsglacier.proc import PIPE_SIZE
-from zfsglacier.signals import step, worker
+from zfsglacier.signals import interrupted, signals_deferred, step, worker
 from zfsglacier.stream.pipeline import CHUNK
 from zfsglacier.stream.readahead import DEPTH
 from zfsglacier.threads import working_for
@@ -77,11 +77,10 @@ def run(items: Sequence[T], action: Callable[[T, int], object], limit: int, name
     waiting = deque(range(len(items)))
     unfinished = len(items)
     lock = threading.Lock()
-    stopping = threading.Event()
 
     def take() -> tuple[int, int] | None:
         with lock:
-            if stopping.is_set() or not waiting:
+            if interrupted() is not None or not waiting:  # a worker that ends after a signal takes no more
                 return None
             return waiting.popleft(), min(limit, unfinished)
 
@@ -103,12 +102,12 @@ def run(items: Sequence[T], action: Callable[[T, int], object], limit: int, name
                         unfinished -= 1
 
     with step(f"backing up {len(items)} datasets, {workers} at once"):
-        for number in range(workers):
-            threading.Thread(target=work, name=f"dataset worker {number + 1}", daemon=True).start()
         try:
+            with signals_deferred():  # a signal among the starts would leave a started worker unwaited for
+                for number in range(workers):
+                    threading.Thread(target=work, name=f"dataset worker {number + 1}", daemon=True).start()
             ended.wait()
         except SignalReceived:
-            stopping.set()
             ended.wait()  # each worker raised the signal at its checkpoint and cleans up: wait for that
             with lock:
                 left = [items[index] for index in waiting]
